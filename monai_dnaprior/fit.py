@@ -1,0 +1,156 @@
+"""The test-time fit: one untrained network fitted to one observation under the dual-domain objective."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from monai_dnaprior.losses import SpectralFidelity, total_variation
+from monai_dnaprior.networks import DIPHourglass
+from monai_dnaprior.noise import NoiseModel
+from monai_dnaprior.stopping import OutputAverager
+
+__all__ = ["FitConfig", "FitResult", "PriorState", "fit_prior"]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything that shapes one fit. Plain values only, so it pickles and hashes.
+
+    Attributes:
+        max_iters: hard cap on iterations; the automatic stop usually ends the fit well before.
+        min_iters: iterations before the automatic stop may end the fit.
+        patience: iterations without a new output-variance minimum before the fit stops.
+        lr: Adam learning rate.
+        code_channels: channels of the fixed random input code.
+        channels: feature channels per level of the hourglass, finest first.
+        skip_channels: channels of each skip branch.
+        code_noise: std of the perturbation added to the code at every iteration.
+        ema_decay: weight of the past in the output average.
+        tv_scale: TV weight per unit of noise sigma (in the fit domain, normalised to [0, 1]).
+        amplitude_weight: weight of the spectral amplitude term.
+        phase_weight: weight of the spectral phase term.
+        frequency_power: exponent of the radial frequency weighting of the spectral fidelity.
+        backtrack_factor: a loss above this multiple of the best loss so far restores the last good state.
+        warm_iters_fraction: share of ``max_iters`` (and of the patience) given to a warm-started fit.
+    """
+
+    max_iters: int = 1500
+    min_iters: int = 100
+    patience: int = 150
+    lr: float = 0.01
+    code_channels: int = 8
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    skip_channels: int = 4
+    code_noise: float = 1.0 / 30
+    ema_decay: float = 0.99
+    tv_scale: float = 0.05
+    amplitude_weight: float = 1.0
+    phase_weight: float = 1.0
+    frequency_power: float = 0.0
+    backtrack_factor: float = 3.0
+    warm_iters_fraction: float = 0.25
+    image_code: bool = False
+
+
+@dataclass
+class PriorState:
+    """What a neighbouring fit can start from: the network's weights and the random code."""
+
+    network: dict[str, torch.Tensor]
+    code: torch.Tensor
+
+
+@dataclass
+class FitResult:
+    """The outcome of one fit, in the fit domain."""
+
+    image: torch.Tensor
+    uncertainty: torch.Tensor
+    iterations: int
+    state: PriorState
+    history: list[float] = field(default_factory=list)
+
+
+def _build_network(config: FitConfig, spatial_dims: int, out_channels: int, seed: int, device: torch.device) -> DIPHourglass:
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's global RNG
+        torch.manual_seed(seed)
+        net = DIPHourglass(spatial_dims, config.code_channels, out_channels, config.channels, config.skip_channels)
+    return net.to(device)
+
+
+def fit_prior(
+    target: torch.Tensor,
+    noise_model: NoiseModel,
+    config: FitConfig,
+    seed: int = 0,
+    warm_start: PriorState | None = None,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+) -> FitResult:
+    """Fit a fresh (or warm-started) hourglass to ``target`` and return the averaged output.
+
+    Args:
+        target: observation in the fit domain, ``(B, C, *spatial)``, already on the device to fit on.
+        noise_model: maps the network's output to the expected observation and gives the noise sigma.
+        config: the fit's settings.
+        seed: seeds the network's weights, the code and the code perturbations.
+        warm_start: weights and code of a fit on a similar image (a neighbouring slice), to start from.
+        monitor: called as ``monitor(iteration, raw_output, averaged_output)``, for diagnostics.
+    """
+    device, spatial_dims = target.device, target.ndim - 2
+    generator = torch.Generator(device=device).manual_seed(seed)
+    net = _build_network(config, spatial_dims, target.shape[1], seed, device)
+    if warm_start is not None:
+        net.load_state_dict(warm_start.network)
+        code = warm_start.code.to(device)
+    else:
+        shape = (target.shape[0], config.code_channels, *net.padded_shape(target.shape[2:]))
+        code = torch.rand(shape, generator=generator, device=device) * 0.1
+        if config.image_code:
+            pad = [p for s_, t in zip(reversed(target.shape[2:]), reversed(shape[2:])) for p in (0, t - s_)]
+            code[:, : target.shape[1]] = torch.nn.functional.pad(target, pad, mode="replicate")
+    fraction = 1.0 if warm_start is None else config.warm_iters_fraction
+    max_iters = max(1, math.ceil(config.max_iters * fraction))
+    averager = OutputAverager(
+        config.ema_decay, max(1, math.ceil(config.patience * fraction)), math.ceil(config.min_iters * fraction)
+    )
+    fidelity = SpectralFidelity(spatial_dims, config.amplitude_weight, config.phase_weight, config.frequency_power)
+    tv_weight = config.tv_scale * noise_model.fit_sigma
+    optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
+    out_shape = target.shape[2:]
+    good_state = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    best_loss, history = float("inf"), []
+    with torch.enable_grad():
+        for it in range(max_iters):
+            noisy_code = code + config.code_noise * torch.randn(code.shape, generator=generator, device=device)
+            output = net(noisy_code, out_shape)
+            loss = fidelity(noise_model.observe(output), target)
+            if tv_weight > 0:
+                loss = loss + tv_weight * total_variation(output, spatial_dims)
+            value = float(loss.detach())
+            if not math.isfinite(value) or value > config.backtrack_factor * best_loss:
+                net.load_state_dict(good_state[0])  # backtrack: restore the last good state, then go gentler
+                optimizer.load_state_dict(good_state[1])
+                for group in optimizer.param_groups:
+                    group["lr"] *= 0.5
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            history.append(value)
+            if value < best_loss:
+                best_loss = value
+            if it % 50 == 0:
+                good_state = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
+            averager.update(output)
+            if monitor is not None:
+                monitor(it, output.detach(), averager.mean)
+            if averager.should_stop():
+                break
+    image, uncertainty = averager.result()
+    state = PriorState({k: v.detach().clone() for k, v in net.state_dict().items()}, code)
+    return FitResult(image, uncertainty, averager.iteration, state, history)

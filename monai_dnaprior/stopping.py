@@ -1,0 +1,65 @@
+"""Running statistics of the fit's outputs: the returned average, the uncertainty, and when to stop."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["OutputAverager"]
+
+
+class OutputAverager:
+    """Exponential moving average and variance of the fit's outputs, with a stop rule that needs no clean image.
+
+    The variance of the outputs around their average falls while the network learns the image and rises once
+    it starts to fit the noise (Wang et al., ES-WMV). Its minimum marks the end of the useful fit: the average
+    there is kept, and the fit stops when no new minimum came within ``patience`` iterations.
+
+    Args:
+        decay: weight of the past in the moving average and variance.
+        patience: iterations without a new variance minimum before :meth:`should_stop` says so.
+        min_iters: iterations before any minimum counts.
+        tolerance: relative improvement a new minimum must bring.
+    """
+
+    def __init__(self, decay: float = 0.99, patience: int = 100, min_iters: int = 50, tolerance: float = 0.0) -> None:
+        self.decay = decay
+        self.patience = patience
+        self.min_iters = min_iters
+        self.tolerance = tolerance
+        self.iteration = 0
+        self.mean: torch.Tensor | None = None
+        self.variance: torch.Tensor | None = None
+        self.best_score = float("inf")
+        self.best_iteration = 0
+        self.best_mean: torch.Tensor | None = None
+        self.best_variance: torch.Tensor | None = None
+
+    def update(self, output: torch.Tensor) -> None:
+        """Add one output (detached inside)."""
+        output = output.detach().float()
+        self.iteration += 1
+        if self.mean is None:
+            self.mean, self.variance = output.clone(), torch.zeros_like(output)
+            return
+        # bias-corrected weight: early iterations are not pulled toward the first, untrained output
+        w = max(1.0 - self.decay, 1.0 / self.iteration)
+        delta = output - self.mean
+        self.mean.add_(delta, alpha=w)
+        self.variance.mul_(1 - w).addcmul_(delta, output - self.mean, value=w)
+        if self.iteration >= self.min_iters:
+            score = float(self.variance.mean())
+            if score < self.best_score * (1 - self.tolerance):
+                self.best_score, self.best_iteration = score, self.iteration
+                self.best_mean, self.best_variance = self.mean.clone(), self.variance.clone()
+
+    def should_stop(self) -> bool:
+        """Whether the variance has not reached a new minimum for ``patience`` iterations."""
+        return self.iteration >= self.min_iters and self.iteration - self.best_iteration > self.patience
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The average and the standard deviation map at the variance minimum (or now, before any minimum)."""
+        if self.best_mean is None:
+            if self.mean is None:
+                raise RuntimeError("no output was averaged.")
+            return self.mean, self.variance.clamp_min(0).sqrt()
+        return self.best_mean, self.best_variance.clamp_min(0).sqrt()

@@ -1,0 +1,163 @@
+"""MONAI transforms that denoise with DNA-Prior: thin wrappers over :func:`monai_dnaprior.engine.denoise`."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.config.type_definitions import NdarrayOrTensor
+from monai.data.meta_obj import get_track_meta
+from monai.transforms.transform import MapTransform, Transform
+from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
+
+from monai_dnaprior.engine import VOLUME_MODES, denoise
+from monai_dnaprior.fit import FitConfig
+from monai_dnaprior.noise import NOISE_MODELS
+from monai_dnaprior.presets import PRESETS, preset_config
+from monai_dnaprior.validation import check_choice, check_image
+
+__all__ = ["DNAPriorDenoise", "DNAPriorDenoised", "DNAPriorDenoiseD", "DNAPriorDenoiseDict"]
+
+
+class DNAPriorDenoise(Transform):
+    """Denoise a channel-first image by fitting an untrained network to it (DNA-Prior, a Deep Image Prior
+    with a Fourier-domain fidelity and a total-variation regulariser). No training data, no weights.
+
+    Deterministic for a given ``seed`` and device, and not randomizable, so ``CacheDataset`` caches the result
+    and the (slow) fit runs once per image. Numpy in gives numpy out, a ``MetaTensor`` keeps its metadata,
+    integer images come back rounded and clipped to their dtype's range. The input is never modified.
+
+    Args:
+        noise_model: ``"gaussian"`` (additive), ``"poisson"`` (photon counting, low-dose CT), ``"rician"``
+            (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
+        noise_level: noise parameter on the image normalised to [0, 1]; estimated from the image when None.
+        preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size and iteration budget.
+        max_iters: cap on iterations (the automatic stop usually ends earlier); None keeps the preset's.
+        seed: seed of the network, its input code and perturbations.
+        device: where to fit (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA when available and None.
+        volume_mode: for 3D images, ``"slices"`` (warm-started 2D fits), ``"volume"`` (one 3D fit) or ``"auto"``.
+        slice_axis: spatial axis the slice mode steps along.
+        tv_scale: weight of total variation per unit of noise sigma; None keeps the preset's.
+        frequency_power: radial frequency weighting of the spectral fidelity; None keeps the preset's.
+        amplitude_weight: weight of the spectral amplitude term; None keeps the preset's.
+        phase_weight: weight of the spectral phase term; None keeps the preset's.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        noise_model: str = "gaussian",
+        noise_level: float | None = None,
+        preset: str = "default",
+        max_iters: int | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        volume_mode: str = "auto",
+        slice_axis: int = -1,
+        tv_scale: float | None = None,
+        frequency_power: float | None = None,
+        amplitude_weight: float | None = None,
+        phase_weight: float | None = None,
+    ) -> None:
+        check_choice("noise_model", noise_model, NOISE_MODELS)
+        check_choice("preset", preset, tuple(PRESETS))
+        check_choice("volume_mode", volume_mode, VOLUME_MODES)
+        if max_iters is not None and (not isinstance(max_iters, int) or max_iters < 1):
+            raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}.")
+        if noise_level is not None and not noise_level >= 0:
+            raise ValueError(f"noise_level must be a non-negative number or None (estimate), got {noise_level!r}.")
+        if slice_axis not in (-3, -2, -1, 0, 1, 2):
+            raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}.")
+        self.noise_model = noise_model
+        self.noise_level = noise_level
+        self.seed = seed
+        self.device = str(device) if device is not None else None
+        self.volume_mode = volume_mode
+        self.slice_axis = slice_axis
+        self.config: FitConfig = preset_config(
+            preset, max_iters=max_iters, tv_scale=tv_scale, frequency_power=frequency_power,
+            amplitude_weight=amplitude_weight, phase_weight=phase_weight,
+        )
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        """Denoise ``img``, channel-first ``(C, H, W)`` or ``(C, H, W, D)``."""
+        return self.denoise_with_uncertainty(img)[0]
+
+    def denoise_with_uncertainty(self, img: NdarrayOrTensor) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
+        """Denoise ``img`` and also return the per-voxel uncertainty map (same type and shape)."""
+        img_t = convert_to_tensor(img, track_meta=get_track_meta())
+        check_image(img_t)
+        result = denoise(
+            img_t.as_tensor() if hasattr(img_t, "as_tensor") else img_t,
+            noise_model=self.noise_model, noise_level=self.noise_level, config=self.config, seed=self.seed,
+            device=self.device, volume_mode=self.volume_mode, slice_axis=self.slice_axis,
+        )
+        out = _to_input_dtype(result.image, img_t.dtype)
+        out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)
+        unc, *_ = convert_to_dst_type(result.uncertainty, dst=img_t, dtype=torch.float32)
+        if isinstance(img, np.ndarray):
+            return out_img.numpy() if isinstance(out_img, torch.Tensor) else out_img, np.asarray(unc)
+        return out_img, unc
+
+
+def _to_input_dtype(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Integer inputs come back rounded and clipped to their dtype's range; floats keep their precision."""
+    if dtype.is_floating_point:
+        return out.to(dtype)
+    info = torch.iinfo(dtype)
+    return out.round().clamp(info.min, info.max).to(dtype)
+
+
+class DNAPriorDenoised(MapTransform):
+    """Dictionary-based wrapper of :class:`DNAPriorDenoise`.
+
+    Args:
+        keys: keys of the images to denoise.
+        uncertainty_key: if set, the per-voxel uncertainty map of each key is stored under
+            ``f"{key}_{uncertainty_key}"`` (with the image's metadata, so it saves alongside the image).
+        allow_missing_keys: don't raise if a key is missing.
+        kwargs: the arguments of :class:`DNAPriorDenoise`.
+    """
+
+    backend = DNAPriorDenoise.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        noise_model: str = "gaussian",
+        noise_level: float | None = None,
+        preset: str = "default",
+        max_iters: int | None = None,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        volume_mode: str = "auto",
+        slice_axis: int = -1,
+        tv_scale: float | None = None,
+        frequency_power: float | None = None,
+        amplitude_weight: float | None = None,
+        phase_weight: float | None = None,
+        uncertainty_key: str | None = None,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.denoiser = DNAPriorDenoise(
+            noise_model=noise_model, noise_level=noise_level, preset=preset, max_iters=max_iters, seed=seed,
+            device=device, volume_mode=volume_mode, slice_axis=slice_axis, tv_scale=tv_scale,
+            frequency_power=frequency_power, amplitude_weight=amplitude_weight, phase_weight=phase_weight,
+        )
+        self.uncertainty_key = uncertainty_key
+
+    def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            if self.uncertainty_key is None:
+                d[key] = self.denoiser(d[key])
+            else:
+                d[key], d[f"{key}_{self.uncertainty_key}"] = self.denoiser.denoise_with_uncertainty(d[key])
+        return d
+
+
+DNAPriorDenoiseD = DNAPriorDenoiseDict = DNAPriorDenoised
