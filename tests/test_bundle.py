@@ -1,0 +1,312 @@
+"""The MONAI Bundle in bundle/: run through MONAI's own API and CLI on tiny images with few iterations."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from pydoc import locate
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+from monai.transforms import LoadImage
+
+import monai_dnaprior
+from monai_dnaprior.bundle_runner import DenoiseFolderError
+
+pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
+
+BUNDLE = Path(__file__).resolve().parents[1] / "bundle"
+CONFIGS = BUNDLE / "configs"
+INFERENCE, MULTI, SEGMENT = (
+    str(CONFIGS / n) for n in ("inference.json", "multi_gpu_inference.json", "denoise_segment.json")
+)
+META = str(CONFIGS / "metadata.json")
+AFFINE = np.array([[0.8, 0.1, 0.0, -12.0], [0.0, 0.9, 0.0, 4.0], [0.0, 0.0, 2.5, 7.0], [0.0, 0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: the machine's 2 cores are shared, and oversubscribed threads make small fits crawl."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _write(path: Path, shape: tuple[int, ...], seed: int = 0) -> Path:
+    img = np.random.default_rng(seed).random(shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(img, AFFINE), path)
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _run(config: str | list[str], **override) -> list:
+    """Initialise, run and finalise a workflow in this process; returns what ``run`` returned."""
+    override.setdefault("bundle_root", str(BUNDLE))
+    workflow = ConfigWorkflow(config_file=config, meta_file=META, logging_file=False, workflow_type=None, **override)
+    workflow.initialize()
+    try:
+        return workflow.run()
+    finally:
+        workflow.finalize()
+
+
+def _denoise(dataset_dir: Path, output_dir: Path, **override) -> dict[str, list[str]]:
+    override = {"max_iters": 5, "device": "cpu", "exit_on_error": False, **override}
+    return _run(INFERENCE, dataset_dir=str(dataset_dir), output_dir=str(output_dir), **override)[0]
+
+
+def _fails_with(exc_type: type[BaseException], match: str, *args, **kwargs) -> None:
+    """``_denoise`` raises ``exc_type`` (MONAI wraps it in a RuntimeError) with ``match`` in its message."""
+    with pytest.raises((exc_type, RuntimeError)) as info:
+        _denoise(*args, **kwargs)
+    error = info.value if isinstance(info.value, exc_type) else info.value.__cause__
+    assert isinstance(error, exc_type) and match in str(error), repr(info.value)
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder)) if folder.exists() else []
+
+
+def test_default_input_through_the_cli(tmp_path):
+    """The documented command with no dataset_dir denoises the sample that ships in bundle/sample_data."""
+    sample = BUNDLE / "sample_data" / "mr_small_2d.nii.gz"
+    before = _digest(sample)
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", INFERENCE,
+           "--meta_file", META, "--max_iters", "5", "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[1/1] mr_small_2d.nii.gz: wrote" in proc.stdout  # per-file progress through configs/logging.conf
+    out = nib.load(tmp_path / "out" / "mr_small_2d_denoised.nii.gz")
+    src = nib.load(sample)
+    assert out.shape == src.shape and np.allclose(out.affine, src.affine)
+    assert _digest(sample) == before
+    assert _files(tmp_path / "out") == ["mr_small_2d_denoised.nii.gz"]
+
+
+def test_folder_keeps_shape_and_affine_and_inputs(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    shapes = {"a.nii.gz": (16, 16), "b.nii": (12, 20), "c.nii.gz": (12, 12, 2), "d.nii.gz": (10, 10, 1)}
+    digests = {n: _digest(_write(data / n, s, i)) for i, (n, s) in enumerate(shapes.items())}
+    (data / "notes.txt").write_text("not an image")
+    (data / ".hidden.nii.gz").write_bytes(b"ignored")
+    summary = _denoise(data, out)
+    assert len(summary["written"]) == 4 and not summary["failed"] and not summary["skipped"]
+    assert _files(out) == ["a_denoised.nii.gz", "b_denoised.nii.gz", "c_denoised.nii.gz", "d_denoised.nii.gz"]
+    for name, shape in shapes.items():
+        stem = name.split(".")[0]
+        img = nib.load(out / f"{stem}_denoised.nii.gz")
+        assert img.shape == shape and np.allclose(img.affine, AFFINE) and img.get_data_dtype() == np.float32
+        assert np.isfinite(img.get_fdata()).all()
+        assert _digest(data / name) == digests[name]
+
+
+def test_missing_dataset_dir_is_one_error_line(tmp_path):
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", INFERENCE,
+           "--meta_file", META, "--dataset_dir", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
+    assert proc.returncode == 1
+    output = proc.stdout + proc.stderr
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "does not exist" in errors[0] and str(tmp_path / "nope") in errors[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_dataset_dir_and_unsafe_output_dir(tmp_path):
+    (tmp_path / "empty").mkdir()
+    _fails_with(ValueError, "No input images", tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(SystemExit) as exit_info:
+        _denoise(tmp_path / "empty", tmp_path / "out", exit_on_error=True)
+    assert exit_info.value.code == 1
+    data = tmp_path / "data"
+    data.mkdir()
+    digest = _digest(_write(data / "x_denoised.nii.gz", (8, 8)))
+    _fails_with(ValueError, "input folder", data, data)
+    assert _files(data) == ["x_denoised.nii.gz"] and _digest(data / "x_denoised.nii.gz") == digest
+    _write(data / "x_denoised.nii", (8, 8))
+    _fails_with(ValueError, "both be written", data, tmp_path / "out")
+
+
+def test_torchrun_two_processes_write_each_file_once(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    for i in range(4):
+        _write(data / f"img{i}.nii.gz", (16, 16), i)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", f"['{INFERENCE}','{MULTI}']",
+           "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(out), "--max_iters", "5"]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log
+    assert _files(out) == [f"img{i}_denoised.nii.gz" for i in range(4)]
+    for i in range(4):
+        assert log.count(f"img{i}_denoised.nii.gz in") == 1, log  # written by exactly one rank
+    assert log.count("[rank 0/2] done") == 1 and log.count("[rank 1/2] done") == 1
+    assert "[rank 0/2] [2/2] img2.nii.gz: wrote" in log and "[rank 1/2] [2/2] img3.nii.gz: wrote" in log
+
+
+def test_corrupt_file_is_reported_and_the_rest_written(tmp_path, caplog):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    _write(data / "a.nii.gz", (16, 16), 1)
+    (data / "b_corrupt.nii.gz").write_bytes(b"this is not a NIfTI file")
+    _write(data / "c.nii.gz", (16, 16), 2)
+    with caplog.at_level("INFO", logger="monai_dnaprior"), pytest.raises(SystemExit) as exit_info:
+        _denoise(data, out, exit_on_error=True)
+    assert exit_info.value.code == 1
+    assert _files(out) == ["a_denoised.nii.gz", "c_denoised.nii.gz"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert any("b_corrupt.nii.gz: FAILED" in e for e in errors)
+    assert errors[-1] == "1 of 3 images failed: b_corrupt.nii.gz"
+    _fails_with(DenoiseFolderError, "b_corrupt", data, out)  # Python callers get an exception instead
+
+
+def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    _write(data / "a.nii.gz", (16, 16))
+    _write(data / "b.nii.gz", (16, 16), 1)
+    assert len(_denoise(data, out)["written"]) == 2
+    marker = out / "a_denoised.nii.gz"
+    marker.write_bytes(b"kept")
+    summary = _denoise(data, out)
+    assert len(summary["skipped"]) == 2 and not summary["written"] and marker.read_bytes() == b"kept"
+    summary = _denoise(data, out, overwrite="true")  # as `--overwrite true` arrives from the command line
+    assert len(summary["written"]) == 2 and nib.load(marker).shape == (16, 16)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch, error):
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    _write(data / "a.nii.gz", (16, 16))
+
+    def broken_save(img, filename):
+        Path(filename).write_bytes(b"half a file")
+        raise error
+
+    monkeypatch.setattr("monai_dnaprior.bundle_io.nib.save", broken_save)
+    with pytest.raises((type(error), RuntimeError)):
+        _denoise(data, out)
+    assert _files(out) == []  # neither the final name nor the temporary file
+
+
+def test_dicom_file_and_series(tmp_path):
+    """A ``.dcm`` file and a sub-folder of DICOM files (here without a suffix: found by the preamble)."""
+    itk = pytest.importorskip("itk")
+    data, out = tmp_path / "data", tmp_path / "out"
+    (data / "series").mkdir(parents=True)
+    img = itk.image_from_array((np.random.default_rng(0).random((12, 14)) * 1000).astype(np.int16))
+    img.SetSpacing([0.5, 0.7])
+    itk.imwrite(img, str(data / "slice.dcm"))
+    shutil.copy(data / "slice.dcm", data / "series" / "IM0001")
+    before = LoadImage(image_only=True)(data / "slice.dcm")
+    summary = _denoise(data, out, max_iters=3)
+    assert not summary["failed"] and _files(out) == ["series_denoised.nii.gz", "slice_denoised.nii.gz"]
+    for name in _files(out):
+        result = nib.load(out / name)
+        assert result.shape == tuple(before.shape) and np.allclose(result.affine, before.affine.numpy())
+
+
+def test_metadata_fields():
+    """`monai.bundle verify_metadata` downloads its schema, so the schema's required fields are checked here."""
+    meta = json.loads(Path(META).read_text())
+    required = ("version", "changelog", "monai_version", "pytorch_version", "numpy_version",
+                "required_packages_version", "task", "description", "authors", "copyright", "network_data_format")
+    assert all(meta.get(k) for k in required)
+    assert meta["version"] in meta["changelog"]
+    assert meta["required_packages_version"]["monai_dnaprior"] == monai_dnaprior.__version__
+    for io in ("inputs", "outputs"):
+        for tensor in meta["network_data_format"][io].values():
+            assert {"type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
+                    "channel_def"} <= set(tensor)
+    assert set(meta["network_data_format"]["inputs"]) == {"image"}
+
+
+def _targets(node) -> list[str]:
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == "_target_"] + [t for v in node.values() for t in _targets(v)]
+    if isinstance(node, list):
+        return [t for v in node for t in _targets(v)]
+    return []
+
+
+def test_configs_use_full_dotted_targets_and_user_keys():
+    targets = [t for c in (INFERENCE, MULTI, SEGMENT) for t in _targets(json.loads(Path(c).read_text()))]
+    assert "monai_dnaprior.transforms.DNAPriorDenoised" in targets
+    for target in targets:
+        assert target.split(".")[0] in ("monai", "monai_dnaprior") and locate(target) is not None, target
+    keys = json.loads(Path(INFERENCE).read_text())
+    assert {"dataset_dir", "output_dir", "device", "max_iters", "noise_model", "preset", "overwrite"} <= set(keys)
+    assert "checkpoint" in json.loads(Path(SEGMENT).read_text())
+
+
+def _two_images(tmp_path: Path) -> Path:
+    pytest.importorskip("ignite", reason="SupervisedEvaluator needs pytorch-ignite (pip install .[bundle])")
+    data = tmp_path / "data"
+    data.mkdir()
+    _write(data / "a.nii.gz", (16, 16))
+    _write(data / "b.nii.gz", (20, 12), 1)
+    return data
+
+
+def test_denoise_then_segment_with_a_random_unet(tmp_path):
+    """No checkpoint: the UNet is randomly initialised, so this proves the wiring, not the segmentation."""
+    data, out = _two_images(tmp_path), tmp_path / "seg"
+    _run(SEGMENT, dataset_dir=str(data), output_dir=str(out), max_iters=3, device="cpu")
+    assert _files(out) == ["a_seg.nii.gz", "b_seg.nii.gz"]
+    for name, shape in (("a", (16, 16)), ("b", (20, 12))):
+        seg = nib.load(out / f"{name}_seg.nii.gz")
+        assert seg.shape == shape and np.allclose(seg.affine, AFFINE)
+        assert set(np.unique(seg.get_fdata())) <= {0.0, 1.0}
+
+
+def test_denoise_then_segment_loads_the_checkpoint_safely(tmp_path, monkeypatch):
+    data, out = _two_images(tmp_path), tmp_path / "seg"
+    net = locate("monai.networks.nets.UNet")(
+        spatial_dims=2, in_channels=1, out_channels=2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+        num_res_units=2, norm="batch",
+    )
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(0.01)
+    torch.save(net.state_dict(), tmp_path / "unet.pt")
+    calls = []
+    real_load = torch.load
+
+    def spy_load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy_load)
+    workflow = ConfigWorkflow(
+        config_file=SEGMENT, meta_file=META, logging_file=False, workflow_type=None, bundle_root=str(BUNDLE),
+        dataset_dir=str(data), output_dir=str(out), max_iters=3, device="cpu", checkpoint=str(tmp_path / "unet.pt"),
+    )
+    workflow.initialize()
+    workflow.run()
+    assert calls == [True]
+    loaded = workflow.parser.get_parsed_content("network").state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in net.state_dict().items())
+    assert _files(out) == ["a_seg.nii.gz", "b_seg.nii.gz"]

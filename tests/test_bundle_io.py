@@ -1,0 +1,95 @@
+"""The bundle's file handling and sharding, without running a fit."""
+
+from __future__ import annotations
+
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import EnsureChannelFirst, LoadImage
+
+from monai_dnaprior.bundle_io import find_inputs, input_stem, plan_outputs, save_atomic
+from monai_dnaprior.bundle_runner import _as_bool, _root_cause, shard
+
+
+@pytest.mark.parametrize("n", [0, 1, 4, 5, 7])
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_shard_covers_every_item_once(n, world):
+    items = list(range(n))
+    shares = [shard(items, r, world) for r in range(world)]
+    assert sorted(i for s in shares for i in s) == items
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_shard_rejects_bad_rank():
+    with pytest.raises(ValueError):
+        shard([1, 2], 2, 2)
+
+
+@pytest.mark.parametrize(
+    "path, stem",
+    [("/d/a.nii.gz", "a"), ("/d/a.b.nii", "a.b"), ("/d/CT.DCM", "CT"), ("/d/series/", "series"), ("x.mha", "x")],
+)
+def test_input_stem(path, stem):
+    assert input_stem(path) == stem
+
+
+def test_find_inputs_and_plan_outputs(tmp_path):
+    for name in ("b.nii.gz", "a.nii", "c.mha", "notes.txt", ".hidden.nii.gz"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "empty_folder").mkdir()
+    found = find_inputs(tmp_path)
+    assert [os.path.basename(p) for p in found] == ["a.nii", "b.nii.gz", "c.mha"]
+    outputs = plan_outputs(found, tmp_path / "out")
+    assert [os.path.basename(p) for p in outputs] == ["a_denoised.nii.gz", "b_denoised.nii.gz", "c_denoised.nii.gz"]
+    with pytest.raises(ValueError, match="input folder"):
+        plan_outputs(found, tmp_path)
+    with pytest.raises(FileNotFoundError):
+        find_inputs(tmp_path / "missing")
+    with pytest.raises(NotADirectoryError):
+        find_inputs(tmp_path / "a.nii")
+
+
+def test_plan_outputs_refuses_a_folder_inside_a_series(tmp_path):
+    series = tmp_path / "series"
+    series.mkdir()
+    (series / "1.dcm").write_bytes(b"x")
+    assert find_inputs(tmp_path) == [str(series)]
+    with pytest.raises(ValueError, match="inside the DICOM series"):
+        plan_outputs([str(series)], series / "out")
+
+
+@pytest.mark.parametrize("shape", [(9, 7), (9, 7, 1), (5, 6, 3), (4, 5, 3, 2)])
+def test_save_atomic_keeps_the_input_layout(tmp_path, shape):
+    affine = np.diag([0.5, 2.0, 3.0, 1.0])
+    affine[:3, 3] = (1.0, -2.0, 3.0)
+    arr = np.random.default_rng(0).random(shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(arr, affine), tmp_path / "in.nii.gz")
+    img = EnsureChannelFirst()(LoadImage(image_only=True)(tmp_path / "in.nii.gz"))
+    save_atomic(img, tmp_path / "out.nii.gz")
+    out = nib.load(tmp_path / "out.nii.gz")
+    assert out.shape == shape and np.allclose(out.affine, affine) and np.allclose(out.get_fdata(), arr)
+    assert sorted(os.listdir(tmp_path)) == ["in.nii.gz", "out.nii.gz"]
+
+
+def test_save_atomic_plain_tensor_and_bad_suffix(tmp_path):
+    save_atomic(torch.zeros(2, 4, 5), tmp_path / "t.nii")  # no metadata: identity affine, channels last
+    assert nib.load(tmp_path / "t.nii").shape == (4, 5, 2)
+    with pytest.raises(ValueError, match="must end with"):
+        save_atomic(MetaTensor(torch.zeros(1, 4, 4)), tmp_path / "t.png")
+
+
+def test_flags_and_error_summaries():
+    assert _as_bool("false") is False and _as_bool("True") is True and _as_bool(0) is False
+    with pytest.raises(ValueError):
+        _as_bool("maybe")
+    try:
+        try:
+            raise OSError("cannot read\nthe file")
+        except OSError as inner:
+            raise RuntimeError("applying transform LoadImaged") from inner
+    except RuntimeError as outer:
+        assert _root_cause(outer) == "OSError: cannot read the file"
