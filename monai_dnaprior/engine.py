@@ -18,6 +18,7 @@ from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import NOISE_MODELS, NoiseModel, get_noise_model
 from monai_dnaprior.validation import check_choice, check_image
+from monai_dnaprior.wiener import wiener_refine
 
 __all__ = ["VOLUME_MODES", "DenoiseResult", "denoise"]
 
@@ -116,7 +117,7 @@ def _fit(target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, 
     """Returns the fitted image and its output std, both ``(C, *spatial)`` in the fit domain, and the iterations."""
     if mode != "slices":
         result = fit_prior(target[None], model, config, seed)
-        return result.image[0], result.uncertainty[0], result.iterations
+        return _refine(target, result.image[0], model, config), result.uncertainty[0], result.iterations
     axis = 1 + (slice_axis % 3)
     fitted, spread = torch.empty_like(target), torch.empty_like(target)
     state: PriorState | None = None
@@ -126,7 +127,14 @@ def _fit(target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, 
         fitted.select(axis, k).copy_(result.image[0])
         spread.select(axis, k).copy_(result.uncertainty[0])
         state, iterations = result.state, iterations + result.iterations
-    return fitted, spread, iterations
+    return _refine(target, fitted, model, config), spread, iterations
+
+
+def _refine(target: torch.Tensor, fitted: torch.Tensor, model: NoiseModel, config: FitConfig) -> torch.Tensor:
+    """DCT Wiener refinement of the observation with the fit as pilot, where the fit domain's noise is additive."""
+    if config.wiener_patch <= 0 or model.name == "rician":  # Rician noise is biased, not additive: keep the fit
+        return fitted
+    return wiener_refine(target[None], fitted[None], model.fit_sigma, config.wiener_patch, config.wiener_stride)[0]
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior.losses import SpectralFidelity, total_variation
 from monai_dnaprior.networks import DIPHourglass
@@ -37,24 +38,34 @@ class FitConfig:
         frequency_power: exponent of the radial frequency weighting of the spectral fidelity.
         backtrack_factor: a loss above this multiple of the best loss so far restores the last good state.
         warm_iters_fraction: share of ``max_iters`` (and of the patience) given to a warm-started fit.
+        code_blur: the code's first channels hold the observation blurred by a Gaussian of this std (pixels),
+            which starts the fit from the image's coarse structure (far fewer iterations); 0 gives the plain
+            random code of the original Deep Image Prior.
+        min_change: the fit is done when its average moves less than this share of the noise sigma (RMS)
+            over 50 iterations.
+        wiener_patch: patch side of the DCT Wiener refinement with the fit as pilot; 0 disables it.
+        wiener_stride: step between the refinement's patches.
     """
 
-    max_iters: int = 1500
+    max_iters: int = 800
     min_iters: int = 100
     patience: int = 150
     lr: float = 0.01
     code_channels: int = 8
-    channels: tuple[int, ...] = (32, 32, 64, 64)
+    channels: tuple[int, ...] = (16, 32, 64, 64)
     skip_channels: int = 4
     code_noise: float = 1.0 / 30
     ema_decay: float = 0.99
-    tv_scale: float = 0.05
+    tv_scale: float = 0.15
     amplitude_weight: float = 1.0
     phase_weight: float = 1.0
     frequency_power: float = 0.0
     backtrack_factor: float = 3.0
     warm_iters_fraction: float = 0.25
-    image_code: bool = False
+    code_blur: float = 2.0
+    min_change: float = 0.02
+    wiener_patch: int = 8
+    wiener_stride: int = 1
 
 
 @dataclass
@@ -81,6 +92,13 @@ def _build_network(config: FitConfig, spatial_dims: int, out_channels: int, seed
         torch.manual_seed(seed)
         net = DIPHourglass(spatial_dims, config.code_channels, out_channels, config.channels, config.skip_channels)
     return net.to(device)
+
+
+def _blurred_code(target: torch.Tensor, sigma: float, shape: tuple[int, ...]) -> torch.Tensor:
+    """The observation blurred by a Gaussian of std ``sigma`` pixels, replicate-padded to the code's ``shape``."""
+    blurred = GaussianFilter(target.ndim - 2, sigma).to(target.device)(target)
+    pad = [p for size, full in zip(reversed(target.shape[2:]), reversed(shape)) for p in (0, full - size)]
+    return torch.nn.functional.pad(blurred, pad, mode="replicate")
 
 
 def fit_prior(
@@ -110,13 +128,15 @@ def fit_prior(
     else:
         shape = (target.shape[0], config.code_channels, *net.padded_shape(target.shape[2:]))
         code = torch.rand(shape, generator=generator, device=device) * 0.1
-        if config.image_code:
-            pad = [p for s_, t in zip(reversed(target.shape[2:]), reversed(shape[2:])) for p in (0, t - s_)]
-            code[:, : target.shape[1]] = torch.nn.functional.pad(target, pad, mode="replicate")
+        if config.code_blur > 0:
+            code[:, : target.shape[1]] = _blurred_code(target, config.code_blur, shape[2:])
     fraction = 1.0 if warm_start is None else config.warm_iters_fraction
     max_iters = max(1, math.ceil(config.max_iters * fraction))
     averager = OutputAverager(
-        config.ema_decay, max(1, math.ceil(config.patience * fraction)), math.ceil(config.min_iters * fraction)
+        config.ema_decay,
+        max(1, math.ceil(config.patience * fraction)),
+        math.ceil(config.min_iters * fraction),
+        min_change=config.min_change * noise_model.fit_sigma,
     )
     fidelity = SpectralFidelity(spatial_dims, config.amplitude_weight, config.phase_weight, config.frequency_power)
     tv_weight = config.tv_scale * noise_model.fit_sigma

@@ -10,9 +10,9 @@ from monai_dnaprior.validation import check_choice
 __all__ = ["PRESETS", "preset_config"]
 
 PRESETS: dict[str, FitConfig] = {
-    "fast": FitConfig(max_iters=600, patience=80, channels=(16, 32, 64, 64)),
+    "fast": FitConfig(max_iters=300, min_change=0.04, wiener_stride=2),
     "default": FitConfig(),
-    "quality": FitConfig(max_iters=3000, patience=300, channels=(64, 64, 128, 128)),
+    "quality": FitConfig(max_iters=2000, patience=300, min_change=0.01, channels=(32, 32, 64, 64)),
 }
 
 

@@ -11,17 +11,29 @@ class OutputAverager:
     """Exponential moving average and variance of the fit's outputs, with a stop rule that needs no clean image.
 
     The variance of the outputs around their average falls while the network learns the image and rises once
-    it starts to fit the noise (Wang et al., ES-WMV). Its minimum marks the end of the useful fit: the average
-    there is kept, and the fit stops when no new minimum came within ``patience`` iterations.
+    it starts to fit the noise (Wang et al., ES-WMV). Its minimum marks the end of the useful fit of the raw
+    outputs; the average lags them by about ``1 / (1 - decay)`` iterations, so the fit stops ``patience``
+    iterations after the last minimum and returns the average then.
 
     Args:
         decay: weight of the past in the moving average and variance.
         patience: iterations without a new variance minimum before :meth:`should_stop` says so.
         min_iters: iterations before any minimum counts.
         tolerance: relative improvement a new minimum must bring.
+        min_change: the fit is also done once the average moves less than this (RMS) over ``check_every``
+            iterations: it has converged and more iterations would not change the result.
+        check_every: iterations between two convergence checks.
     """
 
-    def __init__(self, decay: float = 0.99, patience: int = 100, min_iters: int = 50, tolerance: float = 0.0) -> None:
+    def __init__(
+        self,
+        decay: float = 0.99,
+        patience: int = 100,
+        min_iters: int = 50,
+        tolerance: float = 0.0,
+        min_change: float = 0.0,
+        check_every: int = 50,
+    ) -> None:
         self.decay = decay
         self.patience = patience
         self.min_iters = min_iters
@@ -31,8 +43,10 @@ class OutputAverager:
         self.variance: torch.Tensor | None = None
         self.best_score = float("inf")
         self.best_iteration = 0
-        self.best_mean: torch.Tensor | None = None
-        self.best_variance: torch.Tensor | None = None
+        self.min_change = min_change
+        self.check_every = check_every
+        self.converged = False
+        self._checkpoint: torch.Tensor | None = None
 
     def update(self, output: torch.Tensor) -> None:
         """Add one output (detached inside)."""
@@ -50,16 +64,20 @@ class OutputAverager:
             score = float(self.variance.mean())
             if score < self.best_score * (1 - self.tolerance):
                 self.best_score, self.best_iteration = score, self.iteration
-                self.best_mean, self.best_variance = self.mean.clone(), self.variance.clone()
+        if self.iteration % self.check_every == 0:
+            if self._checkpoint is not None and self.iteration >= self.min_iters:
+                change = float((self.mean - self._checkpoint).square().mean().sqrt())
+                self.converged = change < self.min_change
+            self._checkpoint = self.mean.clone()
 
     def should_stop(self) -> bool:
-        """Whether the variance has not reached a new minimum for ``patience`` iterations."""
-        return self.iteration >= self.min_iters and self.iteration - self.best_iteration > self.patience
+        """Whether the fit has converged, or its variance has not reached a new minimum for ``patience`` iterations."""
+        if self.iteration < self.min_iters:
+            return False
+        return self.converged or self.iteration - self.best_iteration > self.patience
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The average and the standard deviation map at the variance minimum (or now, before any minimum)."""
-        if self.best_mean is None:
-            if self.mean is None:
-                raise RuntimeError("no output was averaged.")
-            return self.mean, self.variance.clamp_min(0).sqrt()
-        return self.best_mean, self.best_variance.clamp_min(0).sqrt()
+        """The average of the outputs and their standard deviation map."""
+        if self.mean is None:
+            raise RuntimeError("no output was averaged yet.")
+        return self.mean, self.variance.clamp_min(0).sqrt()
