@@ -26,6 +26,8 @@ logger = logging.getLogger("monai_dnaprior")
 
 VOLUME_MODES = ("auto", "slices", "volume")
 
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
 
 @dataclass
 class DenoiseResult:
@@ -101,7 +103,7 @@ def _fit_with_fallback(target, model, config, seed, mode, slice_axis):
     """Fit on the target's device; on a CUDA out-of-memory, retry slice by slice, then on the CPU."""
     try:
         return _fit(target, model, config, seed, mode, slice_axis)
-    except torch.OutOfMemoryError:
+    except _OUT_OF_MEMORY:
         if target.device.type != "cuda":
             raise
         torch.cuda.empty_cache()

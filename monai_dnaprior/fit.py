@@ -119,6 +119,18 @@ def fit_prior(
         warm_start: weights and code of a fit on a similar image (a neighbouring slice), to start from.
         monitor: called as ``monitor(iteration, raw_output, averaged_output)``, for diagnostics.
     """
+    with torch.inference_mode(False):  # callers may run under inference_mode; the fit needs autograd
+        return _fit(target.clone(), noise_model, config, seed, warm_start, monitor)
+
+
+def _fit(
+    target: torch.Tensor,
+    noise_model: NoiseModel,
+    config: FitConfig,
+    seed: int,
+    warm_start: PriorState | None,
+    monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None,
+) -> FitResult:
     device, spatial_dims = target.device, target.ndim - 2
     generator = torch.Generator(device=device).manual_seed(seed)
     net = _build_network(config, spatial_dims, target.shape[1], seed, device)
@@ -143,11 +155,13 @@ def fit_prior(
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     out_shape = target.shape[2:]
     good_state = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
-    best_loss, history = float("inf"), []
+    best_loss, good_loss, history = float("inf"), float("inf"), []
     with torch.enable_grad():
         for it in range(max_iters):
             noisy_code = code + config.code_noise * torch.randn(code.shape, generator=generator, device=device)
             output = net(noisy_code, out_shape)
+            if noise_model.name == "rician":
+                output = output.abs()
             loss = fidelity(noise_model.observe(output), target)
             if tv_weight > 0:
                 loss = loss + tv_weight * total_variation(output, spatial_dims)
@@ -157,6 +171,7 @@ def fit_prior(
                 optimizer.load_state_dict(good_state[1])
                 for group in optimizer.param_groups:
                     group["lr"] *= 0.5
+                best_loss = good_loss  # compare with the state restored, not the best ever seen
                 continue
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -166,6 +181,7 @@ def fit_prior(
                 best_loss = value
             if it % 50 == 0:
                 good_state = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
+                good_loss = value
             averager.update(output)
             if monitor is not None:
                 monitor(it, output.detach(), averager.mean)

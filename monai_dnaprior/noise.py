@@ -56,9 +56,12 @@ def estimate_poisson_gain(x: torch.Tensor, spatial_dims: int, bins: int = 16) ->
     Blocks are binned by mean intensity; in each bin the robust variance ``(median |d| / 0.6745)^2`` is taken,
     and ``a`` is the least-squares slope through the origin of those variances against the bin means.
     """
+    if any(s < 2 for s in x.shape[-spatial_dims:]):
+        return 0.0
     detail, mean = haar_finest_detail(x.float(), spatial_dims)
     detail, mean = detail.flatten(), mean.flatten().clamp_min(0)
-    if mean.numel() < bins:
+    bins = min(bins, mean.numel() // 8)  # at least 8 blocks per bin
+    if bins < 1:
         return 0.0
     order = torch.argsort(mean)
     means, variances = [], []

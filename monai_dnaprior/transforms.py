@@ -99,7 +99,11 @@ class DNAPriorDenoise(Transform):
         out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)
         unc, *_ = convert_to_dst_type(result.uncertainty, dst=img_t, dtype=torch.float32)
         if isinstance(img, np.ndarray):
-            return out_img.numpy() if isinstance(out_img, torch.Tensor) else out_img, np.asarray(unc)
+            out_np = out_img.numpy() if isinstance(out_img, torch.Tensor) else np.asarray(out_img)
+            if out_np.dtype != img.dtype and img.dtype.kind in "iu":  # MONAI widens uint16/uint32 on the way in
+                info = np.iinfo(img.dtype)
+                out_np = np.clip(out_np, info.min, info.max).astype(img.dtype)
+            return out_np, np.asarray(unc)
         return out_img, unc
 
 

@@ -20,6 +20,9 @@ def check_image(img: torch.Tensor, name: str = "image") -> None:
         TypeError: complex or non-numeric data.
         ValueError: wrong number of dimensions, an empty axis, or NaN/infinite values.
     """
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"The {name} must be a numeric numpy array or torch tensor, got {type(img).__name__}"
+                        f"{' of ' + str(img.dtype) if hasattr(img, 'dtype') else ''}.")
     if img.is_complex():
         raise TypeError(f"The {name} is complex; take its magnitude first (e.g. `abs(img)`) and denoise that.")
     if img.dtype == torch.bool:
@@ -38,3 +41,5 @@ def check_image(img: torch.Tensor, name: str = "image") -> None:
                 f"The {name} has {bad} NaN or infinite values out of {img.numel()}; clean them first "
                 "(e.g. `torch.nan_to_num(img)` or MONAI's `NormalizeIntensity`/masking)."
             )
+        if img.dtype == torch.float64 and bool((img.abs() > torch.finfo(torch.float32).max).any()):
+            raise ValueError(f"The {name} has values beyond the float32 range (+-3.4e38) the fit runs in; rescale it first.")

@@ -1,0 +1,187 @@
+"""Noise-level estimation, the Rician mean, and the noise models' maps into the fit domain and back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_phantom
+
+from monai_dnaprior import NOISE_MODELS, NoiseModel, estimate_noise_level, estimate_poisson_gain, get_noise_model
+from monai_dnaprior.noise import haar_finest_detail, rician_mean
+
+
+def _smooth(shape):
+    return torch.from_numpy(make_phantom(shape))[None].double()
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.05, 0.1, 0.2])
+@pytest.mark.parametrize("shape", [(128, 128), (32, 32, 16)], ids=["2d", "3d"])
+def test_noise_level_of_gaussian_noise_within_10_percent(sigma, shape):
+    clean = _smooth(shape)
+    rng = np.random.default_rng(1)
+    noisy = clean + sigma * torch.from_numpy(rng.standard_normal(clean.shape))
+    estimate = estimate_noise_level(noisy, len(shape))
+    assert estimate == pytest.approx(sigma, rel=0.1)
+
+
+def test_noise_level_of_a_smooth_image_is_small_and_of_a_constant_zero():
+    assert estimate_noise_level(_smooth((64, 64)), 2) < 2e-3
+    assert estimate_noise_level(torch.full((2, 8, 8), 0.3), 2) == 0.0
+
+
+def test_noise_level_is_pooled_over_channels_and_scales_linearly():
+    rng = np.random.default_rng(2)
+    noisy = _smooth((64, 64)).repeat(2, 1, 1) + 0.05 * torch.from_numpy(rng.standard_normal((2, 64, 64)))
+    single = estimate_noise_level(noisy, 2)
+    assert single == pytest.approx(0.05, rel=0.15)
+    assert estimate_noise_level(3 * noisy, 2) == pytest.approx(3 * single, rel=1e-6)
+    assert estimate_noise_level(noisy + 10, 2) == pytest.approx(single, rel=1e-4)  # offset-invariant
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (1, 5, 8)])
+def test_noise_level_of_a_too_thin_image_is_zero(shape):
+    assert estimate_noise_level(torch.rand(1, *shape), len(shape)) == 0.0
+
+
+def test_haar_detail_is_orthonormal_on_white_noise():
+    rng = np.random.default_rng(3)
+    x = torch.from_numpy(rng.standard_normal((1, 64, 65)))  # odd width: cropped to 64
+    detail, mean = haar_finest_detail(x, 2)
+    assert detail.shape == mean.shape == (1, 32, 32)
+    assert float(detail.std()) == pytest.approx(1.0, rel=0.05)
+    ramp = torch.arange(16.0).reshape(1, 4, 4)
+    d, m = haar_finest_detail(ramp, 2)
+    assert torch.equal(d, torch.zeros(1, 2, 2))  # a linear ramp has no diagonal detail
+    torch.testing.assert_close(m, torch.tensor([[[2.5, 4.5], [10.5, 12.5]]]))
+
+
+@pytest.mark.parametrize("gain", [0.005, 0.02, 0.05])
+@pytest.mark.parametrize("shape", [(128, 128), (32, 32, 16)], ids=["2d", "3d"])
+def test_poisson_gain_within_25_percent(gain, shape):
+    clean = _smooth(shape)
+    rng = np.random.default_rng(4)
+    noisy = gain * torch.from_numpy(rng.poisson(clean.numpy() / gain).astype(np.float64))
+    assert estimate_poisson_gain(noisy, len(shape)) == pytest.approx(gain, rel=0.25)
+
+
+def test_poisson_gain_of_a_tiny_image_is_zero():
+    assert estimate_poisson_gain(torch.rand(1, 4, 5), 2) == 0.0  # 2 Haar blocks: nothing to regress
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (16, 16), (20, 21), (8, 8, 8), (12, 12, 6), (1, 9), (40, 40, 1)])
+def test_poisson_gain_of_a_small_or_thin_image_does_not_crash(shape):
+    """Two bugs in ``estimate_poisson_gain``, both reached by ``DNAPriorDenoise(noise_model="poisson")``:
+
+    - between 16 and 127 Haar blocks every intensity bin has fewer than 8 blocks and is skipped, then
+      ``torch.stack([])`` raises ``RuntimeError: stack expects a non-empty TensorList`` (2D images from 8x8 to
+      21x21, 3D from 8x8x8);
+    - a spatial axis of size 1 (a 2D scan loaded as an H x W x 1 volume) crops to 0 in ``haar_finest_detail``:
+      ``RuntimeError: maximum size for tensor at dimension ... is 0 but size is 2``. ``estimate_noise_level``
+      guards against this case, ``estimate_poisson_gain`` does not.
+
+    Small and thin images must get a usable (finite, >= 0) gain.
+    """
+    y = torch.rand(1, *shape, generator=torch.Generator().manual_seed(0))
+    gain = estimate_poisson_gain(y, len(shape))
+    assert math.isfinite(gain) and gain >= 0
+    assert get_noise_model("poisson", y, len(shape)).level > 0
+
+
+@pytest.mark.parametrize("sigma, values", [(0.1, [0.0, 0.05, 0.1, 0.3, 1.0]), (0.01, [0.0, 0.02, 0.5, 1.0])])
+def test_rician_mean_matches_monte_carlo(sigma, values):
+    rng = np.random.default_rng(5)
+    n = 400_000
+    x = torch.tensor(values, dtype=torch.float64)
+    expected = rician_mean(x, sigma)
+    for v, e in zip(values, expected):
+        samples = np.abs(v + sigma * rng.standard_normal(n) + 1j * sigma * rng.standard_normal(n))
+        stderr = samples.std() / math.sqrt(n)
+        assert float(e) == pytest.approx(samples.mean(), abs=5 * stderr), v
+
+
+def test_rician_mean_limits_and_gradient():
+    sigma = 0.1
+    assert float(rician_mean(torch.tensor(0.0), sigma)) == pytest.approx(sigma * math.sqrt(math.pi / 2), rel=1e-6)
+    x = torch.tensor([0.3, 1.0, 3.0], dtype=torch.float64, requires_grad=True)
+    mean = rician_mean(x, sigma)
+    assert torch.all(mean > x)  # the magnitude of a noisy signal is biased up
+    torch.testing.assert_close(mean[1:], (x + sigma**2 / (2 * x))[1:], rtol=1e-4, atol=0)  # high-SNR asymptote
+    mean.sum().backward()
+    assert torch.all(torch.isfinite(x.grad)) and torch.all(x.grad > 0)
+    # continuous across the switch to the asymptote (u = x^2 / (4 sigma^2) = 400)
+    edge = torch.tensor([40 * sigma * (1 - 1e-6), 40 * sigma * (1 + 1e-6)], dtype=torch.float64)
+    below, above = rician_mean(edge, sigma)
+    assert float(above - below) == pytest.approx(float(edge[1] - edge[0]), abs=1e-6)
+    torch.testing.assert_close(rician_mean(-x.detach(), sigma), rician_mean(x.detach(), sigma))
+    torch.testing.assert_close(rician_mean(x.detach(), 0.0), x.detach())
+
+
+@pytest.mark.parametrize("name, level", [("gaussian", 0.1), ("poisson", 0.01), ("rician", 0.05), ("speckle", 0.3)])
+def test_forward_then_inverse_round_trip(name, level):
+    y = _smooth((32, 32)).float()
+    model = NoiseModel(name, level)
+    fitted = model.forward(y)
+    # the fit domain keeps the image range about [0, 1]
+    assert -0.05 < float(fitted.min()) and float(fitted.max()) < 1.05
+    back = model.inverse(fitted, y)
+    # Poisson's unbiased inverse differs from the algebraic one by about a quarter count (gain / 4)
+    torch.testing.assert_close(back, y, atol=0.5 * level if name == "poisson" else 1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "rician"])
+def test_additive_models_leave_the_image_as_is(name):
+    y = _smooth((8, 8)).float()
+    assert torch.equal(NoiseModel(name, 0.1).forward(y), y)
+
+
+def test_anscombe_makes_poisson_noise_unit_variance_in_counts():
+    gain, counts = 0.01, 40.0
+    rng = np.random.default_rng(6)
+    y = torch.from_numpy(gain * rng.poisson(counts, size=(1, 200, 200)).astype(np.float32))
+    model = NoiseModel("poisson", gain)
+    lo, hi = model._span()
+    assert float(model.forward(y).std() * (hi - lo)) == pytest.approx(1.0, rel=0.05)
+    assert float(model.forward(y).std()) == pytest.approx(model.fit_sigma, rel=0.05)
+
+
+def test_speckle_log_domain_sigma_is_the_fit_sigma():
+    rng = np.random.default_rng(7)
+    clean = torch.full((1, 200, 200), 0.6)
+    looks = 16.0
+    noisy = clean * torch.from_numpy(rng.gamma(looks, 1 / looks, clean.shape).astype(np.float32))
+    model = get_noise_model("speckle", noisy, 2)
+    # the sigma of log(gamma(L, 1/L)) is sqrt(trigamma(L)) ~ 0.254 for L = 16; the offset shrinks it a little
+    assert model.level == pytest.approx(0.254, rel=0.1)
+    assert float(model.forward(noisy).std()) == pytest.approx(model.fit_sigma, rel=0.1)
+
+
+def test_fit_sigma():
+    assert NoiseModel("gaussian", 0.07).fit_sigma == pytest.approx(0.07)
+    assert NoiseModel("rician", 0.07).fit_sigma == pytest.approx(0.07)
+    lo, hi = NoiseModel("poisson", 0.02)._span()
+    assert NoiseModel("poisson", 0.02).fit_sigma == pytest.approx(1 / (hi - lo))
+
+
+@pytest.mark.parametrize("name", NOISE_MODELS)
+def test_get_noise_model_uses_a_given_level(name):
+    y = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
+    model = get_noise_model(name, y, 2, level=0.037)
+    assert model == NoiseModel(name, 0.037)
+
+
+def test_get_noise_model_estimates_when_no_level():
+    rng = np.random.default_rng(8)
+    y = _smooth((64, 64)).float() + 0.08 * torch.from_numpy(rng.standard_normal((1, 64, 64)).astype(np.float32))
+    for name in ("gaussian", "rician"):
+        model = get_noise_model(name, y, 2)
+        assert model.name == name and model.level == pytest.approx(estimate_noise_level(y, 2))
+    positive = y.clamp_min(0)
+    assert get_noise_model("poisson", positive, 2).level == pytest.approx(estimate_poisson_gain(positive, 2))
+
+
+def test_get_noise_model_keeps_the_poisson_gain_positive():
+    assert get_noise_model("poisson", torch.zeros(1, 4, 4), 2, level=0.0).level == pytest.approx(1e-6)
+    assert get_noise_model("poisson", torch.full((1, 32, 32), 0.5), 2).level == pytest.approx(1e-6)
