@@ -59,8 +59,8 @@ def dip_label(iters: int) -> str:
 
 
 def plain_dip_denoiser(iters: int, device: str | None, seed: int = 0) -> Denoiser:
-    """The original Deep Image Prior recipe through ``fit_prior``: 5 levels of 128 channels, a 32-channel code,
-    pixel MSE (the spectral fidelity with equal weights is MSE by Parseval), no TV, ``iters`` iterations, no stop.
+    """The original Deep Image Prior recipe through ``fit_prior``: 5 levels of 128 channels, a 32-channel random
+    code (no blurred image in it), pixel MSE (the spectral fidelity with equal weights is MSE by Parseval), no TV, ``iters`` iterations, no stop.
     """
     import torch
 
@@ -69,7 +69,7 @@ def plain_dip_denoiser(iters: int, device: str | None, seed: int = 0) -> Denoise
 
     config = FitConfig(
         max_iters=iters, min_iters=10**9, patience=10**9, tv_scale=0.0, channels=(128,) * 5, skip_channels=4,
-        code_channels=32,
+        code_channels=32, code_blur=0.0,
     )
 
     def run(noisy: np.ndarray) -> MethodRun:

@@ -17,6 +17,8 @@ from monai_dnaprior.stopping import OutputAverager
 
 __all__ = ["FitConfig", "FitResult", "PriorState", "fit_prior"]
 
+_BACKTRACK_WARMUP = 50  # the loss of a fresh network may jump in its first steps; that is no divergence
+
 
 @dataclass(frozen=True)
 class FitConfig:
@@ -166,7 +168,8 @@ def _fit(
             if tv_weight > 0:
                 loss = loss + tv_weight * total_variation(output, spatial_dims)
             value = float(loss.detach())
-            if not math.isfinite(value) or value > config.backtrack_factor * best_loss:
+            jumped = it >= _BACKTRACK_WARMUP and value > config.backtrack_factor * best_loss
+            if not math.isfinite(value) or jumped:
                 net.load_state_dict(good_state[0])  # backtrack: restore the last good state, then go gentler
                 optimizer.load_state_dict(good_state[1])
                 for group in optimizer.param_groups:
