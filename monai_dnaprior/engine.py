@@ -87,7 +87,7 @@ def denoise(
                 "given" if noise_level is not None else "estimated from the image")
     target = model.forward(y)
     mode = "2d" if spatial_dims == 2 else ("slices" if volume_mode == "auto" else volume_mode)
-    if mode == "volume" and not _volume_fits(target.shape[1:], config, run_device):
+    if mode == "volume" and not _volume_fits(target.shape, config, run_device):
         warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
         mode = "slices"
     fitted, spread, iterations = _fit_with_fallback(target, model, config, seed, mode, slice_axis)
@@ -99,7 +99,9 @@ def denoise(
     return DenoiseResult(restored.to(img.device), uncertainty.to(img.device), info)
 
 
-def _fit_with_fallback(target, model, config, seed, mode, slice_axis):
+def _fit_with_fallback(
+    target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, mode: str, slice_axis: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Fit on the target's device; on a CUDA out-of-memory, retry slice by slice, then on the CPU."""
     try:
         return _fit(target, model, config, seed, mode, slice_axis)
@@ -115,7 +117,9 @@ def _fit_with_fallback(target, model, config, seed, mode, slice_axis):
         return fitted.to(target.device), spread.to(target.device), iterations
 
 
-def _fit(target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, mode: str, slice_axis: int):
+def _fit(
+    target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, mode: str, slice_axis: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Returns the fitted image and its output std, both ``(C, *spatial)`` in the fit domain, and the iterations."""
     if mode != "slices":
         result = fit_prior(target[None], model, config, seed)
@@ -133,14 +137,21 @@ def _fit(target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, 
 
 
 def _refine(target: torch.Tensor, fitted: torch.Tensor, model: NoiseModel, config: FitConfig) -> torch.Tensor:
-    """DCT Wiener refinement of the observation with the fit as pilot, where the fit domain's noise is additive."""
-    if config.wiener_patch <= 0 or model.name == "rician":  # Rician noise is biased, not additive: keep the fit
+    """DCT Wiener refinement of the observation with the fit's expected observation as pilot.
+
+    The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
+    observation is the fit plus noise (all models but Rician) this is simply the filtered observation.
+    """
+    if config.wiener_patch <= 0:
         return fitted
-    return wiener_refine(target[None], fitted[None], model.fit_sigma, config.wiener_patch, config.wiener_stride)[0]
+    expected = model.observe(fitted)
+    refined = wiener_refine(target[None], expected[None], model.fit_sigma, config.wiener_patch, config.wiener_stride)
+    return fitted + (refined[0] - expected)
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:
-    """Whether a whole-volume fit's activations (a rough upper bound) fit in the device's free memory."""
+    """Whether a whole-volume fit of a ``(C, H, W, D)`` image (its activations, roughly bounded) fits in the
+    device's free memory."""
     voxels = 1
     for s in shape[1:]:
         voxels *= s + 16

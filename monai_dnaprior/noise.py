@@ -10,6 +10,7 @@ import torch
 __all__ = [
     "NOISE_MODELS",
     "NoiseModel",
+    "estimate_log_noise_level",
     "estimate_noise_level",
     "estimate_poisson_gain",
     "haar_finest_detail",
@@ -48,6 +49,19 @@ def estimate_noise_level(x: torch.Tensor, spatial_dims: int) -> float:
         return 0.0
     detail, _ = haar_finest_detail(x.float(), spatial_dims)
     return float(detail.abs().median()) / _MAD_TO_SIGMA
+
+
+def estimate_log_noise_level(y: torch.Tensor, spatial_dims: int, floor: float = 0.05) -> float:
+    """Std of ``log n`` for multiplicative noise ``y = x n``: the wavelet MAD of ``log(y + offset)`` over the blocks
+    whose mean intensity is above ``floor`` (the dark background, where speckle vanishes, would bias it to 0)."""
+    if any(s < 2 for s in y.shape[-spatial_dims:]):
+        return 0.0
+    detail, _ = haar_finest_detail(torch.log(y.float().clamp_min(0) + _SPECKLE_OFFSET), spatial_dims)
+    _, mean = haar_finest_detail(y.float(), spatial_dims)
+    signal = detail[mean > floor]
+    if signal.numel() < 8:
+        return estimate_noise_level(torch.log(y.clamp_min(0) + _SPECKLE_OFFSET), spatial_dims)
+    return float(signal.abs().median()) / _MAD_TO_SIGMA
 
 
 def estimate_poisson_gain(x: torch.Tensor, spatial_dims: int, bins: int = 16) -> float:
@@ -167,7 +181,7 @@ def get_noise_model(name: str, y: torch.Tensor, spatial_dims: int, level: float 
         if name == "poisson":
             level = estimate_poisson_gain(y, spatial_dims)
         elif name == "speckle":
-            level = estimate_noise_level(torch.log(y.clamp_min(0) + _SPECKLE_OFFSET), spatial_dims)
+            level = estimate_log_noise_level(y, spatial_dims)
         else:
             level = estimate_noise_level(y, spatial_dims)
     if name == "poisson":
