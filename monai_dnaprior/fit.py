@@ -136,14 +136,14 @@ def _fit(
     device, spatial_dims = target.device, target.ndim - 2
     generator = torch.Generator(device=device).manual_seed(seed)
     net = _build_network(config, spatial_dims, target.shape[1], seed, device)
+    shape = (target.shape[0], config.code_channels, *net.padded_shape(target.shape[2:]))
     if warm_start is not None:
         net.load_state_dict(warm_start.network)
-        code = warm_start.code.to(device)
+        code = warm_start.code.to(device).clone()
     else:
-        shape = (target.shape[0], config.code_channels, *net.padded_shape(target.shape[2:]))
         code = torch.rand(shape, generator=generator, device=device) * 0.1
-        if config.code_blur > 0:
-            code[:, : target.shape[1]] = _blurred_code(target, config.code_blur, shape[2:])
+    if config.code_blur > 0:  # this image's own coarse structure, also when the rest is a neighbour's code
+        code[:, : target.shape[1]] = _blurred_code(target, config.code_blur, shape[2:])
     fraction = 1.0 if warm_start is None else config.warm_iters_fraction
     max_iters = max(1, math.ceil(config.max_iters * fraction))
     averager = OutputAverager(
