@@ -18,7 +18,7 @@ from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import NOISE_MODELS, NoiseModel, get_noise_model
 from monai_dnaprior.validation import check_choice, check_image
-from monai_dnaprior.wiener import wiener_refine
+from monai_dnaprior.wiener import WienerPass, wiener_refine
 
 __all__ = ["VOLUME_MODES", "DenoiseResult", "denoise"]
 
@@ -136,16 +136,32 @@ def _fit(
     return _refine(target, fitted, model, config), spread, iterations
 
 
+def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
+    """The refinement's passes: one local DCT pass, then ``config.wiener_passes`` block-matching passes; square
+    patches in 2D, cubes searched across slices in 3D."""
+    if config.wiener_patch <= 0:
+        return []
+    if spatial_dims == 2:
+        patch, radius, depth, depth_radius = config.wiener_patch, config.match_radius, 1, 0
+    else:
+        patch, radius = config.volume_patch, config.volume_radius
+        depth, depth_radius = config.volume_patch, config.volume_depth_radius
+    local = WienerPass(patch, group=1, step=config.wiener_stride, depth=depth)
+    matched = WienerPass(patch, config.match_group, radius, config.match_step, depth, depth_radius)
+    return [local] + [matched] * config.wiener_passes
+
+
 def _refine(target: torch.Tensor, fitted: torch.Tensor, model: NoiseModel, config: FitConfig) -> torch.Tensor:
-    """DCT Wiener refinement of the observation with the fit's expected observation as pilot.
+    """Wiener refinement of the observation with the fit's expected observation as the first pilot.
 
     The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
     observation is the fit plus noise (all models but Rician) this is simply the filtered observation.
     """
-    if config.wiener_patch <= 0:
+    passes = wiener_passes(config, target.ndim - 1)
+    if not passes:
         return fitted
     expected = model.observe(fitted)
-    refined = wiener_refine(target[None], expected[None], model.fit_sigma, config.wiener_patch, config.wiener_stride)
+    refined = wiener_refine(target[None], expected[None], model.fit_sigma, passes)
     return fitted + (refined[0] - expected)
 
 

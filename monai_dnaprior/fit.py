@@ -45,11 +45,19 @@ class FitConfig:
             random code of the original Deep Image Prior.
         min_change: the fit is done when its average moves less than this share of the noise sigma (RMS)
             over 50 iterations.
-        wiener_patch: patch side of the DCT Wiener refinement with the fit as pilot; 0 disables it.
-        wiener_stride: step between the refinement's patches.
+        wiener_patch: square patch side of the Wiener refinement of 2D images; 0 disables the refinement (2D and 3D).
+        wiener_stride: step between the patches of its first, local DCT pass (every patch filtered on its own).
+        wiener_passes: block-matching (collaborative) Wiener passes after the local one, each with the last
+            result as its pilot.
+        match_group: patches per block-matching group.
+        match_radius: search radius of the block matching in 2D, in pixels.
+        match_step: step between the block matching's reference patches (in-plane).
+        volume_patch: cube side of the refinement's patches in 3D.
+        volume_radius: in-plane search radius of the block matching in 3D.
+        volume_depth_radius: search radius along the last axis in 3D.
     """
 
-    max_iters: int = 800
+    max_iters: int = 150
     min_iters: int = 100
     patience: int = 150
     lr: float = 0.01
@@ -63,11 +71,18 @@ class FitConfig:
     phase_weight: float = 1.0
     frequency_power: float = 0.0
     backtrack_factor: float = 3.0
-    warm_iters_fraction: float = 0.25
+    warm_iters_fraction: float = 0.1
     code_blur: float = 2.0
     min_change: float = 0.02
     wiener_patch: int = 8
     wiener_stride: int = 1
+    wiener_passes: int = 4
+    match_group: int = 16
+    match_radius: int = 8
+    match_step: int = 3
+    volume_patch: int = 4
+    volume_radius: int = 5
+    volume_depth_radius: int = 2
 
 
 @dataclass

@@ -1,20 +1,27 @@
-"""Empirical Wiener refinement in the local DCT domain, with the fitted prior as the pilot estimate.
+"""Empirical Wiener refinement of the observation with the fitted prior as the pilot: local and collaborative.
 
 The prior's fit is smooth but loses some fine detail; the noisy image has all the detail and all the noise.
-Shrinking each local DCT coefficient of the noisy image by ``|pilot|^2 / (|pilot|^2 + sigma^2)`` keeps what the
-pilot says is signal and drops what it says is noise (the second stage of BM3D, without block matching).
+Shrinking each transform coefficient of the noisy image by ``|pilot|^2 / (|pilot|^2 + sigma^2)`` keeps what the
+pilot says is signal and drops what it says is noise. The transform is a patch's DCT (``group=1``: a local DCT
+Wiener filter) or, for a group of similar patches found by block matching on the pilot, the patches' DCT followed
+by a DCT across the group (collaborative filtering, the second stage of BM3D/BM4D). Each pass's result is the next
+pass's pilot.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
-__all__ = ["dct_matrix", "wiener_refine"]
+from monai_dnaprior.block_matching import match_blocks, patch_indices
 
-_SLICES_PER_CHUNK = 8
+__all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
+
+_GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
+_SLAB_VOXELS = 2**23  # volumes larger than this are filtered in overlapping slabs along their last axis
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -26,46 +33,103 @@ def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor
     return d.to(device=device, dtype=torch.float32)
 
 
-def _refine_2d(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, patch: int, stride: int) -> torch.Tensor:
-    """``noisy`` and ``pilot`` are ``(B, C, H, W)``; every patch position is filtered and the overlaps averaged."""
-    pad = patch - 1
-    mode = "reflect" if min(noisy.shape[-2:]) > pad else "replicate"
-    noisy_p = F.pad(noisy, (pad,) * 4, mode=mode)
-    pilot_p = F.pad(pilot, (pad,) * 4, mode=mode)
-    size = noisy_p.shape[-2:]
-    basis = torch.kron(*(2 * [dct_matrix(patch, noisy.device)]))  # separable 2D DCT of flattened patches
-    b, c = noisy.shape[:2]
-    n_cols = F.unfold(noisy_p, patch, stride=stride).view(b, c, patch * patch, -1)
-    p_cols = F.unfold(pilot_p, patch, stride=stride).view(b, c, patch * patch, -1)
-    n_coef = torch.einsum("ij,bcjl->bcil", basis, n_cols)
-    p_energy = torch.einsum("ij,bcjl->bcil", basis, p_cols).square()
-    gain = p_energy / (p_energy + sigma**2)
-    filtered = torch.einsum("ji,bcjl->bcil", basis, gain * n_coef)
-    weight = 1.0 / (sigma**2 * gain.square().sum(2, keepdim=True) + 1e-12)  # trust sparse (flat) patches more
-    num = F.fold((filtered * weight).flatten(1, 2), size, patch, stride=stride)
-    den = F.fold(weight.expand_as(filtered).flatten(1, 2), size, patch, stride=stride)
-    return (num / den)[..., pad : size[0] - pad, pad : size[1] - pad]
+def _patch_basis(patch: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Separable DCT of a row-major flattened patch."""
+    basis = dct_matrix(patch[0], device)
+    for p in patch[1:]:
+        basis = torch.kron(basis, dct_matrix(p, device))
+    return basis
 
 
-def wiener_refine(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, patch: int = 8, stride: int = 1) -> torch.Tensor:
-    """Wiener-filter ``noisy`` patch by patch in the DCT domain with the spectrum of ``pilot`` as the signal.
+@dataclass(frozen=True)
+class WienerPass:
+    """One Wiener pass: patch side, and for block matching the search radius, reference step and group size.
+
+    ``group=1`` filters every patch on its own (a local DCT Wiener filter, no search). In 3D, ``depth`` is the
+    patch size along the last axis (1: flat patches; ``patch``: cubes), ``depth_radius`` the search radius along
+    it, and the references step through every slice.
+    """
+
+    patch: int = 8
+    group: int = 1
+    radius: int = 8
+    step: int = 1
+    depth: int = 1
+    depth_radius: int = 1
+
+    def shapes(self, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+        """Patch shape, search radius and reference step per axis."""
+        if spatial_dims == 2:
+            return (self.patch,) * 2, (self.radius,) * 2, (self.step,) * 2
+        return (self.patch, self.patch, self.depth), (self.radius, self.radius, self.depth_radius), (
+            self.step, self.step, 1)
+
+
+def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
+    """One Wiener pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with white noise of std ``sigma``.
+
+    Every group's estimate is weighted by ``1 / (sigma^2 * sum(gain^2))`` (its residual noise: groups the pilot
+    calls flat are trusted more), and the overlapping estimates are averaged voxel by voxel.
+    """
+    shape = noisy.shape
+    patch, radius, step = spec.shapes(noisy.ndim)
+    patch = tuple(min(p, s) for p, s in zip(patch, shape))
+    groups = match_blocks(pilot, patch, radius, step, spec.group)
+    basis = _patch_basis(patch, noisy.device)
+    across = dct_matrix(groups.shape[1], noisy.device)
+    numerator = torch.zeros(noisy.numel(), device=noisy.device)
+    denominator = torch.zeros(noisy.numel(), device=noisy.device)
+    noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
+    chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
+    for a in range(0, groups.shape[0], chunk):
+        index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
+        coef = torch.einsum("ij,rkj,lk->rli", basis, noisy_flat[index], across)
+        energy = torch.einsum("ij,rkj,lk->rli", basis, pilot_flat[index], across).square()
+        gain = energy / (energy + sigma**2)
+        estimate = torch.einsum("ij,rli,lk->rkj", basis, gain * coef, across)
+        weight = (1.0 / (sigma**2 * gain.square().sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
+        numerator.index_add_(0, index.flatten(), (estimate * weight).flatten())
+        denominator.index_add_(0, index.flatten(), weight.flatten())
+    return (numerator / denominator).view(shape)
+
+
+def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """``(start, stop, keep_start, keep_stop)`` of overlapping slabs covering ``depth`` along an axis."""
+    out = []
+    for k in range(0, depth, slab):
+        start, stop = max(0, k - margin), min(depth, k + slab + margin)
+        out.append((start, stop, k - start, min(k + slab, depth) - start))
+    return out
+
+
+def _filter_image(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
+    """One pass over a single-channel image; a large volume goes slab by slab (bounded memory)."""
+    if noisy.ndim == 2 or noisy.numel() <= _SLAB_VOXELS:
+        return collaborative_wiener(noisy, pilot, sigma, spec)
+    slab = max(1, _SLAB_VOXELS // math.prod(noisy.shape[:2]))
+    out = torch.empty_like(noisy)
+    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, spec.depth + spec.depth_radius):
+        part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec)
+        out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
+    return out
+
+
+def wiener_refine(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, passes: Sequence[WienerPass]) -> torch.Tensor:
+    """Wiener-filter ``noisy`` with ``pilot`` as the first pilot, pass after pass, each result the next pilot.
 
     Args:
-        noisy: observation with white Gaussian noise of std ``sigma``, ``(B, C, H, W)`` or ``(B, C, H, W, D)``
-            (3D is filtered slice by slice along the last axis).
+        noisy: observation with white Gaussian noise of std ``sigma``, ``(B, C, H, W)`` or ``(B, C, H, W, D)``.
         pilot: an estimate of the clean image, same shape.
         sigma: the noise std.
-        patch: side of the square patches.
-        stride: step between patches; 1 is best, larger is faster.
+        passes: the passes to run, in order (channels are filtered one by one).
     """
-    if sigma <= 0:
+    if sigma <= 0 or not passes:
         return noisy.clone()
-    if noisy.ndim == 4:
-        return _refine_2d(noisy, pilot, sigma, patch, stride)
     out = torch.empty_like(noisy)
-    for k in range(0, noisy.shape[-1], _SLICES_PER_CHUNK):  # chunks of slices bound the patch matrices' memory
-        part = slice(k, k + _SLICES_PER_CHUNK)
-        n, p = noisy[..., part].movedim(-1, 1), pilot[..., part].movedim(-1, 1)  # (B, D', C, H, W)
-        refined = _refine_2d(n.flatten(0, 1), p.flatten(0, 1), sigma, patch, stride)
-        out[..., part] = refined.view(n.shape).movedim(1, -1)
+    for b in range(noisy.shape[0]):
+        for c in range(noisy.shape[1]):
+            estimate = pilot[b, c]
+            for spec in passes:
+                estimate = _filter_image(noisy[b, c], estimate, sigma, spec)
+            out[b, c] = estimate
     return out
