@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from common import (
+    ABLATION,
     NOISE_DESCRIPTIONS,
     NOISES,
     QUICK_CASE,
@@ -38,6 +39,7 @@ from common import (
     peers,
     psnr,
     reference_method,
+    refinement_only_denoiser,
     ssim,
     warm_up,
 )
@@ -93,7 +95,8 @@ def select(args: argparse.Namespace) -> tuple[list[Scan], list[str]]:
 def methods_for(scan: Scan, noise: str, args: argparse.Namespace) -> dict[str, Denoiser]:
     """DNA-Prior with the matching noise model, then the peers (reference first)."""
     dna = dnaprior_denoiser(noise, preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
-    return {DNA: dna, **peers(scan.is_volume)}
+    ablation = refinement_only_denoiser(noise, preset=args.preset, device=args.device)
+    return {DNA: dna, **peers(scan.is_volume), ABLATION: ablation}
 
 
 def score(scan: Scan, noise: str, method: str, run: MethodRun) -> Row:

@@ -27,6 +27,7 @@ from unittest import mock
 
 import numpy as np
 from common import (
+    ABLATION,
     QUICK_CASE,
     VOLUME_CASE,
     Denoiser,
@@ -45,6 +46,7 @@ from common import (
     peers,
     psnr,
     reference_method,
+    refinement_only_denoiser,
     warm_up,
 )
 
@@ -90,6 +92,7 @@ def methods_for(scan: Scan, args: argparse.Namespace) -> dict[str, Callable[[], 
         table[f"DNA-Prior {preset}"] = functools.partial(
             dnaprior_denoiser, NOISE, preset=preset, max_iters=args.max_iters, device=args.device
         )
+    table[ABLATION] = functools.partial(refinement_only_denoiser, NOISE, device=args.device)
     if not scan.is_volume:  # the plain recipe on a volume would be hours on a CPU
         table[dip_label(args.dip_iters)] = functools.partial(plain_dip_denoiser, args.dip_iters, args.device)
     if args.methods:
