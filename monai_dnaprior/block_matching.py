@@ -91,9 +91,8 @@ def match_blocks(
     radius = [min(r, n - 1) for r, n in zip(radius, positions)]
     offsets = torch.tensor(list(itertools.product(*[range(-r, r + 1) for r in radius])), device=pilot.device)
     dist = _patch_distances(pilot, offsets, patch, radius, axes)
-    candidates = refs[:, None] + offsets[None]
-    inside = ((candidates >= 0) & (candidates < torch.tensor(positions, device=pilot.device))).all(-1)
-    dist.masked_fill_(~inside, float("inf"))
+    for d, n in enumerate(positions):  # offsets that leave the image, axis by axis (no (refs, offsets, ndim) array)
+        dist.masked_fill_((offsets[:, d] < -refs[:, d, None]) | (offsets[:, d] > n - 1 - refs[:, d, None]), float("inf"))
     dist[:, offsets.shape[0] // 2] = -1.0  # the reference itself (offset 0) always leads its group
     best_dist, best = torch.topk(dist, min(group, offsets.shape[0]), dim=1, largest=False, sorted=True)
     chosen = offsets[best]

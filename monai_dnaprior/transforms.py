@@ -23,7 +23,8 @@ __all__ = ["DNAPriorDenoise", "DNAPriorDenoised", "DNAPriorDenoiseD", "DNAPriorD
 
 class DNAPriorDenoise(Transform):
     """Denoise a channel-first image by fitting an untrained network to it (DNA-Prior, a Deep Image Prior
-    with a Fourier-domain fidelity and a total-variation regulariser). No training data, no weights.
+    with a Fourier-domain fidelity and a total-variation regulariser), then refining the observation with
+    block-matching Wiener passes that take the fit as their first pilot. No training data, no weights.
 
     Deterministic for a given ``seed`` and device, and not randomizable, so ``CacheDataset`` caches the result
     and the (slow) fit runs once per image. Numpy in gives numpy out, a ``MetaTensor`` keeps its metadata,
@@ -33,7 +34,7 @@ class DNAPriorDenoise(Transform):
         noise_model: ``"gaussian"`` (additive), ``"poisson"`` (photon counting, low-dose CT), ``"rician"``
             (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
         noise_level: noise parameter on the image normalised to [0, 1]; estimated from the image when None.
-        preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size and iteration budget.
+        preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size, iteration budget and refinement passes.
         max_iters: cap on iterations (the automatic stop usually ends earlier); None keeps the preset's.
         seed: seed of the network, its input code and perturbations.
         device: where to fit (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA when available and None.

@@ -21,7 +21,8 @@ from monai_dnaprior.block_matching import match_blocks, patch_indices
 __all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
 
 _GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
-_SLAB_VOXELS = 2**23  # volumes larger than this are filtered in overlapping slabs along their last axis
+_MATCH_TABLE = 2**25  # references x offsets of one block matching; larger volumes go in slabs along the last axis
+_MIN_SLAB = 4
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -102,11 +103,19 @@ def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]
     return out
 
 
+def _slab_depth(shape: Sequence[int], spec: WienerPass) -> int:
+    """Slices per slab such that the block matching's distance table, references x offsets, stays bounded."""
+    patch, radius, step = spec.shapes(len(shape))
+    refs_per_slice = math.prod(-(-max(1, s - p + 1) // t) for s, p, t in zip(shape[:2], patch, step))
+    offsets = math.prod(2 * r + 1 for r in radius) if spec.group > 1 else 1
+    return max(_MIN_SLAB, _MATCH_TABLE // (refs_per_slice * offsets))
+
+
 def _filter_image(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
     """One pass over a single-channel image; a large volume goes slab by slab (bounded memory)."""
-    if noisy.ndim == 2 or noisy.numel() <= _SLAB_VOXELS:
+    slab = _slab_depth(noisy.shape, spec) if noisy.ndim == 3 else noisy.shape[-1]
+    if slab >= noisy.shape[-1]:
         return collaborative_wiener(noisy, pilot, sigma, spec)
-    slab = max(1, _SLAB_VOXELS // math.prod(noisy.shape[:2]))
     out = torch.empty_like(noisy)
     for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, spec.depth + spec.depth_radius):
         part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec)

@@ -123,7 +123,7 @@ def test_large_volumes_are_filtered_in_slabs(monkeypatch):
     whole = collaborative_wiener(noisy, clean, 0.1, spec)
     calls = []
     original = wiener.collaborative_wiener
-    monkeypatch.setattr(wiener, "_SLAB_VOXELS", 16 * 16 * 4)
+    monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum depth, 4 slices
     monkeypatch.setattr(wiener, "collaborative_wiener", lambda *a: calls.append(a[0].shape) or original(*a))
     slabbed = wiener_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
     assert len(calls) == 3 and all(s[-1] < 12 for s in calls)

@@ -78,8 +78,8 @@ save_figure(fig, "03_noise_models.png")
 # nibabel ships a real EPI series; `LoadImage(ensure_channel_first=True)` puts its 2 time points in the channel
 # axis. We keep the first time point, scale it to [0, 1], crop 8 central slices (to keep the CPU time short),
 # add Rician noise (an MRI magnitude image) and denoise with `volume_mode="slices"`: 2D fits along the last
-# axis, each starting from its neighbour's network, so every slice after the first gets a quarter of the
-# iteration budget.
+# axis, each starting from its neighbour's network, so every slice after the first gets a tenth of the
+# iteration budget; the refinement then filters the whole volume with 4x4x4 cubes matched across slices.
 # `volume_mode="volume"` does one 3D fit instead (more memory; better on a GPU).
 
 # %%
