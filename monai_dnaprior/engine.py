@@ -91,8 +91,10 @@ def denoise(
         warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
         mode = "slices"
     fitted, spread, iterations = _fit_with_fallback(target, model, config, seed, mode, slice_axis)
-    restored = window.restore(model.inverse(fitted, y))
-    upper = window.restore(model.inverse(fitted + spread, y))
+    origin = float(model.forward(window.normalize(torch.zeros((), device=run_device))))  # the input's own 0
+    refined = _refine(target, fitted, model, config, origin)
+    restored = window.restore(model.inverse(refined, y))
+    upper = window.restore(model.inverse(refined + spread, y))
     uncertainty = (upper - restored).abs()
     info.update(noise_level=model.level, iterations=iterations, seconds=time.perf_counter() - start, volume_mode=mode)
     logger.info("DNA-Prior: %d iterations in %.1f s on %s", iterations, info["seconds"], run_device)
@@ -123,7 +125,7 @@ def _fit(
     """Returns the fitted image and its output std, both ``(C, *spatial)`` in the fit domain, and the iterations."""
     if mode != "slices":
         result = fit_prior(target[None], model, config, seed)
-        return _refine(target, result.image[0], model, config), result.uncertainty[0], result.iterations
+        return result.image[0], result.uncertainty[0], result.iterations
     axis = 1 + (slice_axis % 3)
     fitted, spread = torch.empty_like(target), torch.empty_like(target)
     state: PriorState | None = None
@@ -133,7 +135,7 @@ def _fit(
         fitted.select(axis, k).copy_(result.image[0])
         spread.select(axis, k).copy_(result.uncertainty[0])
         state, iterations = result.state, iterations + result.iterations
-    return _refine(target, fitted, model, config), spread, iterations
+    return fitted, spread, iterations
 
 
 def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
@@ -151,18 +153,21 @@ def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
     return [local] + [matched] * config.wiener_passes
 
 
-def _refine(target: torch.Tensor, fitted: torch.Tensor, model: NoiseModel, config: FitConfig) -> torch.Tensor:
+def _refine(target: torch.Tensor, fitted: torch.Tensor, model: NoiseModel, config: FitConfig, origin: float) -> torch.Tensor:
     """Wiener refinement of the observation with the fit's expected observation as the first pilot.
 
     The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
-    observation is the fit plus noise (all models but Rician) this is simply the filtered observation.
+    observation is the fit plus noise (all models but Rician) this is simply the filtered observation. The filter
+    runs with ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and
+    the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
+    lower end is not.
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
         return fitted
     expected = model.observe(fitted)
-    refined = wiener_refine(target[None], expected[None], model.fit_sigma, passes)
-    return fitted + (refined[0] - expected)
+    refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes)
+    return fitted + (refined[0] + origin - expected)
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:
