@@ -404,3 +404,22 @@ def test_other_errors_pass_through_the_fallback(monkeypatch):
     with pytest.raises(ValueError, match="boom"):
         engine._fit_with_fallback(_FakeCudaTarget(torch.rand(1, 4, 4)), NoiseModel("gaussian", 0.1),
                                   small_config(3), 0, "2d", -1)
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.0, -2.0])
+def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
+    """The Wiener shrinkage pulls towards zero: the refinement gets the observation with the input's own zero at
+    zero (a scaled copy of the input, never shifted by the percentile window)."""
+    captured = {}
+
+    def spy(noisy, pilot, sigma, passes):
+        captured["noisy"] = noisy.clone()
+        return noisy.clone()
+
+    monkeypatch.setattr(engine, "wiener_refine", spy)
+    img = torch.from_numpy(_noisy((20, 18))[1]) + offset
+    denoise(img, config=small_config(3))
+    seen = captured["noisy"][0]
+    scale = float((seen * img).sum() / img.square().sum())
+    assert scale > 0
+    torch.testing.assert_close(seen, scale * img, atol=1e-5, rtol=1e-5)
