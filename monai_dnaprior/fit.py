@@ -25,7 +25,7 @@ class FitConfig:
     """Everything that shapes one fit. Plain values only, so it pickles and hashes.
 
     Attributes:
-        max_iters: hard cap on iterations; the automatic stop usually ends the fit well before.
+        max_iters: hard cap on iterations; the automatic stop can end the fit before (after ``min_iters``).
         min_iters: iterations before the automatic stop may end the fit.
         patience: iterations without a new output-variance minimum before the fit stops.
         lr: Adam learning rate.

@@ -35,7 +35,7 @@ class DNAPriorDenoise(Transform):
             (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
         noise_level: noise parameter on the image normalised to [0, 1]; estimated from the image when None.
         preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size, iteration budget and refinement passes.
-        max_iters: cap on iterations (the automatic stop usually ends earlier); None keeps the preset's.
+        max_iters: cap on iterations (the automatic stop can end the fit earlier); None keeps the preset's.
         seed: seed of the network, its input code and perturbations.
         device: where to fit (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA when available and None.
         volume_mode: for 3D images, ``"slices"`` (warm-started 2D fits), ``"volume"`` (one 3D fit) or ``"auto"``.
