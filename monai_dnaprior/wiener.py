@@ -21,8 +21,8 @@ from monai_dnaprior.block_matching import match_blocks, patch_indices
 __all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
 
 _GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
-_MATCH_TABLE = 2**25  # references x offsets of one block matching; larger volumes go in slabs along the last axis
-_MIN_SLAB = 4
+_MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
+_MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -103,21 +103,24 @@ def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]
     return out
 
 
-def _slab_depth(shape: Sequence[int], spec: WienerPass) -> int:
-    """Slices per slab such that the block matching's distance table, references x offsets, stays bounded."""
+def _slab_width(shape: Sequence[int], spec: WienerPass) -> int:
+    """Positions along the last axis per slab such that the block matching's distance table, references x offsets,
+    stays bounded (2D: columns of a large image; 3D: slices of a large volume)."""
     patch, radius, step = spec.shapes(len(shape))
-    refs_per_slice = math.prod(-(-max(1, s - p + 1) // t) for s, p, t in zip(shape[:2], patch, step))
+    refs_across = math.prod(-(-max(1, s - p + 1) // t) for s, p, t in zip(shape[:-1], patch[:-1], step[:-1]))
     offsets = math.prod(2 * r + 1 for r in radius) if spec.group > 1 else 1
-    return max(_MIN_SLAB, _MATCH_TABLE // (refs_per_slice * offsets))
+    return max(_MIN_SLAB * step[-1], _MATCH_TABLE * step[-1] // (refs_across * offsets))
 
 
 def _filter_image(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
-    """One pass over a single-channel image; a large volume goes slab by slab (bounded memory)."""
-    slab = _slab_depth(noisy.shape, spec) if noisy.ndim == 3 else noisy.shape[-1]
+    """One pass over a single-channel image; a large one goes slab by slab along its last axis (bounded memory),
+    each slab with a margin wide enough for its patches and searches."""
+    slab = _slab_width(noisy.shape, spec)
     if slab >= noisy.shape[-1]:
         return collaborative_wiener(noisy, pilot, sigma, spec)
+    patch, radius, _ = spec.shapes(noisy.ndim)
     out = torch.empty_like(noisy)
-    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, spec.depth + spec.depth_radius):
+    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
         part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec)
         out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
     return out

@@ -116,17 +116,24 @@ def test_passes_improve_a_blurred_pilot():
     assert psnr(noisy, clean) + 5 < psnr(pilot[0, 0], clean) + 2 < scores[0] < scores[1] < scores[2]
 
 
-def test_large_volumes_are_filtered_in_slabs(monkeypatch):
-    clean = torch.as_tensor(make_phantom((16, 16, 12)))
+@pytest.mark.parametrize(
+    "shape, spec, slabs",
+    [
+        ((16, 16, 12), WienerPass(patch=4, group=4, radius=3, step=2, depth=2), 3),  # 4 slices a slab
+        ((24, 40), WienerPass(patch=4, group=4, radius=3, step=2), 5),  # 8 columns a slab
+    ],
+)
+def test_large_images_are_filtered_in_slabs(monkeypatch, shape, spec, slabs):
+    clean = torch.as_tensor(make_phantom(shape))
     noisy = _noisy(clean, 0.1)
-    spec = WienerPass(patch=4, group=4, radius=3, step=2, depth=2)
     whole = collaborative_wiener(noisy, clean, 0.1, spec)
     calls = []
     original = wiener.collaborative_wiener
-    monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum depth, 4 slices
+    monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum width
     monkeypatch.setattr(wiener, "collaborative_wiener", lambda *a: calls.append(a[0].shape) or original(*a))
     slabbed = wiener_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
-    assert len(calls) == 3 and all(s[-1] < 12 for s in calls)
+    assert len(calls) == slabs and all(s[-1] < shape[-1] for s in calls)
+    assert slabbed.shape == clean.shape
     assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
 
 
