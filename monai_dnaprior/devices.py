@@ -1,4 +1,8 @@
-"""Where a fit runs: device choice, the forked-worker CUDA trap, and CPU threads."""
+"""Where a fit runs: device choice and the forked-worker CUDA trap.
+
+CPU threads are left to torch: its default (one per physical core) or the user's ``torch.set_num_threads`` /
+``OMP_NUM_THREADS``; nothing here changes them.
+"""
 
 from __future__ import annotations
 

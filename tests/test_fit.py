@@ -423,3 +423,13 @@ def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
     scale = float((seen * img).sum() / img.square().sum())
     assert scale > 0
     torch.testing.assert_close(seen, scale * img, atol=1e-5, rtol=1e-5)
+
+
+def test_the_users_cpu_thread_setting_is_kept():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        denoise(torch.from_numpy(_noisy((12, 12))[1]), config=small_config(2), device="cpu")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
