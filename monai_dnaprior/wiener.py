@@ -103,22 +103,22 @@ def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]
     return out
 
 
-def _slab_width(shape: Sequence[int], spec: WienerPass) -> int:
+def _slab_width(shape: Sequence[int], patch: Sequence[int], radius: Sequence[int], step: Sequence[int],
+                matched: bool) -> int:
     """Positions along the last axis per slab such that the block matching's distance table, references x offsets,
     stays bounded (2D: columns of a large image; 3D: slices of a large volume)."""
-    patch, radius, step = spec.shapes(len(shape))
     refs_across = math.prod(-(-max(1, s - p + 1) // t) for s, p, t in zip(shape[:-1], patch[:-1], step[:-1]))
-    offsets = math.prod(2 * r + 1 for r in radius) if spec.group > 1 else 1
+    offsets = math.prod(2 * r + 1 for r in radius) if matched else 1
     return max(_MIN_SLAB * step[-1], _MATCH_TABLE * step[-1] // (refs_across * offsets))
 
 
 def _filter_image(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
     """One pass over a single-channel image; a large one goes slab by slab along its last axis (bounded memory),
     each slab with a margin wide enough for its patches and searches."""
-    slab = _slab_width(noisy.shape, spec)
+    patch, radius, step = spec.shapes(noisy.ndim)
+    slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
     if slab >= noisy.shape[-1]:
         return collaborative_wiener(noisy, pilot, sigma, spec)
-    patch, radius, _ = spec.shapes(noisy.ndim)
     out = torch.empty_like(noisy)
     for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
         part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec)

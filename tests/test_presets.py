@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import make_phantom, psnr
 
-from monai_dnaprior import PRESETS, DNAPriorDenoise, preset_config
+from monai_dnaprior import PRESETS, DNAPriorDenoise
 
 ORDER = ("fast", "default", "quality")
 
@@ -17,12 +17,6 @@ def test_presets_spend_more_in_order():
         assert cheaper.max_iters < dearer.max_iters
         assert cheaper.wiener_passes <= dearer.wiener_passes
         assert sum(cheaper.channels) <= sum(dearer.channels)
-
-
-def test_overrides_change_only_what_they_name():
-    config = preset_config("quality", max_iters=7, tv_scale=None)
-    assert config.max_iters == 7
-    assert config.channels == PRESETS["quality"].channels and config.tv_scale == PRESETS["quality"].tv_scale
 
 
 @pytest.fixture(scope="module")

@@ -84,6 +84,7 @@ def test_overrides_reach_the_fit_config():
     assert (t.config.max_iters, t.config.tv_scale, t.config.frequency_power) == (7, 0.3, 1.0)
     assert (t.config.amplitude_weight, t.config.phase_weight) == (2.0, 0.5)
     assert DNAPriorDenoise(preset="fast").config == monai_dnaprior.PRESETS["fast"]  # None keeps the preset's
+    assert t.config.channels == monai_dnaprior.PRESETS["fast"].channels  # what is not named keeps the preset's
 
 
 # -------------------------------------------------------------------------------------------- types, meta
