@@ -9,6 +9,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -16,15 +17,23 @@ import torch
 from monai_dnaprior.devices import resolve_device
 from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
-from monai_dnaprior.noise import NOISE_MODELS, NoiseModel, get_noise_model
+from monai_dnaprior.noise import (
+    NOISE_MODELS,
+    NoiseField,
+    detect_noise_model,
+    estimate_noise_field,
+    estimate_noise_spectrum,
+    haar_blocks,
+)
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
-__all__ = ["VOLUME_MODES", "DenoiseResult", "denoise"]
+__all__ = ["CHANNEL_GROUP", "NOISE_MODEL_CHOICES", "VOLUME_MODES", "DenoiseResult", "denoise"]
 
 logger = logging.getLogger("monai_dnaprior")
 
 VOLUME_MODES = ("auto", "slices", "volume")
+NOISE_MODEL_CHOICES = ("auto", *NOISE_MODELS)
 
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -35,8 +44,8 @@ class DenoiseResult:
 
     Attributes:
         image: the denoised image, same shape as the input.
-        uncertainty: per-voxel std of the fit's outputs around their average, in intensity units.
-        info: noise model, estimated level, iterations, seconds, device and volume mode.
+        uncertainty: per-voxel uncertainty of ``image`` in intensity units (see :func:`denoise`).
+        info: noise model, estimated level and colour, iterations, seconds, device and volume mode.
     """
 
     image: torch.Tensor
@@ -46,20 +55,27 @@ class DenoiseResult:
 
 def denoise(
     img: torch.Tensor,
-    noise_model: str = "gaussian",
+    noise_model: str = "auto",
     noise_level: float | None = None,
     config: FitConfig | None = None,
     seed: int = 0,
     device: str | torch.device | None = None,
     volume_mode: str = "auto",
     slice_axis: int = -1,
+    noise_psd: torch.Tensor | None = None,
+    name: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> DenoiseResult:
     """Denoise a channel-first ``(C, H, W)`` or ``(C, H, W, D)`` image with the DNA-Prior test-time fit.
 
+    Spatial axes of size 1 do not count (a depth-1 DICOM slice ``(1, H, W, 1)`` is a 2D image). Channels are
+    denoised in groups of at most :data:`CHANNEL_GROUP`, each with its own noise field.
+
     Args:
         img: the noisy image; any real dtype. It is never modified.
-        noise_model: one of ``"gaussian"``, ``"poisson"``, ``"rician"``, ``"speckle"``
-            (see :func:`monai_dnaprior.noise.get_noise_model` for what each assumes).
+        noise_model: ``"auto"`` (chosen from the data: see :func:`monai_dnaprior.noise.detect_noise_model`),
+            ``"gaussian"``, ``"poisson"``, ``"rician"`` or ``"speckle"`` (see
+            :func:`monai_dnaprior.noise.get_noise_model` for what each assumes).
         noise_level: the noise parameter in units of the normalised [0, 1] image; estimated when None.
         config: the fit's settings; :class:`FitConfig` defaults when None.
         seed: seeds the network, its input code and perturbations: same seed, same output on the same device.
@@ -67,74 +83,189 @@ def denoise(
         volume_mode: for 3D images, ``"volume"`` (one 3D fit), ``"slices"`` (2D fits along ``slice_axis``,
             each warm-started from its neighbour) or ``"auto"`` (slices).
         slice_axis: spatial axis (0, 1, 2 or negative) that ``"slices"`` steps along.
+        noise_psd: the noise power spectrum, if known: ``E|fftn(noise, norm="ortho")|^2`` over the spatial axes
+            (unshifted; its mean is the noise variance), in the image's own intensity units. Additive noise only.
+        name: what to call the image in the log and in warnings (a file name).
+        progress: called as ``progress(done, total)`` in voxels as the work goes on.
     """
     check_image(img)
-    check_choice("noise_model", noise_model, NOISE_MODELS)
+    check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
     check_choice("volume_mode", volume_mode, VOLUME_MODES)
+    if noise_psd is not None and noise_model in ("poisson", "speckle"):
+        raise ValueError(f"noise_psd describes additive noise; use noise_model='gaussian' or 'rician', not {noise_model!r}.")
     config = config or FitConfig()
-    spatial_dims = img.ndim - 1
     run_device = resolve_device(device)
     start = time.perf_counter()
-    x = img.detach().to(run_device, torch.float32)
-    window = IntensityWindow.from_image(x, zero_based=noise_model != "gaussian")
-    info: dict = {"noise_model": noise_model, "device": str(run_device)}
+    kept = [d for d in range(1, img.ndim) if img.shape[d] > 1]
+    if len(kept) < 2:
+        raise ValueError(f"The image {tuple(img.shape)} has fewer than two spatial axes longer than one voxel; "
+                         "a 2D image or a volume is needed.")
+    axis = (slice_axis % 3) + 1 if img.ndim == 4 else None
+    slice_axis = kept.index(axis) - len(kept) if axis in kept else -1
+    x = img.detach().to(run_device, torch.float32).reshape(img.shape[0], *[img.shape[d] for d in kept])
+    psd = None if noise_psd is None else torch.as_tensor(noise_psd, dtype=torch.float64).reshape(x.shape[1:])
+    groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
+    tracker = _Progress(progress, x.numel())
+    results = [
+        _denoise_group(x[g], noise_model, noise_level, config, seed, volume_mode, slice_axis, psd, name, tracker)
+        for g in groups
+    ]
+    image = torch.cat([r[0] for r in results]).reshape(img.shape).to(img.device)
+    uncertainty = torch.cat([r[1] for r in results]).reshape(img.shape).to(img.device)
+    info = dict(results[0][2])
+    if len(results) > 1:
+        info["groups"] = [r[2] for r in results]
+    info.update(device=str(run_device), seconds=time.perf_counter() - start,
+                iterations=sum(r[2]["iterations"] for r in results))
+    logger.info("DNA-Prior%s: %d iterations in %.1f s on %s", _named(name), info["iterations"], info["seconds"],
+                run_device)
+    return DenoiseResult(image, uncertainty, info)
+
+
+CHANNEL_GROUP = 4  # channels fitted together by one network (a 4D series: time points in groups)
+
+
+class _Progress:
+    """Counts the voxels done and reports them to ``callback(done, total)``."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+        self.callback, self.total, self.done = callback, total, 0
+
+    def advance(self, voxels: int) -> None:
+        self.done += voxels
+        if self.callback is not None:
+            self.callback(min(self.done, self.total), self.total)
+
+
+def _named(name: str | None) -> str:
+    return f" [{name}]" if name else ""
+
+
+def _resolve_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has_psd: bool) -> str:
+    """The model to use: the one asked for, or for ``"auto"`` the one the data allow (coloured noise, or a given
+    spectrum: Gaussian, or Rician where the background is Rayleigh)."""
+    if noise_model != "auto":
+        return noise_model
+    detected = detect_noise_model(x, spatial_dims)
+    if detected == "rician":
+        return detected
+    window = IntensityWindow.from_image(x)
+    if has_psd or (not window.is_degenerate
+                   and not estimate_noise_spectrum(window.normalize(x), spatial_dims)[0].is_white):
+        return "gaussian"
+    return detected
+
+
+def _denoise_group(
+    x: torch.Tensor,
+    noise_model: str,
+    noise_level: float | None,
+    config: FitConfig,
+    seed: int,
+    volume_mode: str,
+    slice_axis: int,
+    psd: torch.Tensor | None,
+    name: str | None,
+    tracker: _Progress,
+) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Denoise ``(C, *spatial)`` channels that share one noise field and one fit."""
+    spatial_dims = x.ndim - 1
+    chosen = _resolve_model(noise_model, x, spatial_dims, psd is not None)
+    window = IntensityWindow.from_image(x, zero_based=chosen != "gaussian")
+    info: dict = {"noise_model": chosen, "asked_noise_model": noise_model}
     if window.is_degenerate:  # constant image: nothing to denoise
-        info.update(noise_level=0.0, iterations=0, seconds=time.perf_counter() - start, volume_mode="none")
-        return DenoiseResult(img.detach().to(torch.float32).clone(), torch.zeros_like(img, dtype=torch.float32), info)
+        tracker.advance(x.numel())
+        info.update(noise_level=0.0, coloured=False, iterations=0, volume_mode="none")
+        return x.clone(), torch.zeros_like(x), info
     y = window.normalize(x)
-    model = get_noise_model(noise_model, y, spatial_dims, noise_level)
-    logger.info("DNA-Prior: %s noise, level %.4g (%s)", noise_model, model.level,
-                "given" if noise_level is not None else "estimated from the image")
-    target = model.forward(y)
+    scaled_psd = None if psd is None else psd / (window.high - window.low) ** 2
+    field, target = estimate_noise_field(y, spatial_dims, chosen, noise_level, scaled_psd, slice_axis)
+    model = field.model
+    info.update(noise_level=model.level, coloured=not field.is_white, slice_levels=field.slice_scale is not None)
+    if model.level <= 0 and chosen != "poisson" or model.name == "poisson" and model.level <= 1e-6:
+        _warn_no_noise(name, x, spatial_dims)
+        tracker.advance(x.numel())
+        info.update(iterations=0, volume_mode="none")
+        return x.clone(), torch.zeros_like(x), info
+    logger.info("DNA-Prior%s: %s%s", _named(name), "auto: " if noise_model == "auto" else "", field.describe())
     mode = "2d" if spatial_dims == 2 else ("slices" if volume_mode == "auto" else volume_mode)
-    if mode == "volume" and not _volume_fits(target.shape, config, run_device):
+    if mode == "volume" and not _volume_fits(target.shape, config, x.device):
         warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
         mode = "slices"
-    fitted, spread, iterations = _fit_with_fallback(target, model, config, seed, mode, slice_axis)
-    origin = float(model.forward(window.normalize(torch.zeros((), device=run_device))))  # the input's own 0
-    refined = _refine(target, fitted, model, config, origin)
+    fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
+    scale = field.slice_scale_map(target.shape, target.device)
+    origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
+    refined = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
+    if scale is not None:
+        refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))
     upper = window.restore(model.inverse(refined + spread, y))
-    uncertainty = (upper - restored).abs()
-    info.update(noise_level=model.level, iterations=iterations, seconds=time.perf_counter() - start, volume_mode=mode)
-    logger.info("DNA-Prior: %d iterations in %.1f s on %s", iterations, info["seconds"], run_device)
-    return DenoiseResult(restored.to(img.device), uncertainty.to(img.device), info)
+    info.update(iterations=iterations, volume_mode=mode)
+    return restored, (upper - restored).abs(), info
+
+
+def _warn_no_noise(name: str | None, x: torch.Tensor, spatial_dims: int) -> None:
+    """Say that a non-constant image was found free of noise, what was seen, and how to go on."""
+    _, _, noisy = haar_blocks(x, spatial_dims)
+    warnings.warn(
+        f"DNA-Prior{_named(name)}: the estimated noise level is 0 on a non-constant image "
+        f"({100 * (1 - float(noisy.float().mean())):.0f}% of its 2x2 blocks are constant or clipped), so it is "
+        "returned unchanged. If it is noisy, pass the noise level (noise_level=..., in units of the image "
+        "normalised to [0, 1]) or check that the input is the raw scan.",
+        stacklevel=3,
+    )
 
 
 def _fit_with_fallback(
-    target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, mode: str, slice_axis: int
+    target: torch.Tensor, field: NoiseField, config: FitConfig, seed: int, mode: str, slice_axis: int,
+    tracker: _Progress,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Fit on the target's device; on a CUDA out-of-memory, retry slice by slice, then on the CPU."""
     try:
-        return _fit(target, model, config, seed, mode, slice_axis)
+        return _fit(target, field, config, seed, mode, slice_axis, tracker)
     except _OUT_OF_MEMORY:
         if target.device.type != "cuda":
             raise
         torch.cuda.empty_cache()
         if mode == "volume":
             warnings.warn("CUDA ran out of memory fitting the whole volume; fitting it slice by slice instead.")
-            return _fit_with_fallback(target, model, config, seed, "slices", slice_axis)
+            return _fit_with_fallback(target, field, config, seed, "slices", slice_axis, tracker)
         warnings.warn("CUDA ran out of memory; fitting on the CPU instead (slower).")
-        fitted, spread, iterations = _fit(target.cpu(), model, config, seed, mode, slice_axis)
+        fitted, spread, iterations = _fit(target.cpu(), field, config, seed, mode, slice_axis, tracker)
         return fitted.to(target.device), spread.to(target.device), iterations
 
 
+def _whitening(field: NoiseField, shape: Sequence[int], device: torch.device, axis: int | None = None):
+    """The relative noise spectrum on an FFT grid of ``shape`` (None for white noise); ``axis``: a slice across it."""
+    if field.is_white:
+        return None
+    spectrum = field.spectrum if axis is None else field.spectrum.section(axis)
+    return spectrum.psd(shape, device)
+
+
 def _fit(
-    target: torch.Tensor, model: NoiseModel, config: FitConfig, seed: int, mode: str, slice_axis: int
+    target: torch.Tensor, field: NoiseField, config: FitConfig, seed: int, mode: str, slice_axis: int,
+    tracker: _Progress,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Returns the fitted image and its output std, both ``(C, *spatial)`` in the fit domain, and the iterations."""
+    model = field.model
     if mode != "slices":
-        result = fit_prior(target[None], model, config, seed)
+        psd = _whitening(field, target.shape[1:], target.device)
+        result = fit_prior(target[None], model, config, seed, noise_psd=psd)
+        tracker.advance(target.numel() // 2)
         return result.image[0], result.uncertainty[0], result.iterations
     axis = 1 + (slice_axis % 3)
     fitted, spread = torch.empty_like(target), torch.empty_like(target)
+    plane = [s for d, s in enumerate(target.shape[1:], start=1) if d != axis]
+    psd = _whitening(field, plane, target.device, axis - 1)
     state: PriorState | None = None
     iterations = 0
     for k in range(target.shape[axis]):
-        result = fit_prior(target.select(axis, k)[None], model, config, seed, warm_start=state)
+        result = fit_prior(target.select(axis, k)[None], model, config, seed, warm_start=state, noise_psd=psd)
         fitted.select(axis, k).copy_(result.image[0])
         spread.select(axis, k).copy_(result.uncertainty[0])
         state, iterations = result.state, iterations + result.iterations
+        tracker.advance(target.select(axis, k).numel() // 2)
     return fitted, spread, iterations
 
 
@@ -153,20 +284,24 @@ def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
     return [local] + [matched] * config.wiener_passes
 
 
-def _refine(target: torch.Tensor, fitted: torch.Tensor, model: NoiseModel, config: FitConfig, origin: float) -> torch.Tensor:
+def _refine(
+    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor
+) -> torch.Tensor:
     """Wiener refinement of the observation with the fit's expected observation as the first pilot.
 
     The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
     observation is the fit plus noise (all models but Rician) this is simply the filtered observation. The filter
     runs with ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and
     the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
-    lower end is not.
+    lower end is not. Coloured noise gives every patch coefficient its own noise variance.
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
         return fitted
+    model = field.model
     expected = model.observe(fitted)
-    refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes)
+    spectrum = None if field.is_white else field.spectrum
+    refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes, spectrum)
     return fitted + (refined[0] + origin - expected)
 
 

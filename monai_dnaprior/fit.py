@@ -125,6 +125,7 @@ def fit_prior(
     seed: int = 0,
     warm_start: PriorState | None = None,
     monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+    noise_psd: torch.Tensor | None = None,
 ) -> FitResult:
     """Fit a fresh (or warm-started) hourglass to ``target`` and return the averaged output.
 
@@ -135,9 +136,11 @@ def fit_prior(
         seed: seeds the network's weights, the code and the code perturbations.
         warm_start: weights and code of a fit on a similar image (a neighbouring slice), to start from.
         monitor: called as ``monitor(iteration, raw_output, averaged_output)``, for diagnostics.
+        noise_psd: the noise's relative power spectrum on the target's spatial FFT grid (mean 1): the fidelity is
+            whitened by it (coloured noise); None for white noise.
     """
     with torch.inference_mode(False):  # callers may run under inference_mode; the fit needs autograd
-        return _fit(target.clone(), noise_model, config, seed, warm_start, monitor)
+        return _fit(target.clone(), noise_model, config, seed, warm_start, monitor, noise_psd)
 
 
 def _fit(
@@ -147,6 +150,7 @@ def _fit(
     seed: int,
     warm_start: PriorState | None,
     monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None,
+    noise_psd: torch.Tensor | None = None,
 ) -> FitResult:
     device, spatial_dims = target.device, target.ndim - 2
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -167,7 +171,9 @@ def _fit(
         math.ceil(config.min_iters * fraction),
         min_change=config.min_change * noise_model.fit_sigma,
     )
-    fidelity = SpectralFidelity(spatial_dims, config.amplitude_weight, config.phase_weight, config.frequency_power)
+    fidelity = SpectralFidelity(
+        spatial_dims, config.amplitude_weight, config.phase_weight, config.frequency_power, noise_psd
+    )
     tv_weight = config.tv_scale * noise_model.fit_sigma
     optimizer = torch.optim.Adam(net.parameters(), lr=config.lr)
     out_shape = target.shape[2:]

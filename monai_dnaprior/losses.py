@@ -39,11 +39,16 @@ class SpectralFidelity(nn.Module):
     Other weights trade the two parts; ``frequency_power > 0`` weights bin ``k`` by ``(1 + |k|)^-p``, which
     trusts the low frequencies (where the signal lives) more than the high ones (where white noise dominates).
 
+    With ``noise_psd``, the noise's relative power spectrum ``S(k)`` (mean 1), every bin is weighted by
+    ``1 / S(k)``: the exact Gaussian log-likelihood of stationary coloured noise (up to a constant), the
+    fidelity whitened. A flat ``S`` gives the pixel MSE again.
+
     Args:
         spatial_dims: number of trailing spatial dimensions of the inputs.
         amplitude_weight: weight of the amplitude term.
         phase_weight: weight of the phase term.
         frequency_power: exponent ``p`` of the radial weighting; 0 disables it.
+        noise_psd: relative noise power spectrum on the inputs' FFT grid (unshifted, mean 1); None: white.
         eps: stabiliser of the phase cosine.
     """
 
@@ -53,6 +58,7 @@ class SpectralFidelity(nn.Module):
         amplitude_weight: float = 1.0,
         phase_weight: float = 1.0,
         frequency_power: float = 0.0,
+        noise_psd: torch.Tensor | None = None,
         eps: float = 1e-8,
     ) -> None:
         super().__init__()
@@ -61,6 +67,7 @@ class SpectralFidelity(nn.Module):
         self.phase_weight = phase_weight
         self.frequency_power = frequency_power
         self.eps = eps
+        self.whitening = None if noise_psd is None else 1.0 / noise_psd
         self._weight: torch.Tensor | None = None
 
     def _frequency_weight(self, shape: tuple[int, ...], device: torch.device) -> torch.Tensor | None:
@@ -84,6 +91,8 @@ class SpectralFidelity(nn.Module):
             error = self.amplitude_weight * (ax - ay).square() + self.phase_weight * 2 * ax * ay * (1 - cos_dphi)
         if weight is not None:
             error = error * weight
+        if self.whitening is not None:
+            error = error * self.whitening.to(error.device)
         return error.mean()
 
 

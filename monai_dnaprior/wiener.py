@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from monai_dnaprior.block_matching import match_blocks, patch_indices
+from monai_dnaprior.noise.spectrum import NoiseSpectrum
 
 __all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
 
@@ -66,10 +67,15 @@ class WienerPass:
             self.step, self.step, 1)
 
 
-def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
-    """One Wiener pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with white noise of std ``sigma``.
+def collaborative_wiener(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None = None
+) -> torch.Tensor:
+    """One Wiener pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``.
 
-    Every group's estimate is weighted by ``1 / (sigma^2 * sum(gain^2))`` (its residual noise: groups the pilot
+    White noise gives every coefficient the variance ``sigma^2``; coloured noise (``spectrum``) gives each patch-DCT
+    coefficient its own, ``sigma^2 b^T C b`` with ``C`` the noise covariance over the patch (as BM3D does for
+    correlated noise), and every coefficient of the group transform shares its patch coefficient's variance.
+    Every group's estimate is weighted by ``1 / sum(gain^2 variance)`` (its residual noise: groups the pilot
     calls flat are trusted more), and the overlapping estimates are averaged voxel by voxel.
     """
     shape = noisy.shape
@@ -77,6 +83,9 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float,
     patch = tuple(min(p, s) for p, s in zip(patch, shape))
     groups = match_blocks(pilot, patch, radius, step, spec.group)
     basis = _patch_basis(patch, noisy.device)
+    variance = torch.full((basis.shape[0],), sigma**2, device=noisy.device)
+    if spectrum is not None and not spectrum.is_white:
+        variance = sigma**2 * spectrum.coefficient_variances(basis, patch)
     across = dct_matrix(groups.shape[1], noisy.device)
     numerator = torch.zeros(noisy.numel(), device=noisy.device)
     denominator = torch.zeros(noisy.numel(), device=noisy.device)
@@ -86,9 +95,9 @@ def collaborative_wiener(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float,
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
         coef = torch.einsum("ij,rkj,lk->rli", basis, noisy_flat[index], across)
         energy = torch.einsum("ij,rkj,lk->rli", basis, pilot_flat[index], across).square()
-        gain = energy / (energy + sigma**2)
+        gain = energy / (energy + variance)
         estimate = torch.einsum("ij,rli,lk->rkj", basis, gain * coef, across)
-        weight = (1.0 / (sigma**2 * gain.square().sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
+        weight = (1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
         numerator.index_add_(0, index.flatten(), (estimate * weight).flatten())
         denominator.index_add_(0, index.flatten(), weight.flatten())
     return (numerator / denominator).view(shape)
@@ -112,28 +121,38 @@ def _slab_width(shape: Sequence[int], patch: Sequence[int], radius: Sequence[int
     return max(_MIN_SLAB * step[-1], _MATCH_TABLE * step[-1] // (refs_across * offsets))
 
 
-def _filter_image(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass) -> torch.Tensor:
+def _filter_image(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None
+) -> torch.Tensor:
     """One pass over a single-channel image; a large one goes slab by slab along its last axis (bounded memory),
     each slab with a margin wide enough for its patches and searches."""
     patch, radius, step = spec.shapes(noisy.ndim)
     slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
     if slab >= noisy.shape[-1]:
-        return collaborative_wiener(noisy, pilot, sigma, spec)
+        return collaborative_wiener(noisy, pilot, sigma, spec, spectrum)
     out = torch.empty_like(noisy)
     for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
-        part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec)
+        part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum)
         out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
     return out
 
 
-def wiener_refine(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, passes: Sequence[WienerPass]) -> torch.Tensor:
+def wiener_refine(
+    noisy: torch.Tensor,
+    pilot: torch.Tensor,
+    sigma: float,
+    passes: Sequence[WienerPass],
+    spectrum: NoiseSpectrum | None = None,
+) -> torch.Tensor:
     """Wiener-filter ``noisy`` with ``pilot`` as the first pilot, pass after pass, each result the next pilot.
 
     Args:
-        noisy: observation with white Gaussian noise of std ``sigma``, ``(B, C, H, W)`` or ``(B, C, H, W, D)``.
+        noisy: observation with Gaussian noise of std ``sigma``, ``(B, C, H, W)`` or ``(B, C, H, W, D)``.
         pilot: an estimate of the clean image, same shape.
         sigma: the noise std.
         passes: the passes to run, in order (channels are filtered one by one).
+        spectrum: the noise's correlation (coloured noise), with as many axes as the image has spatial ones;
+            None or white: white noise.
     """
     if sigma <= 0 or not passes:
         return noisy.clone()
@@ -142,6 +161,6 @@ def wiener_refine(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, passes
         for c in range(noisy.shape[1]):
             estimate = pilot[b, c]
             for spec in passes:
-                estimate = _filter_image(noisy[b, c], estimate, sigma, spec)
+                estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum)
             out[b, c] = estimate
     return out

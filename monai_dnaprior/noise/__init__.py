@@ -1,0 +1,18 @@
+"""Noise: estimation from the image alone (levels, masks, spectra) and the noise models the fit works in."""
+
+from __future__ import annotations
+
+from monai_dnaprior.noise.estimation import (
+    MAD_TO_SIGMA,
+    estimate_log_noise_level,
+    estimate_noise_level,
+    estimate_poisson_gain,
+    estimate_rician_sigma,
+    haar_blocks,
+    haar_finest_detail,
+    robust_sigma,
+    slice_noise_scale,
+)
+from monai_dnaprior.noise.models import NOISE_MODELS, SPECKLE_OFFSET, NoiseModel, get_noise_model, rician_mean
+from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
+from monai_dnaprior.noise.field import NoiseField, detect_noise_model, estimate_noise_field

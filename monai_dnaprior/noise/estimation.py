@@ -1,0 +1,197 @@
+"""Noise-level estimation from the image alone, over the voxels that carry noise.
+
+Everything here works on the finest-scale orthonormal Haar coefficients: one block of ``2^d`` voxels gives one
+all-high-pass detail coefficient (its std is the white-noise sigma) and one mean. Blocks that carry no noise are
+left out: constant runs (exact zeros of a scanner mask, padding) and blocks touching a clipped (saturated) value.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "MAD_TO_SIGMA",
+    "estimate_log_noise_level",
+    "estimate_noise_level",
+    "estimate_poisson_gain",
+    "estimate_rician_sigma",
+    "haar_blocks",
+    "haar_finest_detail",
+    "robust_sigma",
+    "slice_noise_scale",
+]
+
+MAD_TO_SIGMA = 0.6744897501960817  # median(|N(0, 1)|)
+_MIN_BLOCKS = 8  # fewer blocks than this give no estimate
+_CLIPPED_SHARE = 0.002  # an extreme value taken by more than this share of voxels is a clip, not a sample
+
+
+def haar_finest_detail(x: torch.Tensor, spatial_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finest-scale orthonormal Haar coefficients of ``x``: the all-high-pass detail and the low-pass mean.
+
+    Returns:
+        ``(detail, mean)``, one value per ``2^spatial_dims`` block: the diagonal (HH or HHH) coefficient,
+        whose standard deviation is the white-noise sigma, and the block's mean intensity.
+    """
+    for dim in range(-spatial_dims, 0):  # crop to even sizes
+        x = x.narrow(dim, 0, (x.shape[dim] // 2) * 2)
+    detail, mean = x, x
+    for dim in range(-spatial_dims, 0):
+        even_d, odd_d = detail.unfold(dim, 2, 2).unbind(-1)
+        detail = (even_d - odd_d) / math.sqrt(2.0)
+        even_m, odd_m = mean.unfold(dim, 2, 2).unbind(-1)
+        mean = (even_m + odd_m) / 2.0
+    return detail, mean
+
+
+def _block_extremes(x: torch.Tensor, spatial_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum and maximum of every finest Haar block."""
+    low, high = x, x
+    for dim in range(-spatial_dims, 0):
+        low = low.narrow(dim, 0, (low.shape[dim] // 2) * 2).unfold(dim, 2, 2).amin(-1)
+        high = high.narrow(dim, 0, (high.shape[dim] // 2) * 2).unfold(dim, 2, 2).amax(-1)
+    return low, high
+
+
+def haar_blocks(
+    x: torch.Tensor, spatial_dims: int, exclude_clipped: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Finest Haar detail and mean of every block, and which blocks carry noise.
+
+    A block carries no noise when all its voxels are equal (a mask, padding, a constant run) or, with
+    ``exclude_clipped``, when it touches the image's minimum or maximum and that value is taken by more than
+    0.2 % of the voxels (clipping or saturation).
+
+    Returns:
+        ``(detail, mean, noisy)`` of the same shape, ``noisy`` boolean.
+    """
+    x = x.float()
+    detail, mean = haar_finest_detail(x, spatial_dims)
+    low, high = _block_extremes(x, spatial_dims)
+    noisy = high > low
+    if exclude_clipped and x.numel() > 0:
+        for value, touches in ((x.min(), low), (x.max(), high)):
+            if float((x == value).float().mean()) > _CLIPPED_SHARE:
+                noisy &= touches != value
+    return detail, mean, noisy
+
+
+def robust_sigma(detail: torch.Tensor) -> float:
+    """``median |d| / 0.6745``: the std of zero-mean Gaussian coefficients, robust to sparse signal."""
+    if detail.numel() == 0:
+        return 0.0
+    return float(detail.abs().median()) / MAD_TO_SIGMA
+
+
+def _too_thin(x: torch.Tensor, spatial_dims: int) -> bool:
+    return any(s < 2 for s in x.shape[-spatial_dims:])
+
+
+def estimate_noise_level(x: torch.Tensor, spatial_dims: int) -> float:
+    """Standard deviation of additive white Gaussian noise in ``x`` by the wavelet MAD (Donoho & Johnstone).
+
+    ``sigma = median(|HH|) / 0.6745`` over the finest diagonal Haar coefficients of the blocks that carry noise,
+    pooled over channels. 0 when there are too few such blocks (a constant or too thin image).
+    """
+    if _too_thin(x, spatial_dims):
+        return 0.0
+    detail, _, noisy = haar_blocks(x, spatial_dims)
+    detail = detail[noisy]
+    return robust_sigma(detail) if detail.numel() >= _MIN_BLOCKS else 0.0
+
+
+def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:
+    """Per-component sigma of Rician (MRI magnitude) noise, from the bright blocks where Rician is close to Gaussian.
+
+    Over the whole image the Rayleigh background (std ``0.655 sigma``) pulls the wavelet MAD low; the blocks whose
+    mean is above ``snr`` times the running estimate are near Gaussian with the full sigma. Two refinements of the
+    threshold from the all-block estimate; falls back to it where too few blocks are bright.
+    """
+    if _too_thin(y, spatial_dims):
+        return 0.0
+    detail, mean, noisy = haar_blocks(y, spatial_dims)
+    detail, mean = detail[noisy], mean[noisy]
+    if detail.numel() < _MIN_BLOCKS:
+        return 0.0
+    sigma = robust_sigma(detail)
+    for _ in range(3):
+        bright = detail[mean > snr * sigma]
+        if bright.numel() < max(_MIN_BLOCKS, detail.numel() // 50):
+            break
+        sigma = robust_sigma(bright)
+    return sigma
+
+
+def estimate_log_noise_level(y: torch.Tensor, spatial_dims: int, offset: float, floor: float = 0.05) -> float:
+    """Std of ``log n`` for multiplicative noise ``y = x n``: the wavelet MAD of ``log(y + offset)`` over the blocks
+    whose mean intensity is above ``floor`` (the dark background, where speckle vanishes, would bias it to 0)."""
+    if _too_thin(y, spatial_dims):
+        return 0.0
+    log_y = torch.log(y.float().clamp_min(0) + offset)
+    detail, _ = haar_finest_detail(log_y, spatial_dims)
+    _, mean, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
+    signal = detail[noisy & (mean > floor)]
+    if signal.numel() < _MIN_BLOCKS:
+        return estimate_noise_level(log_y, spatial_dims)
+    return robust_sigma(signal)
+
+
+def binned_variance(x: torch.Tensor, spatial_dims: int, bins: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """Robust noise variance against local mean: the noisy blocks binned by mean, ``(means, variances)`` per bin."""
+    detail, mean, noisy = haar_blocks(x, spatial_dims, exclude_clipped=False)
+    detail, mean = detail[noisy], mean[noisy].clamp_min(0)
+    bins = min(bins, mean.numel() // _MIN_BLOCKS)
+    if bins < 1:
+        return torch.zeros(0), torch.zeros(0)
+    order = torch.argsort(mean)
+    means, variances = [], []
+    for chunk in torch.tensor_split(order, bins):
+        means.append(mean[chunk].mean())
+        variances.append(robust_sigma(detail[chunk]) ** 2)
+    return torch.stack(means).cpu(), torch.tensor(variances)
+
+
+def estimate_poisson_gain(x: torch.Tensor, spatial_dims: int, bins: int = 16) -> float:
+    """Gain ``a`` of scaled Poisson noise, ``var(y) = a * E[y]``, from the Haar detail energy against local mean.
+
+    The noisy blocks are binned by mean intensity; in each bin the robust variance ``(median |d| / 0.6745)^2`` is
+    taken, and ``a`` is the least-squares slope through the origin of those variances against the bin means.
+    """
+    if _too_thin(x, spatial_dims):
+        return 0.0
+    m, v = binned_variance(x, spatial_dims, bins)
+    if m.numel() == 0:
+        return 0.0
+    return float((m * v).sum() / (m.square().sum() + 1e-12))
+
+
+def slice_noise_scale(
+    x: torch.Tensor, axis: int, min_blocks: int = 64, tolerance: float = 1.3
+) -> torch.Tensor | None:
+    """Relative noise std of each slice of a ``(C, H, W, D)`` image along spatial ``axis``, or None if it is even.
+
+    Each slice's level is the in-plane wavelet MAD over its noisy blocks; slices with fewer than ``min_blocks`` take
+    their neighbours' level. The levels count as varying when the 90th percentile is more than ``tolerance`` times
+    the 10th; they are then smoothed by a running median of three slices and divided by their median.
+    """
+    dim = 1 + axis % 3
+    levels = []
+    for k in range(x.shape[dim]):
+        detail, _, noisy = haar_blocks(x.select(dim, k), 2)
+        detail = detail[noisy]
+        levels.append(robust_sigma(detail) if detail.numel() >= min_blocks else float("nan"))
+    s = torch.tensor(levels, dtype=torch.float64)
+    known = ~torch.isnan(s)
+    if int(known.sum()) < 3:
+        return None
+    low, high = torch.quantile(s[known], torch.tensor([0.1, 0.9], dtype=torch.float64))
+    if not float(high) > tolerance * float(low) or float(low) <= 0:
+        return None
+    index = torch.arange(len(s))
+    nearest = index[known][(index[:, None] - index[known][None]).abs().argmin(1)]
+    s = s[nearest]
+    padded = torch.cat([s[:1], s, s[-1:]])
+    s = padded.unfold(0, 3, 1).median(-1).values
+    return (s / s.median()).float()

@@ -1,0 +1,145 @@
+"""The noise field: one value, estimated from the image alone, that says everything the fit and the refinement
+need to know about the noise: its model (and so its signal dependence), level, spectrum and variation along slices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from monai_dnaprior.noise.estimation import (
+    binned_variance,
+    haar_blocks,
+    robust_sigma,
+    slice_noise_scale,
+)
+from monai_dnaprior.noise.models import NoiseModel, get_noise_model
+from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
+
+__all__ = ["NoiseField", "detect_noise_model", "estimate_noise_field"]
+
+_RAYLEIGH_MEAN_TO_STD = math.sqrt(math.pi / 2) / math.sqrt(2 - math.pi / 2)  # 1.91: a Rayleigh's mean / std
+_RAYLEIGH_STD = math.sqrt(2 - math.pi / 2)  # 0.655: a Rayleigh's std per unit sigma
+_SCALED_MODELS = ("gaussian", "rician")  # models whose noise scales with the image: per-slice levels apply
+
+
+@dataclass(frozen=True)
+class NoiseField:
+    """What the noise is, in the fit domain of the image it was estimated on.
+
+    Attributes:
+        model: the noise model with its level (see :class:`NoiseModel`).
+        spectrum: the noise's correlation (white: a single 1).
+        slice_scale: relative noise std of each slice along ``slice_axis`` (3D), or None where it is even.
+        slice_axis: the spatial axis ``slice_scale`` runs along.
+        estimated: whether the level was estimated (or given).
+    """
+
+    model: NoiseModel
+    spectrum: NoiseSpectrum
+    slice_scale: torch.Tensor | None = None
+    slice_axis: int = -1
+    estimated: bool = True
+
+    @property
+    def is_white(self) -> bool:
+        return self.spectrum.is_white
+
+    def describe(self) -> str:
+        """One line for the log: model, level, colour and variation along slices."""
+        text = f"{self.model.name} noise, level {self.model.level:.4g} ({'estimated' if self.estimated else 'given'})"
+        text += ", white" if self.is_white else f", coloured (largest correlation {self.spectrum.max_abs_correlation:.2f})"
+        if self.slice_scale is not None:
+            text += (f", level varies along the slices ({float(self.slice_scale.min()):.2f}-"
+                     f"{float(self.slice_scale.max()):.2f} of its median): per-slice levels")
+        return text
+
+    def slice_scale_map(self, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+        """``slice_scale`` broadcastable against a ``(C, *spatial)`` image, or None."""
+        if self.slice_scale is None:
+            return None
+        view = [1] * len(shape)
+        view[1 + self.slice_axis % 3] = -1
+        return self.slice_scale.to(device).view(view)
+
+
+def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
+    """The noise model the data allow, from the image as it came (the rules are scale-free).
+
+    - ``rician``: a non-negative image whose darkest blocks are Rayleigh (mean about 1.9 times their std, and
+      their std about 0.66 times that of the bright blocks): an MRI magnitude with a background of pure noise;
+    - ``poisson``/``speckle``: a non-negative image whose noise variance grows with the local mean over its
+      brighter half, in proportion to it (counts) or to its square (multiplicative);
+    - ``gaussian`` otherwise.
+    """
+    if float(y.min()) < -1e-6 * float(y.abs().max()):
+        return "gaussian"
+    detail, mean, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
+    detail, mean = detail[noisy], mean[noisy]
+    if detail.numel() < 256:
+        return "gaussian"
+    order = torch.argsort(mean)
+    dark, bright = order[: order.numel() // 10], order[-order.numel() // 2:]
+    dark_std, bright_std = robust_sigma(detail[dark]), robust_sigma(detail[bright])
+    if dark_std > 0 and bright_std > 0:
+        ratio = float(mean[dark].mean()) / dark_std
+        if abs(ratio / _RAYLEIGH_MEAN_TO_STD - 1) < 0.2 and abs(dark_std / bright_std / _RAYLEIGH_STD - 1) < 0.25:
+            return "rician"
+    m, v = binned_variance(y, spatial_dims)
+    keep = (m >= m.median()) & (m > 0) & (v > 0)
+    if int(keep.sum()) < 4 or float(m[keep].max()) < 1.5 * float(m[keep].min()):
+        return "gaussian"
+    slope = float(torch.linalg.lstsq(
+        torch.stack([m[keep].log(), torch.ones(int(keep.sum()))], 1).double(), v[keep].log()[:, None].double()
+    ).solution[0])
+    if slope > 1.6:
+        return "speckle"
+    if slope > 0.6:
+        return "poisson"
+    return "gaussian"
+
+
+def estimate_noise_field(
+    y: torch.Tensor,
+    spatial_dims: int,
+    noise_model: str,
+    level: float | None = None,
+    psd: torch.Tensor | None = None,
+    slice_axis: int = -1,
+) -> tuple[NoiseField, torch.Tensor]:
+    """Estimate the noise field of ``y`` (``(C, *spatial)``, normalised to about [0, 1]) and its fit-domain target.
+
+    The model's level comes from the image (or ``level``); in 3D the level is checked slice by slice, and where
+    it varies the target is divided by each slice's relative level (Gaussian and Rician noise scale with it), so
+    the rest sees even noise. The spectrum is estimated on that target, in the fit domain (after Anscombe or log).
+    Coloured noise takes its level from the spectrum's flat patches (the wavelet MAD sees only its high-frequency
+    part). A given ``psd`` (normalised image units, orthonormal FFT convention) fixes spectrum and level.
+
+    Returns:
+        ``(field, target)``: the field, and the observation in the fit domain divided by the per-slice levels.
+    """
+    model = get_noise_model(noise_model, y, spatial_dims, level)
+    target = model.forward(y)
+    scale = None
+    if spatial_dims == 3 and level is None and psd is None and noise_model in _SCALED_MODELS:
+        scale = slice_noise_scale(target, slice_axis)
+    field = NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, level is None and psd is None)
+    if scale is not None:
+        target = target / field.slice_scale_map(target.shape, target.device)
+        model = get_noise_model(noise_model, y / field.slice_scale_map(y.shape, y.device), spatial_dims)
+    if psd is not None:
+        spectrum, variance = spectrum_from_psd(psd.to(torch.float64).cpu())
+        return NoiseField(NoiseModel(model.name, math.sqrt(variance) if level is None else level), spectrum,
+                          None, slice_axis, False), target
+    if model.name in ("poisson", "speckle"):
+        spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
+        return NoiseField(model, spectrum, scale, slice_axis, level is None), target
+    bright = None
+    if model.name == "rician":  # Rician is Gaussian only where the signal is well above the noise
+        bright = target > 3 * model.level
+    spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=bright)
+    if not spectrum.is_white and level is None:
+        model = NoiseModel(model.name, math.sqrt(variance))
+    return NoiseField(model, spectrum, scale, slice_axis, level is None), target

@@ -1,0 +1,157 @@
+"""The noise power spectrum of stationary coloured noise: estimated blindly, and what follows from it.
+
+Coloured noise (FBP's ramp filter, k-space windows, resampling) is diagonal in the Fourier domain: its power
+spectrum ``S(k) = E|F n|_k^2`` (orthonormal FFT) says everything about it. It is kept here as the noise's
+correlation over a few lags around zero (``c(0) = 1``): short-range, smooth in frequency, and from it follow the
+spectrum on any grid (the fit's whitened fidelity) and the variance of any linear coefficient of a patch (the
+Wiener refinement's per-coefficient noise).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from monai_dnaprior.noise.estimation import haar_blocks
+
+__all__ = ["NoiseSpectrum", "estimate_noise_spectrum", "spectrum_from_psd"]
+
+_WHITE_CORRELATION = 0.1  # |correlation| below this at every lag: white
+_PSD_FLOOR = 0.01  # relative spectrum floor: no frequency is trusted infinitely
+
+
+@dataclass(frozen=True)
+class NoiseSpectrum:
+    """Correlation of stationary noise over lags ``-L..L`` per spatial axis, ``(2L+1,)*d``, centred, ``c(0) = 1``."""
+
+    correlation: torch.Tensor
+
+    @classmethod
+    def white(cls, spatial_dims: int) -> NoiseSpectrum:
+        return cls(torch.ones((1,) * spatial_dims))
+
+    @property
+    def spatial_dims(self) -> int:
+        return self.correlation.ndim
+
+    @property
+    def max_abs_correlation(self) -> float:
+        """Largest ``|c(lag)|`` over the lags other than zero."""
+        c = self.correlation.abs().flatten().clone()
+        c[c.numel() // 2] = 0.0
+        return float(c.max()) if c.numel() > 1 else 0.0
+
+    @property
+    def is_white(self) -> bool:
+        """Whether the noise is uncorrelated between voxels (every other lag below 0.1)."""
+        return self.max_abs_correlation < _WHITE_CORRELATION
+
+    def section(self, axis: int) -> NoiseSpectrum:
+        """The correlation within one slice across spatial ``axis`` (lag 0 along it): the noise of a 2D slice."""
+        return NoiseSpectrum(self.correlation.select(axis % self.spatial_dims, self.correlation.shape[axis] // 2))
+
+    def psd(self, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+        """Relative power spectrum on the FFT grid ``shape`` (unshifted, mean 1), floored at 1 % of the mean."""
+        grid = torch.zeros(tuple(shape), dtype=torch.float64)
+        for index in itertools.product(*[range(n) for n in self.correlation.shape]):
+            lag = tuple(int(i - n // 2) % s for i, n, s in zip(index, self.correlation.shape, shape))
+            grid[lag] += float(self.correlation[index])
+        s = torch.fft.fftn(grid).real.clamp_min(_PSD_FLOOR)
+        return (s / s.mean()).to(device=device, dtype=torch.float32)
+
+    def covariance(self, patch: Sequence[int]) -> torch.Tensor:
+        """Covariance of the voxels of a row-major flattened patch of shape ``patch`` (relative to the variance)."""
+        coords = torch.stack(torch.meshgrid(*[torch.arange(p) for p in patch], indexing="ij"), -1).reshape(-1, len(patch))
+        lag = coords[:, None] - coords[None]
+        centre = torch.tensor([n // 2 for n in self.correlation.shape])
+        size = torch.tensor(self.correlation.shape)
+        index = lag + centre
+        inside = ((index >= 0) & (index < size)).all(-1)
+        flat = (index.clamp_min(0).minimum(size - 1) * torch.tensor(
+            [math.prod(self.correlation.shape[d + 1:]) for d in range(self.spatial_dims)])).sum(-1)
+        return torch.where(inside, self.correlation.flatten().to(torch.float64)[flat], 0.0)
+
+    def coefficient_variances(self, basis: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
+        """Relative noise variance of each coefficient ``basis @ patch`` (rows of ``basis``): ``diag(B C B^T)``."""
+        cov = self.covariance(patch).to(basis.device, torch.float64)
+        b = basis.to(torch.float64)
+        return ((b @ cov) * b).sum(1).clamp_min(_PSD_FLOOR).to(basis.dtype)
+
+
+def spectrum_from_psd(psd: torch.Tensor, max_lag: int = 6) -> tuple[NoiseSpectrum, float]:
+    """The :class:`NoiseSpectrum` and the variance of noise with power spectrum ``psd`` (orthonormal FFT convention,
+    ``E|fftn(n, norm="ortho")|^2``, unshifted; its mean is the variance)."""
+    autocov = torch.fft.ifftn(psd.to(torch.float64)).real
+    variance = float(autocov.flatten()[0])
+    if variance <= 0:
+        raise ValueError("The noise power spectrum must have a positive mean (the noise variance).")
+    lags = [min(max_lag, n // 2) for n in psd.shape]
+    index = torch.meshgrid(*[torch.arange(-m, m + 1) % n for m, n in zip(lags, psd.shape)], indexing="ij")
+    return NoiseSpectrum((autocov[index] / variance).float()), variance
+
+
+def _taper(patch: Sequence[int]) -> torch.Tensor:
+    """Separable Hann taper with unit mean square."""
+    w = torch.ones(())
+    for p in patch:
+        w = w[..., None] * torch.hann_window(p, periodic=False, dtype=torch.float64)
+    return w / w.square().mean().sqrt()
+
+
+def estimate_noise_spectrum(
+    x: torch.Tensor, spatial_dims: int, patch: int = 16, stride: int = 4, share: float = 0.1, max_lag: int = 4,
+    min_patches: int = 8, mask: torch.Tensor | None = None,
+) -> tuple[NoiseSpectrum, float]:
+    """Blind estimate of the noise's correlation and variance from the flattest patches of the image (Welch).
+
+    Patches in the noisy part of the image (no mask, padding or clipping), their weighted mean removed and Hann
+    tapered, are ranked by variance; the flattest ``share`` of them are mostly noise, and the mean of their
+    periodograms estimates the noise spectrum (a periodogram over all patches would be dominated by the signal's
+    low frequencies). The correlation kept is its inverse FFT over lags ``-max_lag..max_lag``.
+
+    Args:
+        x: ``(C, *spatial)``; channels are pooled.
+        spatial_dims: 2 or 3.
+        patch: patch side (no larger than the image).
+        stride: step between patches.
+        share: share of the patches, the flattest, that the spectrum is averaged over.
+        max_lag: the longest correlation kept per axis.
+        min_patches: fewer flat patches than this give a white spectrum and variance 0.
+        mask: where patches may lie (boolean, like ``x``), besides the noisy part of the image.
+
+    Returns:
+        ``(spectrum, variance)``: the relative spectrum, and the noise variance in the flat patches.
+    """
+    shape = x.shape[-spatial_dims:]
+    sizes = [min(patch, s) for s in shape]
+    if min(sizes) < 2 * max_lag + 2:
+        return NoiseSpectrum.white(spatial_dims), 0.0
+    _, _, noisy = haar_blocks(x, spatial_dims)
+    voxel_noisy = noisy.float()
+    for dim in range(-spatial_dims, 0):
+        voxel_noisy = voxel_noisy.repeat_interleave(2, dim)
+    pad = [q for s, v in zip(reversed(shape), reversed(voxel_noisy.shape[-spatial_dims:])) for q in (0, s - v)]
+    voxel_noisy = torch.nn.functional.pad(voxel_noisy, pad)  # odd sizes: the last row counts as not noisy
+    if mask is not None:
+        voxel_noisy = voxel_noisy * mask.to(voxel_noisy)
+    patches, fractions = x.float(), voxel_noisy
+    for dim, p in zip(range(x.ndim - spatial_dims, x.ndim), sizes):  # window axes are appended in order
+        patches = patches.unfold(dim, p, min(stride, p))
+        fractions = fractions.unfold(dim, p, min(stride, p))
+    axes = tuple(range(1, spatial_dims + 1))
+    patches = patches.reshape(-1, *sizes)
+    patches = patches[(fractions.reshape(-1, *sizes).mean(axes) > 0.95).to(patches.device)].to(torch.float64)
+    count = max(min_patches, int(share * patches.shape[0]))
+    if patches.shape[0] < 2 * count:
+        return NoiseSpectrum.white(spatial_dims), 0.0
+    taper = _taper(sizes).to(patches.device)
+    centred = patches - (patches * taper).sum(axes, keepdim=True) / taper.sum()
+    flattest = centred.square().mean(axes).argsort()[:count]
+    spectrum = torch.fft.fftn(centred[flattest] * taper, dim=axes, norm="ortho").abs().square().mean(0).cpu()
+    neighbours = torch.stack([spectrum[o] for o in itertools.product((-1, 0, 1), repeat=spatial_dims) if any(o)])
+    spectrum[(0,) * spatial_dims] = neighbours.median()  # the mean was removed: take DC from its neighbours
+    return spectrum_from_psd(spectrum, max_lag)
