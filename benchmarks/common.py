@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,11 @@ class Scan:
 def repo_root() -> Path:
     """The repository holding ``benchmarks/``."""
     return Path(__file__).resolve().parents[1]
+
+
+# Benchmark the package of this checkout, not whichever one is installed (an editable install may point elsewhere).
+if str(repo_root()) not in sys.path:
+    sys.path.insert(0, str(repo_root()))
 
 
 def default_data_dir() -> Path:
