@@ -289,12 +289,20 @@ def capture_fit_info() -> Iterator[list[dict]]:
 
 
 def dnaprior_denoiser(
-    noise_model: str, preset: str = "default", max_iters: int | None = None, device: str | None = None, seed: int = 0
+    noise_model: str,
+    preset: str = "default",
+    max_iters: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    **options: object,
 ) -> Denoiser:
-    """``DNAPriorDenoise`` with the matching noise model; the time is the full transform call on ``noisy[None]``."""
+    """``DNAPriorDenoise`` with the matching noise model (and any further ``options`` of the transform); the time is
+    the full transform call on ``noisy[None]``."""
     from monai_dnaprior import DNAPriorDenoise
 
-    transform = DNAPriorDenoise(noise_model=noise_model, preset=preset, max_iters=max_iters, seed=seed, device=device)
+    transform = DNAPriorDenoise(
+        noise_model=noise_model, preset=preset, max_iters=max_iters, seed=seed, device=device, **options
+    )
 
     def run(noisy: np.ndarray) -> MethodRun:
         with capture_fit_info() as infos:
