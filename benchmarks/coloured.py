@@ -58,9 +58,9 @@ if not hasattr(np, "trapz"):  # bm3d's PSD path calls np.trapz, removed in numpy
 
 ORACLE = "BM3D (oracle PSD)"
 CT_MAX_LINE_INTEGRAL = 4.0  # attenuation scaled so the longest ray through the slice keeps exp(-4) = 1.8% of I0
-CT_DOSE = {"ratlung_ct_2d": 2.0e4, "ct_small_2d": 2.0e4}  # I0, incident photons per detector bin
+CT_DOSE = {"ratlung_ct_2d": 2.0e3, "ct_small_2d": 5.0e3}  # I0, incident photons per detector bin
 KSPACE_SIGMA = {"mri_sagittal_2d": 0.12, "mr_small_2d": 0.12}  # per real/imag component, of the image range
-RESAMPLE_SIGMA, RESAMPLE_PIXDIM = 0.1, 0.6
+RESAMPLE_SIGMA, RESAMPLE_PIXDIM = 0.07, 0.6
 QUICK_CASE = "kspace_mr_small_2d"
 REAL_CASE = "epi_two_frames"
 
