@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -62,6 +63,11 @@ class Scan:
 def repo_root() -> Path:
     """The repository holding ``benchmarks/``."""
     return Path(__file__).resolve().parents[1]
+
+
+# Benchmark the package of this checkout, not whichever one is installed (an editable install may point elsewhere).
+if str(repo_root()) not in sys.path:
+    sys.path.insert(0, str(repo_root()))
 
 
 def default_data_dir() -> Path:
@@ -283,12 +289,20 @@ def capture_fit_info() -> Iterator[list[dict]]:
 
 
 def dnaprior_denoiser(
-    noise_model: str, preset: str = "default", max_iters: int | None = None, device: str | None = None, seed: int = 0
+    noise_model: str,
+    preset: str = "default",
+    max_iters: int | None = None,
+    device: str | None = None,
+    seed: int = 0,
+    **options: object,
 ) -> Denoiser:
-    """``DNAPriorDenoise`` with the matching noise model; the time is the full transform call on ``noisy[None]``."""
+    """``DNAPriorDenoise`` with the matching noise model (and any further ``options`` of the transform); the time is
+    the full transform call on ``noisy[None]``."""
     from monai_dnaprior import DNAPriorDenoise
 
-    transform = DNAPriorDenoise(noise_model=noise_model, preset=preset, max_iters=max_iters, seed=seed, device=device)
+    transform = DNAPriorDenoise(
+        noise_model=noise_model, preset=preset, max_iters=max_iters, seed=seed, device=device, **options
+    )
 
     def run(noisy: np.ndarray) -> MethodRun:
         with capture_fit_info() as infos:
