@@ -318,32 +318,12 @@ def dnaprior_denoiser(
 ABLATION = "Ablation: refinement only (blurred pilot, no fit)"
 
 
-def refinement_only_denoiser(noise_model: str, preset: str = "default", device: str | None = None) -> Denoiser:
-    """DNA-Prior with its fit replaced by the observation blurred (the code's blurred channel): the same noise model,
-    normalisation and Wiener passes, no network. It measures what the fit itself adds over a trivial pilot."""
-    import torch
-    from monai.networks.layers import GaussianFilter
-
-    from monai_dnaprior import engine, preset_config
-    from monai_dnaprior.fit import FitResult, PriorState
-
-    config = preset_config(preset)
-
-    def blurred_fit(target, noise_model, config, seed=0, warm_start=None, monitor=None):
-        image = GaussianFilter(target.ndim - 2, config.code_blur).to(target.device)(target)
-        return FitResult(image, torch.zeros_like(image), 0, PriorState({}, image))
-
-    def run(noisy: np.ndarray) -> MethodRun:
-        original, engine.fit_prior = engine.fit_prior, blurred_fit
-        try:
-            start = time.perf_counter()
-            result = engine.denoise(torch.as_tensor(noisy)[None], noise_model, config=config, device=device)
-            seconds = time.perf_counter() - start
-        finally:
-            engine.fit_prior = original
-        return MethodRun(result.image[0].cpu().numpy(), seconds, dict(result.info))
-
-    return run
+def refinement_only_denoiser(
+    noise_model: str, preset: str = "default", device: str | None = None, **options: object
+) -> Denoiser:
+    """DNA-Prior with the blurred observation as the refinement's first pilot (``pilot="blurred"``): the same noise
+    field, normalisation and Wiener passes, no network. It measures what the fit itself adds over a trivial pilot."""
+    return dnaprior_denoiser(noise_model, preset, device=device, pilot="blurred", **options)
 
 
 def warm_up(device: str | None = None) -> None:

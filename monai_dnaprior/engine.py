@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior.devices import resolve_device
 from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
@@ -28,7 +29,8 @@ from monai_dnaprior.noise import (
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
-__all__ = ["CHANNEL_GROUP", "NOISE_MODEL_CHOICES", "VOLUME_MODES", "DenoiseResult", "denoise"]
+__all__ = ["CHANNEL_GROUP", "NETWORK_PILOT_MODELS", "NOISE_MODEL_CHOICES", "PILOTS", "VOLUME_MODES", "DenoiseResult",
+           "denoise"]
 
 logger = logging.getLogger("monai_dnaprior")
 
@@ -218,9 +220,10 @@ def _warn_no_noise(name: str | None, x: torch.Tensor, spatial_dims: int) -> None
 
 def _fit_with_fallback(
     target: torch.Tensor, field: NoiseField, config: FitConfig, seed: int, mode: str, slice_axis: int,
-    tracker: _Progress,
+    tracker: _Progress | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Fit on the target's device; on a CUDA out-of-memory, retry slice by slice, then on the CPU."""
+    tracker = tracker or _Progress(None, 0)
     try:
         return _fit(target, field, config, seed, mode, slice_axis, tracker)
     except _OUT_OF_MEMORY:
@@ -233,6 +236,16 @@ def _fit_with_fallback(
         warnings.warn("CUDA ran out of memory; fitting on the CPU instead (slower).")
         fitted, spread, iterations = _fit(target.cpu(), field, config, seed, mode, slice_axis, tracker)
         return fitted.to(target.device), spread.to(target.device), iterations
+
+
+NETWORK_PILOT_MODELS = ("rician",)  # where the network fit measurably beats a blurred pilot (``pilot="auto"``)
+PILOTS = ("auto", "network", "blurred")
+
+
+def _uses_network(config: FitConfig, model_name: str) -> bool:
+    """Whether the first pilot is the network's fit (else the blurred observation)."""
+    check_choice("pilot", config.pilot, PILOTS)
+    return config.pilot == "network" or (config.pilot == "auto" and model_name in NETWORK_PILOT_MODELS)
 
 
 def _whitening(field: NoiseField, shape: Sequence[int], device: torch.device, axis: int | None = None):
@@ -249,6 +262,10 @@ def _fit(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Returns the fitted image and its output std, both ``(C, *spatial)`` in the fit domain, and the iterations."""
     model = field.model
+    if not _uses_network(config, model.name):
+        tracker.advance(target.numel() // 2)
+        blurred = GaussianFilter(target.ndim - 1, config.code_blur).to(target.device)(target[None])[0]
+        return blurred, torch.zeros_like(target), 0
     if mode != "slices":
         psd = _whitening(field, target.shape[1:], target.device)
         result = fit_prior(target[None], model, config, seed, noise_psd=psd)

@@ -55,6 +55,9 @@ class FitConfig:
         volume_patch: cube side of the refinement's patches in 3D.
         volume_radius: in-plane search radius of the block matching in 3D.
         volume_depth_radius: search radius along the last axis in 3D.
+        pilot: the refinement's first pilot: ``"network"`` (the fit), ``"blurred"`` (the observation blurred by
+            ``code_blur``, no fit: seconds instead of minutes, where the fit adds nothing measurable) or
+            ``"auto"`` (the network where the measurements show it earns its time, see ``NETWORK_PILOT_MODELS``).
     """
 
     max_iters: int = 150
@@ -83,6 +86,7 @@ class FitConfig:
     volume_patch: int = 4
     volume_radius: int = 5
     volume_depth_radius: int = 2
+    pilot: str = "network"
 
 
 @dataclass

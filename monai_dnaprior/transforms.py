@@ -12,9 +12,8 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_dnaprior.engine import VOLUME_MODES, denoise
+from monai_dnaprior.engine import NOISE_MODEL_CHOICES, PILOTS, VOLUME_MODES, denoise
 from monai_dnaprior.fit import FitConfig
-from monai_dnaprior.noise import NOISE_MODELS
 from monai_dnaprior.presets import PRESETS, preset_config
 from monai_dnaprior.validation import check_choice, check_image
 
@@ -31,9 +30,16 @@ class DNAPriorDenoise(Transform):
     integer images come back rounded and clipped to their dtype's range. The input is never modified.
 
     Args:
-        noise_model: ``"gaussian"`` (additive), ``"poisson"`` (photon counting, low-dose CT), ``"rician"``
-            (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
+        noise_model: ``"auto"`` (chosen from the image and logged: Rician where an MRI magnitude has a Rayleigh
+            background, Poisson or speckle where the noise grows with the intensity, else Gaussian; coloured or
+            white from its estimated spectrum), ``"gaussian"`` (additive), ``"poisson"`` (photon counting,
+            low-dose CT), ``"rician"`` (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
         noise_level: noise parameter on the image normalised to [0, 1]; estimated from the image when None.
+        noise_psd: the noise power spectrum where it is known (additive noise): ``E|fftn(noise, norm="ortho")|^2``
+            over the spatial axes, unshifted, in the image's intensity units (its mean is the noise variance);
+            estimated from the image when None.
+        pilot: the refinement's first pilot: ``"network"`` (the fit), ``"blurred"`` (no fit) or ``"auto"``
+            (the fit only for the noise models where it measurably helps); None keeps the preset's.
         preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size, iteration budget and refinement passes.
         max_iters: cap on iterations (the automatic stop can end the fit earlier); None keeps the preset's.
         seed: seed of the network, its input code and perturbations.
@@ -50,7 +56,7 @@ class DNAPriorDenoise(Transform):
 
     def __init__(
         self,
-        noise_model: str = "gaussian",
+        noise_model: str = "auto",
         noise_level: float | None = None,
         preset: str = "default",
         max_iters: int | None = None,
@@ -62,10 +68,14 @@ class DNAPriorDenoise(Transform):
         frequency_power: float | None = None,
         amplitude_weight: float | None = None,
         phase_weight: float | None = None,
+        noise_psd: NdarrayOrTensor | None = None,
+        pilot: str | None = None,
     ) -> None:
-        check_choice("noise_model", noise_model, NOISE_MODELS)
+        check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
         check_choice("preset", preset, tuple(PRESETS))
         check_choice("volume_mode", volume_mode, VOLUME_MODES)
+        if pilot is not None:
+            check_choice("pilot", pilot, PILOTS)
         if max_iters is not None and (not isinstance(max_iters, int) or max_iters < 1):
             raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}.")
         if noise_level is not None and not noise_level >= 0:
@@ -74,13 +84,14 @@ class DNAPriorDenoise(Transform):
             raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}.")
         self.noise_model = noise_model
         self.noise_level = noise_level
+        self.noise_psd = None if noise_psd is None else np.asarray(noise_psd, dtype=np.float64)
         self.seed = seed
         self.device = str(device) if device is not None else None
         self.volume_mode = volume_mode
         self.slice_axis = slice_axis
         self.config: FitConfig = preset_config(
             preset, max_iters=max_iters, tv_scale=tv_scale, frequency_power=frequency_power,
-            amplitude_weight=amplitude_weight, phase_weight=phase_weight,
+            amplitude_weight=amplitude_weight, phase_weight=phase_weight, pilot=pilot,
         )
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
@@ -95,6 +106,7 @@ class DNAPriorDenoise(Transform):
             img_t.as_tensor() if hasattr(img_t, "as_tensor") else img_t,
             noise_model=self.noise_model, noise_level=self.noise_level, config=self.config, seed=self.seed,
             device=self.device, volume_mode=self.volume_mode, slice_axis=self.slice_axis,
+            noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd), name=_source_name(img_t),
         )
         out = _to_input_dtype(result.image, img_t.dtype)
         out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)
@@ -106,6 +118,13 @@ class DNAPriorDenoise(Transform):
                 out_np = np.clip(out_np, info.min, info.max).astype(img.dtype)
             return out_np, np.asarray(unc)
         return out_img, unc
+
+
+def _source_name(img: torch.Tensor) -> str | None:
+    """The file a MetaTensor was loaded from, for the log."""
+    meta = getattr(img, "meta", None) or {}
+    source = meta.get("filename_or_obj")
+    return str(source) if source else None
 
 
 def _to_input_dtype(out: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -132,7 +151,7 @@ class DNAPriorDenoised(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        noise_model: str = "gaussian",
+        noise_model: str = "auto",
         noise_level: float | None = None,
         preset: str = "default",
         max_iters: int | None = None,
@@ -144,6 +163,8 @@ class DNAPriorDenoised(MapTransform):
         frequency_power: float | None = None,
         amplitude_weight: float | None = None,
         phase_weight: float | None = None,
+        noise_psd: NdarrayOrTensor | None = None,
+        pilot: str | None = None,
         uncertainty_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -152,6 +173,7 @@ class DNAPriorDenoised(MapTransform):
             noise_model=noise_model, noise_level=noise_level, preset=preset, max_iters=max_iters, seed=seed,
             device=device, volume_mode=volume_mode, slice_axis=slice_axis, tv_scale=tv_scale,
             frequency_power=frequency_power, amplitude_weight=amplitude_weight, phase_weight=phase_weight,
+            noise_psd=noise_psd, pilot=pilot,
         )
         self.uncertainty_key = uncertainty_key
 

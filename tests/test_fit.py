@@ -344,7 +344,7 @@ def _scripted_fit(monkeypatch, outcomes):
     """Replace ``engine._fit``: each call pops the next outcome, raising it when it is an exception."""
     calls = []
 
-    def fake_fit(target, model, config, seed, mode, slice_axis):
+    def fake_fit(target, model, config, seed, mode, slice_axis, tracker=None):
         calls.append((target, mode))
         outcome = outcomes.pop(0)
         if isinstance(outcome, BaseException):
@@ -412,7 +412,7 @@ def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
     zero (a scaled copy of the input, never shifted by the percentile window)."""
     captured = {}
 
-    def spy(noisy, pilot, sigma, passes):
+    def spy(noisy, pilot, sigma, passes, spectrum=None):
         captured["noisy"] = noisy.clone()
         return noisy.clone()
 

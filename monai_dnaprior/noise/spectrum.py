@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -26,9 +26,14 @@ _PSD_FLOOR = 0.01  # relative spectrum floor: no frequency is trusted infinitely
 
 @dataclass(frozen=True)
 class NoiseSpectrum:
-    """Correlation of stationary noise over lags ``-L..L`` per spatial axis, ``(2L+1,)*d``, centred, ``c(0) = 1``."""
+    """Correlation of stationary noise over lags ``-L..L`` per spatial axis, ``(2L+1,)*d``, centred, ``c(0) = 1``.
+
+    ``white_below``: the noise counts as white when no neighbour's correlation (lags of at most one voxel per axis)
+    reaches it; an estimate from few samples sets it higher, above its own sampling error.
+    """
 
     correlation: torch.Tensor
+    white_below: float = _WHITE_CORRELATION
 
     @classmethod
     def white(cls, spatial_dims: int) -> NoiseSpectrum:
@@ -40,15 +45,18 @@ class NoiseSpectrum:
 
     @property
     def max_abs_correlation(self) -> float:
-        """Largest ``|c(lag)|`` over the lags other than zero."""
-        c = self.correlation.abs().flatten().clone()
+        """Largest ``|c(lag)|`` between neighbours (lags of at most one voxel along every axis, not zero)."""
+        c = self.correlation
+        for dim, n in enumerate(c.shape):
+            c = c.narrow(dim, max(0, n // 2 - 1), min(n, 3))
+        c = c.abs().flatten().clone()
         c[c.numel() // 2] = 0.0
         return float(c.max()) if c.numel() > 1 else 0.0
 
     @property
     def is_white(self) -> bool:
-        """Whether the noise is uncorrelated between voxels (every other lag below 0.1)."""
-        return self.max_abs_correlation < _WHITE_CORRELATION
+        """Whether the noise is uncorrelated between neighbouring voxels (below ``white_below``)."""
+        return self.max_abs_correlation < self.white_below
 
     def section(self, axis: int) -> NoiseSpectrum:
         """The correlation within one slice across spatial ``axis`` (lag 0 along it): the noise of a 2D slice."""
@@ -154,4 +162,6 @@ def estimate_noise_spectrum(
     spectrum = torch.fft.fftn(centred[flattest] * taper, dim=axes, norm="ortho").abs().square().mean(0).cpu()
     neighbours = torch.stack([spectrum[o] for o in itertools.product((-1, 0, 1), repeat=spatial_dims) if any(o)])
     spectrum[(0,) * spatial_dims] = neighbours.median()  # the mean was removed: take DC from its neighbours
-    return spectrum_from_psd(spectrum, max_lag)
+    estimate, variance = spectrum_from_psd(spectrum, max_lag)
+    independent = count * math.prod(min(stride, p) for p in sizes)  # overlapping patches share their voxels
+    return replace(estimate, white_below=max(_WHITE_CORRELATION, 4.0 / math.sqrt(independent))), variance
