@@ -112,7 +112,7 @@ def _taper(patch: Sequence[int]) -> torch.Tensor:
 
 def estimate_noise_spectrum(
     x: torch.Tensor, spatial_dims: int, patch: int = 16, stride: int = 4, share: float = 0.1, max_lag: int = 4,
-    min_patches: int = 8, mask: torch.Tensor | None = None,
+    min_patches: int = 64, mask: torch.Tensor | None = None,
 ) -> tuple[NoiseSpectrum, float]:
     """Blind estimate of the noise's correlation and variance from the flattest patches of the image (Welch).
 
@@ -128,7 +128,7 @@ def estimate_noise_spectrum(
         stride: step between patches.
         share: share of the patches, the flattest, that the spectrum is averaged over.
         max_lag: the longest correlation kept per axis.
-        min_patches: fewer flat patches than this give a white spectrum and variance 0.
+        min_patches: fewer usable patches than this (a small image) give a white spectrum and variance 0.
         mask: where patches may lie (boolean, like ``x``), besides the noisy part of the image.
 
     Returns:
@@ -153,9 +153,9 @@ def estimate_noise_spectrum(
     axes = tuple(range(1, spatial_dims + 1))
     patches = patches.reshape(-1, *sizes)
     patches = patches[(fractions.reshape(-1, *sizes).mean(axes) > 0.95).to(patches.device)].to(torch.float64)
-    count = max(min_patches, int(share * patches.shape[0]))
-    if patches.shape[0] < 2 * count:
+    if patches.shape[0] < min_patches:
         return NoiseSpectrum.white(spatial_dims), 0.0
+    count = max(8, int(share * patches.shape[0]))
     taper = _taper(sizes).to(patches.device)
     centred = patches - (patches * taper).sum(axes, keepdim=True) / taper.sum()
     flattest = centred.square().mean(axes).argsort()[:count]
