@@ -51,7 +51,8 @@ from common import (
 from plots import case_figure, psnr_time_figure
 
 DNA = "DNA-Prior"
-NOT_CLASSICAL = (DNA, ABLATION, "noisy")
+NETWORK = "DNA-Prior, network pilot (model given)"
+NOT_CLASSICAL = (DNA, NETWORK, ABLATION, "noisy")
 
 
 def naive_name(is_volume: bool) -> str:
@@ -131,10 +132,13 @@ def select(args: argparse.Namespace) -> tuple[list[Scan], list[str]]:
 
 
 def methods_for(scan: Scan, noise: str, args: argparse.Namespace) -> dict[str, Denoiser]:
-    """DNA-Prior with the matching noise model, the classical methods, the refinement-only ablation."""
-    dna = dnaprior_denoiser(noise, preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
+    """DNA-Prior as it comes (``noise_model="auto"``, ``pilot="auto"``), the classical methods, and the two pilots
+    with the matching noise model given: the network fit and the blurred observation (the ablation)."""
+    dna = dnaprior_denoiser("auto", preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
+    network = dnaprior_denoiser(noise, preset=args.preset, max_iters=args.max_iters, device=args.device,
+                                seed=args.seed, pilot="network")
     ablation = refinement_only_denoiser(noise, preset=args.preset, device=args.device)
-    return {DNA: dna, **classical_methods(noise, scan.is_volume), ABLATION: ablation}
+    return {DNA: dna, NETWORK: network, **classical_methods(noise, scan.is_volume), ABLATION: ablation}
 
 
 def score(scan: Scan, noise: str, method: str, run: MethodRun) -> Row:
@@ -250,7 +254,7 @@ Clean reference: each real scan scaled to [0, 1] (a real scan carries its own no
 PSNR and SSIM with data_range = clean.max() - clean.min(). Noise, fixed seed per (scan, noise):
 {noise_lines}
 
-Methods: DNA-Prior = `DNAPriorDenoise(noise_model=<the matching model>, preset=...)`, time = the whole transform
+Methods: DNA-Prior = `DNAPriorDenoise(preset=...)` as it comes (noise model and pilot chosen from the image), time = the whole transform
 call (volumes: the default slice mode). Classical pipelines, as experts run them (`benchmarks/anchors.py`):
 - Poisson, `y = a Poisson(x / a)` with the gain `a` known: generalized Anscombe `2 sqrt(y / a + 3/8)`, BM3D/BM4D with
   sigma 1, the closed-form unbiased inverse (Makitalo & Foi 2011), times `a`.

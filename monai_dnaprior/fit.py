@@ -57,7 +57,7 @@ class FitConfig:
         volume_depth_radius: search radius along the last axis in 3D.
         pilot: the refinement's first pilot: ``"network"`` (the fit), ``"blurred"`` (the observation blurred by
             ``code_blur``, no fit: seconds instead of minutes, where the fit adds nothing measurable) or
-            ``"auto"`` (the network where the measurements show it earns its time, see ``NETWORK_PILOT_MODELS``).
+            ``"auto"`` (the network where the measurements show it earns its time: Rician or coloured noise).
     """
 
     max_iters: int = 150
@@ -86,7 +86,7 @@ class FitConfig:
     volume_patch: int = 4
     volume_radius: int = 5
     volume_depth_radius: int = 2
-    pilot: str = "network"
+    pilot: str = "auto"
 
 
 @dataclass
