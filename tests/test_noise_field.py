@@ -1,0 +1,213 @@
+"""The noise field: masked and per-slice levels, the blind spectrum, the whitened fidelity, the auto model, and the
+real-scan shapes that used to be silent no-ops (a depth-1 slice, a zeroed background)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_phantom, small_config
+
+from monai_dnaprior import SpectralFidelity, denoise
+from monai_dnaprior.noise import (
+    NoiseSpectrum,
+    detect_noise_model,
+    estimate_noise_field,
+    estimate_noise_level,
+    estimate_noise_spectrum,
+    estimate_rician_sigma,
+    slice_noise_scale,
+    spectrum_from_psd,
+)
+
+KERNEL = torch.tensor([0.25, 0.5, 0.25])  # separable low-pass: correlation 2/3 at lag 1, 1/6 at lag 2
+
+
+def _phantom(shape, seed=0):
+    """The test phantom, shifted by ``seed`` (for distinct images)."""
+    return torch.roll(torch.from_numpy(make_phantom(shape))[None].float(), 5 * seed, -1)
+
+
+def _coloured_noise(shape, sigma, seed=0):
+    """White noise filtered by KERNEL along both axes (circularly), scaled to std ``sigma``."""
+    n = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    for dim in (-2, -1):
+        n = sum(w * torch.roll(n, k - 1, dim) for k, w in enumerate(KERNEL.double()))
+    return (sigma * n / n.std()).float()
+
+
+def test_whitened_fidelity_with_a_flat_spectrum_is_the_pixel_mse():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(2, 1, 12, 10, generator=gen), torch.rand(2, 1, 12, 10, generator=gen)
+    flat = SpectralFidelity(2, noise_psd=torch.ones(12, 10))
+    torch.testing.assert_close(flat(x, y), torch.nn.functional.mse_loss(x, y))
+    torch.testing.assert_close(SpectralFidelity(2)(x, y), torch.nn.functional.mse_loss(x, y))
+
+
+def test_whitened_fidelity_is_the_coloured_likelihood():
+    """sum_k |F(x - y)|^2 / S(k): noise shaped like S costs about 1 per voxel, white noise of the same MSE far more."""
+    psd = NoiseSpectrum(torch.outer(torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6]),
+                                    torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6]))).psd((64, 64))
+    assert psd.mean() == pytest.approx(1.0, abs=1e-5)
+    loss = SpectralFidelity(2, noise_psd=psd)
+    coloured = _coloured_noise((1, 1, 64, 64), 1.0, seed=1)
+    white = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    zero = torch.zeros_like(white)
+    assert float(loss(coloured, zero)) == pytest.approx(1.0, abs=0.3)
+    assert float(loss(white, zero)) > 3.0
+    manual = (torch.fft.fft2(white, norm="ortho").abs().square() / psd).mean()
+    torch.testing.assert_close(loss(white, zero), manual)
+
+
+def test_coloured_noise_spectrum_is_recovered():
+    """Low-pass noise on a phantom: neighbour correlation 2/3 +- 0.1, lag 2 1/6 +- 0.1, std within 15 %."""
+    noisy = _phantom((160, 160)) + _coloured_noise((1, 160, 160), 0.05)
+    spectrum, variance = estimate_noise_spectrum(noisy, 2)
+    c = spectrum.correlation
+    centre = c.shape[0] // 2
+    assert not spectrum.is_white
+    for lag, expected in ((1, 2 / 3), (2, 1 / 6)):
+        assert float(c[centre, centre + lag]) == pytest.approx(expected, abs=0.1)
+        assert float(c[centre + lag, centre]) == pytest.approx(expected, abs=0.1)
+    assert variance**0.5 == pytest.approx(0.05, rel=0.15)
+
+
+def test_white_noise_spectrum_is_white_and_a_given_psd_round_trips():
+    noisy = _phantom((128, 128)) + 0.05 * torch.randn(1, 128, 128, generator=torch.Generator().manual_seed(3))
+    spectrum, _ = estimate_noise_spectrum(noisy, 2)
+    assert spectrum.is_white
+    correlation = torch.outer(torch.tensor([0.3, 1.0, 0.3]), torch.tensor([0.4, 1.0, 0.4]))
+    psd = 0.01 * NoiseSpectrum(correlation).psd((32, 40))
+    back, variance = spectrum_from_psd(psd.double(), max_lag=1)
+    assert variance == pytest.approx(0.01, rel=1e-4)
+    torch.testing.assert_close(back.correlation, correlation, atol=1e-4, rtol=0)
+
+
+def test_wiener_coefficient_variances_follow_the_spectrum():
+    from monai_dnaprior.wiener import _patch_basis
+
+    basis = _patch_basis((8, 8), torch.device("cpu"))
+    white = NoiseSpectrum.white(2).coefficient_variances(basis, (8, 8))
+    torch.testing.assert_close(white, torch.ones(64))
+    low = NoiseSpectrum(torch.outer(torch.tensor([2 / 3, 1.0, 2 / 3]), torch.tensor([2 / 3, 1.0, 2 / 3])))
+    v = low.coefficient_variances(basis, (8, 8))
+    assert float(v[0]) > 3.0 and float(v[-1]) < 0.1  # DC carries the low-pass noise, the finest DCT almost none
+
+
+@pytest.mark.parametrize("sigma", [0.03, 0.08])
+def test_level_ignores_a_zeroed_background(sigma):
+    """61 % of the voxels exactly 0 (a masked brain): the level comes from where there is signal."""
+    img = _phantom((96, 96)) + 0.3
+    img = img + sigma * torch.randn(img.shape, generator=torch.Generator().manual_seed(4))
+    img[:, :, :60] = 0.0
+    assert estimate_noise_level(img, 2) == pytest.approx(sigma, rel=0.1)
+    clipped = img.clamp_max(float(img[img > 0].quantile(0.9)))  # a saturated top decile does not count either
+    assert estimate_noise_level(clipped, 2) == pytest.approx(sigma, rel=0.15)
+
+
+def test_rician_sigma_within_5_percent_over_a_rayleigh_background():
+    gen = torch.Generator().manual_seed(5)
+    clean = _phantom((128, 128)) * 0.7 + 0.3
+    clean[:, :, :50] = 0.0  # background: pure noise, Rayleigh in the magnitude
+    sigma = 0.05
+    noisy = torch.hypot(clean + sigma * torch.randn(clean.shape, generator=gen), sigma * torch.randn(clean.shape, generator=gen))
+    assert estimate_rician_sigma(noisy, 2) == pytest.approx(sigma, rel=0.05)
+    assert estimate_noise_level(noisy, 2) < 0.93 * sigma  # the all-block MAD reads low: why the bright blocks
+
+
+def test_per_slice_levels_are_found_and_even_ones_are_not():
+    clean = torch.from_numpy(make_phantom((48, 48, 12)))[None].float()
+    noise = torch.randn(clean.shape, generator=torch.Generator().manual_seed(6))
+    even = slice_noise_scale(clean + 0.05 * noise, -1)
+    assert even is None
+    levels = torch.where(torch.arange(12) < 6, 0.04, 0.08)
+    scale = slice_noise_scale(clean + levels * noise, -1)
+    assert scale is not None and float(scale[-1] / scale[0]) == pytest.approx(2.0, rel=0.2)
+    field, target = estimate_noise_field(clean + levels * noise, 3, "gaussian")
+    assert field.slice_scale is not None and "per-slice" in field.describe()
+    assert float(target[..., -1].std() / target[..., 0].std()) < 1.5  # the target's noise is made even
+
+
+def test_auto_detects_the_noise_model():
+    gen = torch.Generator().manual_seed(7)
+    clean = _phantom((128, 128)) * 0.8 + 0.1
+    clean[:, :, :40] = 0.0
+    gaussian = clean + 0.05 * torch.randn(clean.shape, generator=gen)
+    rician = torch.hypot(clean + 0.05 * torch.randn(clean.shape, generator=gen), 0.05 * torch.randn(clean.shape, generator=gen))
+    poisson = torch.poisson(_phantom((128, 128), seed=1) * 60 + 5, generator=gen)
+    speckle = (_phantom((128, 128), seed=2) + 0.2) * torch.distributions.Gamma(4.0, 4.0).sample((1, 128, 128))
+    assert detect_noise_model(gaussian, 2) == "gaussian"
+    assert detect_noise_model(rician, 2) == "rician"
+    assert detect_noise_model(poisson, 2) == "poisson"
+    assert detect_noise_model(speckle, 2) == "speckle"
+
+
+def test_auto_denoises_coloured_noise_with_the_whitened_fit():
+    noisy = _phantom((96, 96)) + _coloured_noise((1, 96, 96), 0.06, seed=8)
+    result = denoise(noisy, "auto", config=small_config(3))
+    assert result.info["noise_model"] == "gaussian" and result.info["coloured"]
+    assert result.info["pilot"] == "network" and result.info["iterations"] == 3
+    assert result.info["noise_level"] == pytest.approx(0.06 / float(noisy.quantile(0.995) - noisy.quantile(0.005)), rel=0.3)
+
+
+def test_a_given_noise_psd_sets_the_level():
+    noisy = _phantom((64, 64)) * 100 + 5 * torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(9))
+    result = denoise(noisy, "gaussian", config=small_config(2), noise_psd=torch.full((64, 64), 25.0))
+    window = float(noisy.quantile(0.995) - noisy.quantile(0.005))
+    assert result.info["noise_level"] == pytest.approx(5 / window, rel=1e-3) and not result.info["coloured"]
+    with pytest.raises(ValueError, match="additive"):
+        denoise(noisy, "poisson", noise_psd=torch.ones(64, 64))
+
+
+def test_depth_one_slice_is_denoised_like_its_2d_squeeze():
+    """(1, H, W, 1) as LoadImage gives a single DICOM slice: a 2D image, not a volume with no depth."""
+    noisy = _phantom((40, 40)) * 1000 + 60 * torch.randn(1, 40, 40, generator=torch.Generator().manual_seed(10))
+    flat = denoise(noisy, config=small_config(3))
+    deep = denoise(noisy[..., None], config=small_config(3))
+    assert deep.image.shape == (1, 40, 40, 1)
+    torch.testing.assert_close(deep.image[..., 0], flat.image)
+    assert float((deep.image[..., 0] - noisy).abs().max()) > 10  # denoised, not returned as it came
+    assert deep.info["volume_mode"] == "2d"
+
+
+def test_zeroed_background_is_denoised_not_returned():
+    noisy = _phantom((64, 64)) + 0.5 + 0.05 * torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(11))
+    noisy[:, :, :40] = 0.0  # 62 % exact zeros
+    result = denoise(noisy, config=small_config(3))
+    assert result.info["noise_level"] > 0
+    assert float((result.image - noisy).abs().max()) > 0.02
+    assert bool((result.image[:, :, :30].abs() < 1e-3).all())  # the mask stays a mask
+
+
+def test_a_noise_free_image_warns_and_says_how_to_go_on():
+    img = torch.zeros(1, 48, 48)
+    img[:, 10:30, 12:40] = 1.0  # rectangles: edges, no noise
+    img[:, 30:44, 5:20] = 0.5
+    with pytest.warns(UserWarning, match=r"noise level is 0 .*noise_level=") as record:
+        out = denoise(img, "gaussian", config=small_config(2), name="phantom.nii.gz")
+    assert "phantom.nii.gz" in str(record[0].message)
+    torch.testing.assert_close(out.image, img)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        denoise(torch.full((1, 16, 16), 3.0), config=small_config(2))  # a constant image is quietly constant
+
+
+def test_channels_beyond_the_code_are_denoised_in_groups():
+    noisy = torch.stack([_phantom((24, 24), seed=s)[0] for s in range(10)]) + 0.05 * torch.randn(
+        10, 24, 24, generator=torch.Generator().manual_seed(12))
+    result = denoise(noisy, config=small_config(2))
+    assert result.image.shape == (10, 24, 24) and len(result.info["groups"]) == 3
+
+
+def test_blurred_pilot_skips_the_fit():
+    noisy = _phantom((32, 32)) + 0.05 * torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(13))
+    from dataclasses import replace
+
+    blurred = denoise(noisy, "gaussian", config=replace(small_config(3), pilot="blurred"))
+    network = denoise(noisy, "gaussian", config=replace(small_config(3), pilot="network"))
+    assert blurred.info["iterations"] == 0 and blurred.info["pilot"] == "blurred"
+    assert network.info["iterations"] == 3 and network.info["pilot"] == "network"
+    with pytest.raises(ValueError, match="pilot"):
+        denoise(noisy, config=replace(small_config(3), pilot="nope"))
