@@ -24,6 +24,7 @@ from monai_dnaprior.noise import (
     detect_noise_model,
     estimate_noise_field,
     estimate_noise_spectrum,
+    get_noise_model,
     haar_blocks,
 )
 from monai_dnaprior.validation import check_choice, check_image
@@ -144,18 +145,19 @@ def _named(name: str | None) -> str:
 
 
 def _resolve_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has_psd: bool) -> str:
-    """The model to use: the one asked for, or for ``"auto"`` the one the data allow (coloured noise, or a given
-    spectrum: Gaussian, or Rician where the background is Rayleigh)."""
+    """The model to use: the one asked for, or for ``"auto"`` the one the data allow. Signal-dependent noise whose
+    variance-stabilised form is still coloured, and any noise with a given spectrum, is taken as additive (Gaussian),
+    except a Rician magnitude (a Rayleigh background)."""
     if noise_model != "auto":
         return noise_model
     detected = detect_noise_model(x, spatial_dims)
-    if detected == "rician":
+    if detected == "rician" or (detected == "gaussian" and not has_psd):
         return detected
-    window = IntensityWindow.from_image(x)
-    if has_psd or (not window.is_degenerate
-                   and not estimate_noise_spectrum(window.normalize(x), spatial_dims)[0].is_white):
+    if has_psd:
         return "gaussian"
-    return detected
+    window = IntensityWindow.from_image(x, zero_based=True)
+    stabilised = get_noise_model(detected, window.normalize(x), spatial_dims).forward(window.normalize(x))
+    return detected if estimate_noise_spectrum(stabilised, spatial_dims)[0].is_white else "gaussian"
 
 
 def _denoise_group(
