@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from monai_dnaprior.devices import resolve_device
+from monai_dnaprior.devices import resolve_device, with_cpu_threads
 from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import NOISE_MODELS, NoiseModel, get_noise_model
@@ -44,6 +44,7 @@ class DenoiseResult:
     info: dict = field(default_factory=dict)
 
 
+@with_cpu_threads
 def denoise(
     img: torch.Tensor,
     noise_model: str = "gaussian",

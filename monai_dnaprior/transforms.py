@@ -16,7 +16,8 @@ from monai_dnaprior.engine import VOLUME_MODES, denoise
 from monai_dnaprior.fit import FitConfig
 from monai_dnaprior.noise import NOISE_MODELS
 from monai_dnaprior.presets import PRESETS, preset_config
-from monai_dnaprior.validation import check_choice, check_image
+from monai_dnaprior.progress import progress_kwargs
+from monai_dnaprior.validation import check_choice, check_image, check_options
 
 __all__ = ["DNAPriorDenoise", "DNAPriorDenoised", "DNAPriorDenoiseD", "DNAPriorDenoiseDict"]
 
@@ -63,6 +64,7 @@ class DNAPriorDenoise(Transform):
         amplitude_weight: float | None = None,
         phase_weight: float | None = None,
     ) -> None:
+        check_options(noise_level=noise_level, seed=seed, device=device)
         check_choice("noise_model", noise_model, NOISE_MODELS)
         check_choice("preset", preset, tuple(PRESETS))
         check_choice("volume_mode", volume_mode, VOLUME_MODES)
@@ -95,6 +97,7 @@ class DNAPriorDenoise(Transform):
             img_t.as_tensor() if hasattr(img_t, "as_tensor") else img_t,
             noise_model=self.noise_model, noise_level=self.noise_level, config=self.config, seed=self.seed,
             device=self.device, volume_mode=self.volume_mode, slice_axis=self.slice_axis,
+            **progress_kwargs(denoise),
         )
         out = _to_input_dtype(result.image, img_t.dtype)
         out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)
