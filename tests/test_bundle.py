@@ -281,6 +281,13 @@ def test_metadata_fields():
             assert {"type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
                     "channel_def"} <= set(tensor)
     assert set(meta["network_data_format"]["inputs"]) == {"image"}
+    written = json.loads(Path(INFERENCE).read_text())["image_key"]  # the key the runner writes out
+    assert set(meta["network_data_format"]["outputs"]) == {written}
+    for io in ("inputs", "outputs"):
+        for tensor in meta["network_data_format"][io].values():
+            value_range = tensor["value_range"]  # the spec's form: [MIN, MAX], or [] when not known
+            assert value_range == [] or (len(value_range) == 2 and all(isinstance(v, (int, float)) for v in value_range))
+            assert len(tensor["spatial_shape"]) in (2, 3)
 
 
 def _targets(node) -> list[str]:
