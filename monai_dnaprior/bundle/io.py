@@ -118,7 +118,7 @@ def find_inputs(dataset_dir: str | os.PathLike) -> list[str]:
     if all(len(files) == 1 for files in series.values()):
         found += [files[0] for files in series.values()]  # single-file series (or none): one input each
     else:
-        found.append(folder)  # the folder's DICOM files are a series: one input (check_input refuses several)
+        found.append(os.path.abspath(folder))  # its DICOM files are a series: one input (check_input refuses several)
     if not found:
         raise ValueError(
             f"No input images in dataset_dir {folder!r} (looked for {', '.join(IMAGE_SUFFIXES)} files, DICOM files "

@@ -31,6 +31,7 @@ from monai_dnaprior.bundle.io import (
     write_sidecar,
 )
 from monai_dnaprior.bundle.progress import SliceProgress, naming_the_file
+from monai_dnaprior.devices import resolve_device
 from monai_dnaprior.progress import reporting_progress
 
 __all__ = ["DenoiseFolder", "DenoiseFolderError", "shard", "transform_settings"]
@@ -95,10 +96,19 @@ def _describe(transform: object) -> dict:
             if name == "denoiser":  # DNAPriorDenoised's array transform: its settings are the method's
                 entry[name] = _describe(value)
             continue
+        if name == "device":  # where a fit runs changes its output only by device type (cpu, cuda)
+            value = _device_type(value)
         plain = _plain(value)
         if plain is not None:
             entry[name] = plain
     return entry
+
+
+def _device_type(device: object) -> str:
+    try:
+        return resolve_device(device).type
+    except Exception:  # e.g. CUDA asked for and not available: the fit itself will say so
+        return str(device)
 
 
 def transform_settings(transform: Callable) -> list[dict]:
