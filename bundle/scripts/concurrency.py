@@ -51,10 +51,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--max_iters", type=int, default=None)
+    parser.add_argument("--policies", default="default,every-core", help="which of default, every-core to run")
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     tmp = tempfile.mkdtemp(prefix="dnaprior_concurrency_")
-    for label, threads in (("default policy", None), (f"every core (OMP_NUM_THREADS={cores})", str(cores))):
+    policies = {"default": ("default policy", None), "every-core": (f"every core (OMP_NUM_THREADS={cores})", str(cores))}
+    for name in args.policies.split(","):
+        label, threads = policies[name]
         for rep in range(args.repeats):
             run = lambda k: subprocess.Popen(_command(f"{tmp}/o{k}", args.max_iters), cwd=ROOT, env=_env(threads),
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
