@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from monai.networks.layers import GaussianFilter
 
-from monai_dnaprior.devices import resolve_device
+from monai_dnaprior.devices import resolve_device, with_cpu_threads
 from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import (
@@ -56,6 +56,7 @@ class DenoiseResult:
     info: dict = field(default_factory=dict)
 
 
+@with_cpu_threads
 def denoise(
     img: torch.Tensor,
     noise_model: str = "auto",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from monai.transforms.utils_pytorch_numpy_unification import percentile
 
 __all__ = ["IntensityWindow"]
 
-_MAX_QUANTILE_SAMPLES = 1 << 22  # torch.quantile refuses very large inputs; a strided sample is as good
+_MAX_QUANTILE_SAMPLES = 1 << 22  # a strided sample is as good as every voxel, and bounds the percentile's cost
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class IntensityWindow:
         flat = img.detach().float().flatten()
         if flat.numel() > _MAX_QUANTILE_SAMPLES:
             flat = flat[:: flat.numel() // _MAX_QUANTILE_SAMPLES + 1]
-        q = torch.quantile(flat, torch.tensor([lower / 100, upper / 100], device=flat.device))
+        q = percentile(flat, [lower, upper])  # MONAI's: torch.quantile, or numpy beyond torch's size limit
         low = min(0.0, float(flat.min())) if zero_based else float(q[0])
         high = float(q[1])
         if high <= low:  # (near) constant percentiles: fall back to the full range

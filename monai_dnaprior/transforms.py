@@ -15,7 +15,8 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 from monai_dnaprior.engine import NOISE_MODEL_CHOICES, PILOTS, VOLUME_MODES, denoise
 from monai_dnaprior.fit import FitConfig
 from monai_dnaprior.presets import PRESETS, preset_config
-from monai_dnaprior.validation import check_choice, check_image
+from monai_dnaprior.progress import active_progress
+from monai_dnaprior.validation import check_choice, check_image, check_options
 
 __all__ = ["DNAPriorDenoise", "DNAPriorDenoised", "DNAPriorDenoiseD", "DNAPriorDenoiseDict"]
 
@@ -71,6 +72,7 @@ class DNAPriorDenoise(Transform):
         noise_psd: NdarrayOrTensor | None = None,
         pilot: str | None = None,
     ) -> None:
+        check_options(noise_level=noise_level, seed=seed, device=device)
         check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
         check_choice("preset", preset, tuple(PRESETS))
         check_choice("volume_mode", volume_mode, VOLUME_MODES)
@@ -107,6 +109,7 @@ class DNAPriorDenoise(Transform):
             noise_model=self.noise_model, noise_level=self.noise_level, config=self.config, seed=self.seed,
             device=self.device, volume_mode=self.volume_mode, slice_axis=self.slice_axis,
             noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd), name=_source_name(img_t),
+            progress=active_progress(),
         )
         out = _to_input_dtype(result.image, img_t.dtype)
         out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)

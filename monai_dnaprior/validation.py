@@ -2,15 +2,78 @@
 
 from __future__ import annotations
 
-import torch
+import difflib
+import math
+import numbers
 
-__all__ = ["check_image", "check_choice"]
+import torch
+from monai.utils import look_up_option
+
+__all__ = ["check_image", "check_choice", "check_device", "check_noise_level", "check_options", "check_seed"]
 
 
 def check_choice(name: str, value: object, choices: tuple) -> None:
-    """Raise a ValueError naming the choices when ``value`` is not one of them."""
-    if value not in choices:
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.")
+    """Raise a ValueError naming the choices (and the closest one, for a typo) when ``value`` is not one of them;
+    the look-up is MONAI's ``look_up_option``."""
+    try:
+        look_up_option(value, choices)
+    except (ValueError, TypeError):
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.{hint}") from None
+
+
+def check_seed(seed: object) -> None:
+    """A seed is an integer (the fit is deterministic by design; there is no random mode).
+
+    Raises:
+        TypeError: ``seed`` is not an integer (None, a float, a string).
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer (e.g. 0), got {seed!r}; the fit is deterministic for a given seed.")
+
+
+def check_noise_level(noise_level: object) -> None:
+    """A noise level is None (estimate it) or a non-negative finite number.
+
+    Raises:
+        TypeError: a string or another non-number (``"0.1"``: pass ``0.1``).
+        ValueError: negative, NaN or infinite.
+    """
+    if noise_level is None:
+        return
+    if isinstance(noise_level, bool) or not isinstance(noise_level, numbers.Real):
+        raise TypeError(f"noise_level must be a number or None (estimate it), got {noise_level!r} "
+                        f"({type(noise_level).__name__}).")
+    if not (math.isfinite(float(noise_level)) and noise_level >= 0):
+        raise ValueError(f"noise_level must be a non-negative number or None (estimate), got {noise_level!r}.")
+
+
+def check_device(device: object) -> None:
+    """A device is None (CUDA when available, else CPU), a ``torch.device`` or a string torch understands.
+
+    Raises:
+        ValueError: an unknown device string (``"gpu"``: use ``"cuda"``).
+        TypeError: neither a string nor a ``torch.device``.
+    """
+    if device is None or isinstance(device, torch.device):
+        return
+    if not isinstance(device, str):
+        raise TypeError(f"device must be None, a string such as 'cpu' or 'cuda:0', or a torch.device; got {device!r}.")
+    if device.strip().lower().split(":")[0] == "gpu":
+        raise ValueError(f"Unknown device {device!r}; for a GPU use 'cuda' (or 'cuda:0', 'cuda:1' ...), or 'cpu'.")
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"Unknown device {device!r}; use 'cpu', 'cuda', 'cuda:1' ... or None (CUDA when available)."
+                         ) from None
+
+
+def check_options(noise_level: object = None, seed: object = 0, device: object = None) -> None:
+    """The settings checks of :class:`monai_dnaprior.transforms.DNAPriorDenoise` that need more than a choice."""
+    check_noise_level(noise_level)
+    check_seed(seed)
+    check_device(device)
 
 
 def check_image(img: torch.Tensor, name: str = "image") -> None:
@@ -32,6 +95,7 @@ def check_image(img: torch.Tensor, name: str = "image") -> None:
             f"The {name} has shape {tuple(img.shape)} ({img.ndim} dims); a channel-first (C, H, W) or (C, H, W, D) "
             "image is expected. Add a channel dimension first (MONAI: EnsureChannelFirst, or img[None])."
         )
+    _check_layout(img, name)
     if img.numel() == 0:
         raise ValueError(f"The {name} is empty (shape {tuple(img.shape)}); every axis needs at least one element.")
     if img.is_floating_point():
@@ -43,3 +107,24 @@ def check_image(img: torch.Tensor, name: str = "image") -> None:
             )
         if img.dtype == torch.float64 and bool((img.abs() > torch.finfo(torch.float32).max).any()):
             raise ValueError(f"The {name} has values beyond the float32 range (+-3.4e38) the fit runs in; rescale it first.")
+
+
+def _check_layout(img: torch.Tensor, name: str) -> None:
+    """Refuse layouts that are not channel-first images but look like one: a channel-last image read as
+    channel-first, and a batch."""
+    channels, spatial = img.shape[0], tuple(img.shape[1:])
+    if channels <= 1 or 0 in spatial:
+        return
+    if sum(s > 1 for s in spatial) < 2:
+        raise ValueError(
+            f"The {name} has shape {tuple(img.shape)}: read channel-first, that is {channels} channels of a "
+            f"{spatial} image with fewer than two axes longer than 1. If it is channel-last (H, W, C), move the "
+            "channels first (MONAI: EnsureChannelFirst(channel_dim=-1), or np.moveaxis(img, -1, 0)); a 2D image "
+            "without channels needs img[None]."
+        )
+    if img.ndim == 4 and spatial[0] == 1:
+        raise ValueError(
+            f"The {name} has shape {tuple(img.shape)}, which looks like a batch (B, 1, H, W) of {channels} images, "
+            "not a channel-first image; denoise the items one by one (e.g. `[t(x) for x in batch]`), or pass a "
+            "channel-first (C, H, W) image."
+        )

@@ -20,7 +20,7 @@ from monai.bundle import ConfigWorkflow
 from monai.transforms import LoadImage
 
 import monai_dnaprior
-from monai_dnaprior.bundle_runner import DenoiseFolderError
+from monai_dnaprior.bundle.runner import DenoiseFolderError
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
 
@@ -81,7 +81,12 @@ def _fails_with(exc_type: type[BaseException], match: str, *args, **kwargs) -> N
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(os.listdir(folder)) if folder.exists() else []
+    """The files of ``folder`` but the JSON settings sidecars (each output has one: see ``_sidecars``)."""
+    return sorted(n for n in os.listdir(folder) if not n.endswith(".json")) if folder.exists() else []
+
+
+def _sidecars(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.endswith(".json"))
 
 
 def test_default_input_through_the_cli(tmp_path):
@@ -145,25 +150,59 @@ def test_empty_dataset_dir_and_unsafe_output_dir(tmp_path):
     _fails_with(ValueError, "both be written", data, tmp_path / "out")
 
 
-def test_torchrun_two_processes_write_each_file_once(tmp_path):
-    data, out = tmp_path / "data", tmp_path / "out"
-    data.mkdir()
-    for i in range(4):
-        _write(data / f"img{i}.nii.gz", (16, 16), i)
+def _torchrun(data: Path, out: Path, *extra: str) -> tuple[int, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", f"['{INFERENCE}','{MULTI}']",
-           "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(out), "--max_iters", "5"]
+           "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(out), "--max_iters", "5", *extra]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
-    log = proc.stdout + proc.stderr
-    assert proc.returncode == 0, log
-    assert _files(out) == [f"img{i}_denoised.nii.gz" for i in range(4)]
-    for i in range(4):
-        assert log.count(f"img{i}_denoised.nii.gz in") == 1, log  # written by exactly one rank
-    assert log.count("[rank 0/2] done") == 1 and log.count("[rank 1/2] done") == 1
-    assert "[rank 0/2] [2/2] img2.nii.gz: wrote" in log and "[rank 1/2] [2/2] img3.nii.gz: wrote" in log
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def test_torchrun_with_a_corrupt_file_writes_every_other_output(tmp_path):
+    """Rank 1 fails on the corrupt file; no rank is killed: every good file is written, the failure is listed once
+    (by rank 0, for every rank), the run exits non-zero, and a rerun gives the same result."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    names = ["img0", "img1_corrupt", "img2", "img3", "img4"]
+    for i, name in enumerate(names):
+        if "corrupt" in name:
+            (data / f"{name}.nii.gz").write_bytes(b"not a NIfTI file")
+        else:
+            _write(data / f"{name}.nii.gz", (16, 16), i)
+    good = [f"{n}_denoised.nii.gz" for n in names if "corrupt" not in n]
+    for attempt in ("first", "rerun"):
+        rc, log = _torchrun(data, out)
+        assert rc != 0, log
+        assert _files(out) == good, log
+        assert len(_sidecars(out)) == 4
+        assert log.count("1 of 5 images failed: img1_corrupt.nii.gz") == 1, log
+        assert log.count("img1_corrupt.nii.gz: FAILED") == 1, log
+        # both ranks finished their share (torchrun may SIGTERM a rank that is already tearing down, never one
+        # that is fitting: rank 0 exits only after every rank has reported)
+        assert log.count("[rank 0/2] done") == 1 and log.count("[rank 1/2] done") == 1, log
+        if attempt == "first":
+            for name in good:
+                assert log.count(f"{name} in") == 1, log  # written by exactly one rank
+            assert "[rank 0/2] [3/3] img4.nii.gz: wrote" in log and "[rank 1/2] [2/2] img3.nii.gz: wrote" in log
+        else:
+            assert log.count("exists with the same settings, skipped") == 4, log
+
+
+def test_torchrun_the_failing_rank_waits_for_the_others(tmp_path):
+    """Rank 1's only file is corrupt, so it is done at once while rank 0 still fits; it must wait, not exit."""
+    data, out = tmp_path / "data", tmp_path / "out"
+    data.mkdir()
+    _write(data / "a.nii.gz", (48, 48), 0)
+    (data / "b_corrupt.nii.gz").write_bytes(b"not a NIfTI file")
+    _write(data / "c.nii.gz", (48, 48), 2)
+    rc, log = _torchrun(data, out, "--max_iters", "20")
+    assert rc != 0, log
+    assert _files(out) == ["a_denoised.nii.gz", "c_denoised.nii.gz"], log
+    assert log.count("1 of 3 images failed: b_corrupt.nii.gz") == 1, log
+    assert log.count("[rank 0/2] done") == 1 and log.count("[rank 1/2] done") == 1, log
 
 
 def test_corrupt_file_is_reported_and_the_rest_written(tmp_path, caplog):
@@ -206,7 +245,7 @@ def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch, error
         Path(filename).write_bytes(b"half a file")
         raise error
 
-    monkeypatch.setattr("monai_dnaprior.bundle_io.nib.save", broken_save)
+    monkeypatch.setattr("monai_dnaprior.bundle.io.nib.save", broken_save)
     with pytest.raises((type(error), RuntimeError)):
         _denoise(data, out)
     assert _files(out) == []  # neither the final name nor the temporary file
@@ -242,6 +281,13 @@ def test_metadata_fields():
             assert {"type", "format", "num_channels", "spatial_shape", "dtype", "value_range", "is_patch_data",
                     "channel_def"} <= set(tensor)
     assert set(meta["network_data_format"]["inputs"]) == {"image"}
+    written = json.loads(Path(INFERENCE).read_text())["image_key"]  # the key the runner writes out
+    assert set(meta["network_data_format"]["outputs"]) == {written}
+    for io in ("inputs", "outputs"):
+        for tensor in meta["network_data_format"][io].values():
+            value_range = tensor["value_range"]  # the spec's form: [MIN, MAX], or [] when not known
+            assert value_range == [] or (len(value_range) == 2 and all(isinstance(v, (int, float)) for v in value_range))
+            assert len(tensor["spatial_shape"]) in (2, 3)
 
 
 def _targets(node) -> list[str]:

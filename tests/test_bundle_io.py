@@ -11,8 +11,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirst, LoadImage
 
-from monai_dnaprior.bundle_io import find_inputs, input_stem, plan_outputs, save_atomic
-from monai_dnaprior.bundle_runner import _as_bool, _root_cause, shard
+from monai_dnaprior.bundle.io import find_inputs, input_stem, plan_outputs, save_atomic
+from monai_dnaprior.bundle.runner import _as_bool, _root_cause, shard
 
 
 @pytest.mark.parametrize("n", [0, 1, 4, 5, 7])
@@ -49,8 +49,9 @@ def test_find_inputs_and_plan_outputs(tmp_path):
         plan_outputs(found, tmp_path)
     with pytest.raises(FileNotFoundError):
         find_inputs(tmp_path / "missing")
-    with pytest.raises(NotADirectoryError):
-        find_inputs(tmp_path / "a.nii")
+    assert find_inputs(tmp_path / "a.nii") == [str(tmp_path / "a.nii")]  # one file as dataset_dir
+    with pytest.raises(ValueError, match="neither a folder nor an image"):
+        find_inputs(tmp_path / "notes.txt")
 
 
 def test_plan_outputs_refuses_a_folder_inside_a_series(tmp_path):

@@ -14,6 +14,7 @@
 # %%
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -74,15 +75,19 @@ outputs = sorted(out2.glob("*_denoised.nii.gz"))
 print([p.name for p in outputs])
 
 # %% [markdown]
-# Run it again: finished outputs are skipped (an interrupted run can simply be restarted; `--overwrite True`
-# redoes them).
+# Beside each output, a JSON sidecar holds a fingerprint of the settings and of the input. Run it again with the
+# same settings: finished outputs are skipped (an interrupted run can simply be restarted). With other settings
+# (another `--seed`, `--preset`, `--noise_model` ...) or a changed input they are denoised again, never silently
+# kept; `--overwrite true` redoes everything.
 
 # %%
-bundle_run("--dataset_dir", str(in_dir), "--output_dir", str(out2), "--max_iters", str(ITERS))
+print(json.loads(outputs[0].with_name(outputs[0].name.replace(".nii.gz", ".json")).read_text())["fingerprint"])
+bundle_run("--dataset_dir", str(in_dir), "--output_dir", str(out2), "--noise_model", "gaussian",
+           "--max_iters", str(ITERS))
 
 # %% [markdown]
 # ## Look at the outputs
-# Same shape and affine as the inputs.
+# Same shape, affine and NIfTI header as the inputs.
 
 # %%
 loader = LoadImage(image_only=True)

@@ -1,0 +1,288 @@
+"""The bundle's folder runner: denoise every image of a folder (this process's share under ``torch.distributed``),
+one file at a time, logging progress inside each image, skipping unreadable files and outputs already made with the
+same settings, and failing loudly at the end, once, for every rank."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+import os
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import NoReturn
+
+import numpy as np
+import torch.distributed as dist
+from monai.data import partition_dataset
+from monai.transforms import Compose
+
+import monai_dnaprior
+from monai_dnaprior.bundle.io import (
+    check_input,
+    check_writable,
+    find_inputs,
+    fingerprint,
+    input_voxels,
+    is_current,
+    plan_outputs,
+    save_atomic,
+    sidecar_path,
+    write_sidecar,
+)
+from monai_dnaprior.bundle.progress import SliceProgress, naming_the_file
+from monai_dnaprior.devices import resolve_device
+from monai_dnaprior.progress import reporting_progress
+
+__all__ = ["DenoiseFolder", "DenoiseFolderError", "shard", "transform_settings"]
+
+logger = logging.getLogger("monai_dnaprior.bundle")
+
+GATHER_TIMEOUT = datetime.timedelta(days=7)
+"""How long a rank that has finished waits for the others to report their failures (a fit can take hours)."""
+
+
+class DenoiseFolderError(RuntimeError):
+    """Some inputs of the folder could not be denoised (or none could be found)."""
+
+
+def shard(items: list, rank: int, world_size: int) -> list:
+    """The share of ``items`` for ``rank`` of ``world_size`` (``monai.data.partition_dataset``, in order, not
+    padded): every item in exactly one share, sizes differing by at most one."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}.")
+    if len(items) < world_size:  # partition_dataset refuses fewer items than partitions
+        return items[rank : rank + 1]
+    return partition_dataset(items, num_partitions=world_size, shuffle=False, even_divisible=False)[rank]
+
+
+def _as_bool(value: bool | str | int) -> bool:
+    """A flag from a config or a command line, where ``--overwrite false`` arrives as the string ``"false"``."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"Expected true or false, got {value!r}.")
+        return text in ("true", "1", "yes")
+    return bool(value)
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost error of a chain (MONAI's ``Compose`` wraps errors), on one line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def _plain(value: object) -> object:
+    """JSON-able settings: plain values kept, containers recursed, anything else left out (None)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    return None
+
+
+def _describe(transform: object) -> dict:
+    entry: dict = {"transform": f"{type(transform).__module__}.{type(transform).__qualname__}"}
+    for name, value in sorted(vars(transform).items()):
+        if name.startswith("_"):
+            continue
+        if hasattr(value, "__call__") and hasattr(value, "__dict__") and not dataclasses.is_dataclass(value):
+            if name == "denoiser":  # DNAPriorDenoised's array transform: its settings are the method's
+                entry[name] = _describe(value)
+            continue
+        if name == "device":  # where a fit runs changes its output only by device type (cpu, cuda)
+            value = _device_type(value)
+        plain = _plain(value)
+        if plain is not None:
+            entry[name] = plain
+    return entry
+
+
+def _device_type(device: object) -> str:
+    try:
+        return resolve_device(device).type
+    except Exception:  # e.g. CUDA asked for and not available: the fit itself will say so
+        return str(device)
+
+
+def transform_settings(transform: Callable) -> list[dict]:
+    """The plain settings of every transform of ``transform`` (a ``Compose`` is flattened): what the settings
+    fingerprint of an output is made of, with the package version."""
+    items = transform.flatten().transforms if isinstance(transform, Compose) else [transform]
+    return [_describe(t) for t in items]
+
+
+class DenoiseFolder:
+    """Denoise every image in ``dataset_dir`` into ``output_dir``, ``<name>_<output_postfix>.nii.gz`` per input, with
+    the input's shape, affine and (NIfTI) header. Under ``torch.distributed`` each rank takes its share
+    (``monai.data.partition_dataset``).
+
+    A file that cannot be read or denoised is logged and skipped; the others are still processed. At the end the
+    ranks gather their failures (no rank exits early, so none is killed while another still works), rank 0 lists
+    them once, and ``run`` fails. Outputs are written atomically, never over an input, each with a JSON sidecar
+    holding a fingerprint of the settings and of the input; an output whose fingerprint matches is kept (skipped),
+    one made with other settings or from a changed input is redone, and ``overwrite`` redoes every one.
+
+    Args:
+        dataset_dir: folder of NIfTI / DICOM / MetaImage / NRRD files and DICOM series sub-folders, a DICOM series
+            folder, or one image file.
+        output_dir: folder of the outputs (created, and checked writable before the first fit); not an input's folder.
+        transform: maps ``{image_key: path}`` to a dict whose ``image_key`` holds the channel-first denoised image
+            (e.g. a ``Compose`` of ``LoadImaged``, ``EnsureChannelFirstd`` and ``DNAPriorDenoised``).
+        image_key: the key of the image in ``transform``'s dictionaries.
+        output_postfix: appended to the input's name.
+        output_ext: ``".nii.gz"`` or ``".nii"``.
+        output_dtype: data type of the written images.
+        overwrite: re-denoise every input, even those whose output was made with the same settings.
+        rank: this process's rank; from ``torch.distributed`` when None (0 when it is not initialised).
+        world_size: the number of processes; from ``torch.distributed`` when None (1 when it is not initialised).
+        exit_on_error: on failure log one error line and raise ``SystemExit(1)`` (what a command line wants);
+            when False raise the error instead (what a Python caller wants).
+        settings: what the settings fingerprint is made of; :func:`transform_settings` of ``transform`` when None.
+        progress_interval: least seconds between two progress lines inside an image.
+    """
+
+    def __init__(
+        self,
+        dataset_dir: str | os.PathLike,
+        output_dir: str | os.PathLike,
+        transform: Callable[[Mapping[Hashable, object]], Mapping[Hashable, object]],
+        image_key: str = "image",
+        output_postfix: str = "denoised",
+        output_ext: str = ".nii.gz",
+        output_dtype: str = "float32",
+        overwrite: bool | str = False,
+        rank: int | None = None,
+        world_size: int | None = None,
+        exit_on_error: bool | str = True,
+        settings: object = None,
+        progress_interval: float = 10.0,
+    ) -> None:
+        if output_ext not in (".nii.gz", ".nii"):
+            raise ValueError(f"output_ext must be '.nii.gz' or '.nii', got {output_ext!r}.")
+        self.dataset_dir = os.fspath(dataset_dir)
+        self.output_dir = os.fspath(output_dir)
+        self.transform = transform
+        self.image_key = image_key
+        self.output_postfix = output_postfix
+        self.output_ext = output_ext
+        self.output_dtype = np.dtype(output_dtype)
+        self.overwrite = _as_bool(overwrite)
+        self.rank = rank
+        self.world_size = world_size
+        self.exit_on_error = _as_bool(exit_on_error)
+        self.settings = settings
+        self.progress_interval = float(progress_interval)
+
+    def _distributed(self) -> bool:
+        return self.rank is None and self.world_size is None and dist.is_available() and dist.is_initialized()
+
+    def _ranks(self) -> tuple[int, int]:
+        distributed = dist.is_available() and dist.is_initialized()
+        rank = self.rank if self.rank is not None else (dist.get_rank() if distributed else 0)
+        world = self.world_size if self.world_size is not None else (dist.get_world_size() if distributed else 1)
+        return int(rank), int(world)
+
+    def _fail(self, message: str, error: Exception) -> NoReturn:
+        logger.error(message)
+        if self.exit_on_error:
+            raise SystemExit(1)
+        raise error
+
+    def _settings(self) -> dict:
+        settings = self.settings if self.settings is not None else transform_settings(self.transform)
+        return {"monai_dnaprior": monai_dnaprior.__version__, "output_dtype": str(self.output_dtype),
+                "transform": _plain(settings)}
+
+    def run(self) -> dict[str, list[str]]:
+        """Denoise this process's share of the inputs.
+
+        Returns:
+            the inputs ``"written"``, ``"skipped"`` (output already made with the same settings) and ``"failed"``
+            (under ``torch.distributed``: this rank's; rank 0 reports every rank's).
+
+        Raises:
+            SystemExit: (``exit_on_error``) no inputs, an unsafe or read-only ``output_dir``, or any input failed.
+            FileNotFoundError, ValueError, PermissionError, DenoiseFolderError: the same, without ``exit_on_error``.
+        """
+        rank, world = self._ranks()
+        tag = f"[rank {rank}/{world}] " if world > 1 else ""
+        group = None
+        if self._distributed() and world > 1:  # a CPU group with a long timeout for the final gather
+            group = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
+        try:
+            inputs = find_inputs(self.dataset_dir)
+            outputs = plan_outputs(inputs, self.output_dir, self.output_postfix, self.output_ext)
+            check_writable(self.output_dir)
+        except (OSError, ValueError) as e:
+            self._fail(f"{tag}{e}", e)
+        share = shard(list(zip(inputs, outputs)), rank, world)
+        voxels = [input_voxels(src) for src, _ in share]
+        settings = self._settings()
+        logger.info("%sdenoising %d of %d images from %s into %s", tag, len(share), len(inputs), self.dataset_dir,
+                    self.output_dir)
+        summary: dict[str, list[str]] = {"written": [], "skipped": [], "failed": []}
+        start, fitted_seconds, fitted_voxels = time.perf_counter(), 0.0, 0
+        for i, (src, dst) in enumerate(share, 1):
+            name = os.path.basename(os.path.normpath(src))
+            where = f"{tag}[{i}/{len(share)}] {name}"
+            try:
+                digest = fingerprint(settings, src)
+            except OSError as e:
+                logger.error("%s: FAILED: %s", where, _root_cause(e))
+                summary["failed"].append(src)
+                continue
+            current = is_current(dst, digest)
+            if current and not self.overwrite:
+                logger.info("%s: %s exists with the same settings, skipped (overwrite=True re-denoises)", where,
+                            os.path.basename(dst))
+                summary["skipped"].append(src)
+                continue
+            if current is False and not self.overwrite:
+                logger.info("%s: %s was made with other settings or from another input; denoising again", where,
+                            os.path.basename(dst))
+            logger.info("%s: denoising", where)
+            t0 = time.perf_counter()
+            reporter = SliceProgress(name, voxels[i - 1], sum(voxels[i:]), logger, f"{tag}[{i}/{len(share)}] ",
+                                     self.progress_interval)
+            try:
+                check_input(src)
+                with reporting_progress(reporter), naming_the_file(f"{where}: "):
+                    data = self.transform({self.image_key: src})
+                if os.path.exists(sidecar_path(dst)):
+                    os.remove(sidecar_path(dst))  # never a sidecar that vouches for an output being replaced
+                save_atomic(data[self.image_key], dst, self.output_dtype, source=src)
+                write_sidecar(dst, settings, src, digest)
+            except Exception as e:  # one bad file must not stop the others
+                logger.error("%s: FAILED after %.1f s: %s", where, time.perf_counter() - t0, _root_cause(e))
+                logger.debug("%s%s failed", tag, src, exc_info=True)
+                summary["failed"].append(src)
+                continue
+            seconds = time.perf_counter() - t0
+            fitted_seconds, fitted_voxels = fitted_seconds + seconds, fitted_voxels + voxels[i - 1]
+            left = sum(voxels[i:]) * fitted_seconds / max(1, fitted_voxels)
+            logger.info("%s: wrote %s in %.1f s (about %.0f s left)", where, dst, seconds, left)
+            summary["written"].append(src)
+        logger.info("%sdone in %.1f s: %d written, %d skipped, %d failed", tag, time.perf_counter() - start,
+                    len(summary["written"]), len(summary["skipped"]), len(summary["failed"]))
+        failed, total = summary["failed"], len(share)
+        if group is not None:  # every rank waits here: none exits while another still works
+            gathered: list = [None] * world
+            dist.all_gather_object(gathered, (summary["failed"], len(share)), group=group)
+            failed = [p for rank_failed, _ in gathered for p in rank_failed]
+            total = sum(n for _, n in gathered)
+            dist.destroy_process_group(group)
+            if failed and rank != 0:
+                logger.info("%s%d of %d images failed across the ranks; rank 0 lists them", tag, len(failed), total)
+                return summary
+        if failed:
+            names = ", ".join(os.path.basename(os.path.normpath(p)) for p in sorted(failed))
+            message = f"{tag}{len(failed)} of {total} images failed: {names}"
+            self._fail(message, DenoiseFolderError(message))
+        return summary
