@@ -101,9 +101,7 @@ def denoise(
     run_device = resolve_device(device)
     start = time.perf_counter()
     kept = [d for d in range(1, img.ndim) if img.shape[d] > 1]
-    if len(kept) < 2:
-        raise ValueError(f"The image {tuple(img.shape)} has fewer than two spatial axes longer than one voxel; "
-                         "a 2D image or a volume is needed.")
+    kept = sorted(kept + [d for d in range(1, img.ndim) if d not in kept][: max(0, 2 - len(kept))])
     axis = (slice_axis % 3) + 1 if img.ndim == 4 else None
     slice_axis = kept.index(axis) - len(kept) if axis in kept else -1
     x = img.detach().to(run_device, torch.float32).reshape(img.shape[0], *[img.shape[d] for d in kept])
@@ -175,13 +173,14 @@ def _denoise_group(
 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Denoise ``(C, *spatial)`` channels that share one noise field and one fit."""
     spatial_dims = x.ndim - 1
+    if IntensityWindow.from_image(x).is_degenerate:  # constant image: nothing to denoise
+        tracker.advance(x.numel())
+        info = {"noise_model": noise_model, "asked_noise_model": noise_model, "noise_level": 0.0, "coloured": False,
+                "iterations": 0, "volume_mode": "none", "pilot": "none"}
+        return x.clone(), torch.zeros_like(x), info
     chosen = _resolve_model(noise_model, x, spatial_dims, psd is not None)
     window = IntensityWindow.from_image(x, zero_based=chosen != "gaussian")
     info: dict = {"noise_model": chosen, "asked_noise_model": noise_model}
-    if window.is_degenerate:  # constant image: nothing to denoise
-        tracker.advance(x.numel())
-        info.update(noise_level=0.0, coloured=False, iterations=0, volume_mode="none")
-        return x.clone(), torch.zeros_like(x), info
     y = window.normalize(x)
     scaled_psd = None if psd is None else psd / (window.high - window.low) ** 2
     field, target = estimate_noise_field(y, spatial_dims, chosen, noise_level, scaled_psd, slice_axis)
@@ -211,10 +210,13 @@ def _denoise_group(
 
 def _warn_no_noise(name: str | None, x: torch.Tensor, spatial_dims: int) -> None:
     """Say that a non-constant image was found free of noise, what was seen, and how to go on."""
-    _, _, noisy = haar_blocks(x, spatial_dims)
+    if any(s < 2 for s in x.shape[1:]):
+        found = "too thin for a noise estimate"
+    else:
+        _, _, noisy = haar_blocks(x, spatial_dims)
+        found = f"{100 * (1 - float(noisy.float().mean())):.0f}% of its 2x2 blocks are constant or clipped"
     warnings.warn(
-        f"DNA-Prior{_named(name)}: the estimated noise level is 0 on a non-constant image "
-        f"({100 * (1 - float(noisy.float().mean())):.0f}% of its 2x2 blocks are constant or clipped), so it is "
+        f"DNA-Prior{_named(name)}: the estimated noise level is 0 on a non-constant image ({found}), so it is "
         "returned unchanged. If it is noisy, pass the noise level (noise_level=..., in units of the image "
         "normalised to [0, 1]) or check that the input is the raw scan.",
         stacklevel=3,

@@ -155,17 +155,17 @@ def test_rerun_with_other_settings_redoes_the_outputs(tmp_path, caplog):
     assert sidecar["input"].endswith("a.nii.gz") and len(sidecar["fingerprint"]) == 16
     assert _denoise(data, out, max_iters=2)["skipped"]  # same settings: kept
     with caplog.at_level("INFO", logger="monai_dnaprior"):
-        summary = _denoise(data, out, max_iters=2, seed=7)  # other settings: redone
+        summary = _denoise(data, out, max_iters=2, preset="fast")  # other settings: redone
     assert summary["written"] and not summary["skipped"]
     assert any("made with other settings" in r.getMessage() for r in caplog.records)
     assert not np.array_equal(first, nib.load(out / "a_denoised.nii.gz").get_fdata())
-    assert _denoise(data, out, max_iters=2, seed=7)["skipped"]
+    assert _denoise(data, out, max_iters=2, preset="fast")["skipped"]
     _write(data / "a.nii.gz", (16, 16), seed=5)  # a changed input is redone too
     os.utime(data / "a.nii.gz", ns=(1, 1))
-    assert _denoise(data, out, max_iters=2, seed=7)["written"]
+    assert _denoise(data, out, max_iters=2, preset="fast")["written"]
     os.remove(sidecar_path(out / "a_denoised.nii.gz"))  # an output without a sidecar is not trusted
     assert is_current(out / "a_denoised.nii.gz", "x") is False
-    assert _denoise(data, out, max_iters=2, seed=7)["written"]
+    assert _denoise(data, out, max_iters=2, preset="fast")["written"]
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -74,7 +74,7 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
       brighter half, in proportion to it (counts) or to its square (multiplicative);
     - ``gaussian`` otherwise.
     """
-    if float(y.min()) < -1e-6 * float(y.abs().max()):
+    if float(y.min()) < -1e-6 * float(y.abs().max()) or any(s < 2 for s in y.shape[-spatial_dims:]):
         return "gaussian"
     detail, mean, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
     detail, mean = detail[noisy], mean[noisy]
