@@ -26,6 +26,7 @@ from monai_dnaprior.noise import (
     estimate_noise_spectrum,
     haar_blocks,
 )
+from monai_dnaprior.uncertainty import refine_with_error, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
@@ -197,13 +198,15 @@ def _denoise_group(
     fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
-    refined = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
+    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, seed=seed)
+    if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
+        spread = error.clamp_min(0).sqrt()
     if scale is not None:
         refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))
-    upper = window.restore(model.inverse(refined + spread, y))
+    uncertainty = to_image_domain(model, refined, spread, y) * (window.high - window.low)
     info.update(iterations=iterations, volume_mode=mode)
-    return restored, (upper - restored).abs(), info
+    return restored, uncertainty, info
 
 
 def _warn_no_noise(name: str | None, x: torch.Tensor, spatial_dims: int) -> None:
@@ -302,8 +305,9 @@ def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
 
 
 def _refine(
-    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor
-) -> torch.Tensor:
+    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor,
+    seed: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Wiener refinement of the observation with the fit's expected observation as the first pilot.
 
     The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
@@ -311,13 +315,20 @@ def _refine(
     runs with ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and
     the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
     lower end is not. Coloured noise gives every patch coefficient its own noise variance.
+
+    With a ``seed`` it also returns the result's expected squared error per voxel (None without refinement; see
+    :func:`monai_dnaprior.uncertainty.refine_with_error`).
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
-        return fitted
+        return fitted if seed is None else (fitted, None)
     model = field.model
     expected = model.observe(fitted)
     spectrum = None if field.is_white else field.spectrum
+    if seed is not None:
+        refined, error = refine_with_error(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
+                                           spectrum, seed)
+        return fitted + (refined[0] + origin - expected), error[0]
     refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes, spectrum)
     return fitted + (refined[0] + origin - expected)
 
