@@ -198,7 +198,7 @@ def _denoise_group(
     fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
-    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, seed=seed)
+    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, error=True)
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
         spread = error.clamp_min(0).sqrt()
     if scale is not None:
@@ -306,7 +306,7 @@ def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
 
 def _refine(
     target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor,
-    seed: int | None = None,
+    error: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Wiener refinement of the observation with the fit's expected observation as the first pilot.
 
@@ -316,19 +316,19 @@ def _refine(
     the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
     lower end is not. Coloured noise gives every patch coefficient its own noise variance.
 
-    With a ``seed`` it also returns the result's expected squared error per voxel (None without refinement; see
+    With ``error`` it also returns the result's expected squared error per voxel (None without refinement; see
     :func:`monai_dnaprior.uncertainty.refine_with_error`).
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
-        return fitted if seed is None else (fitted, None)
+        return (fitted, None) if error else fitted
     model = field.model
     expected = model.observe(fitted)
     spectrum = None if field.is_white else field.spectrum
-    if seed is not None:
-        refined, error = refine_with_error(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
-                                           spectrum, seed)
-        return fitted + (refined[0] + origin - expected), error[0]
+    if error:
+        refined, variance = refine_with_error(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
+                                              spectrum)
+        return fitted + (refined[0] + origin - expected), variance[0]
     refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes, spectrum)
     return fitted + (refined[0] + origin - expected)
 

@@ -24,6 +24,10 @@ __all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
 _GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
 _MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
 _MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
+# The pilot's coefficients read the clean signal's energy low (the pilot is itself shrunk: detail it lost is
+# invisible to it), so the squared bias they give is scaled up by this; measured against the clean bias on the dev
+# scans (ratio 3.0-6.5, median 3.9: benchmarks/uncertainty.py).
+BIAS_INFLATION = 4.0
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -82,9 +86,10 @@ def collaborative_wiener(
     With ``return_variance`` it also returns the expected squared error of the estimate per voxel: the filter is
     linear given the pilot, so a group estimate's voxel ``j`` of patch ``k`` carries the residual noise variance
     ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i``, plus the squared bias, what the shrinkage removed of the signal,
-    ``(B^T (gain - 1) P A)_kj^2`` with ``P`` the pilot's coefficients standing for the clean ones. Both are averaged
-    over the overlapping groups with the image's weights (``sum w e / sum w``: the overlapping estimates share their
-    noise, so their errors are treated as fully correlated; see ``monai_dnaprior.uncertainty``).
+    ``(B^T (gain - 1) P A)_kj^2`` with ``P`` the pilot's coefficients standing for the clean ones, times
+    :data:`BIAS_INFLATION`. Both are averaged over the overlapping groups with the image's weights (``sum w e / sum
+    w``: the overlapping estimates share their noise, so their errors are treated as fully correlated; see
+    :mod:`monai_dnaprior.uncertainty`).
     """
     shape = noisy.shape
     patch, radius, step = spec.shapes(noisy.ndim)
@@ -113,7 +118,7 @@ def collaborative_wiener(
         if error is not None:
             noise = torch.einsum("ij,rli,lk->rkj", basis.square(), gain.square() * variance, across.square())
             bias = torch.einsum("ij,rli,lk->rkj", basis, (gain - 1) * pilot_coef, across).square()
-            error.index_add_(0, index.flatten(), ((noise + bias) * weight).flatten())
+            error.index_add_(0, index.flatten(), ((noise + BIAS_INFLATION * bias) * weight).flatten())
     out = (numerator / denominator).view(shape)
     if error is None:
         return out
