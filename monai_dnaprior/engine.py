@@ -26,7 +26,7 @@ from monai_dnaprior.noise import (
     estimate_noise_spectrum,
     haar_blocks,
 )
-from monai_dnaprior.uncertainty import refine_with_error, to_image_domain
+from monai_dnaprior.uncertainty import observation_bias, refine_with_error, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
@@ -200,7 +200,7 @@ def _denoise_group(
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
     refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, error=True)
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
-        spread = error.clamp_min(0).sqrt()
+        spread = (error + observation_bias(model, fitted, refined)).clamp_min(0).sqrt()
     if scale is not None:
         refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))

@@ -50,3 +50,21 @@ def to_image_domain(model: NoiseModel, refined: torch.Tensor, std: torch.Tensor,
     step = 1e-3 * std.clamp_min(1e-6)
     both = model.inverse(torch.stack([refined - step, refined + step]), y)
     return ((both[1] - both[0]).abs() / 2) * (std / step)
+
+
+def observation_bias(model: NoiseModel, fitted: torch.Tensor, refined: torch.Tensor, steps: int = 40) -> torch.Tensor:
+    """Squared fit-domain bias of the refinement where the observation's mean is not the clean image (Rician), else 0.
+
+    The refinement estimates the observation's mean, ``m = refined - fitted + observe(fitted)``, and maps it back by
+    one linear step from the fit (``refined``); the exact estimate is ``observe^-1(m)``. Near the noise floor the
+    mean's slope falls to 0 and the two part: their squared disagreement is the bias the linear step leaves.
+    """
+    if model.name != "rician":
+        return torch.zeros_like(refined)
+    mean = refined - fitted + model.observe(fitted)
+    low, high = torch.zeros_like(mean), mean.abs() + 1.0
+    for _ in range(steps):  # rician_mean is increasing in |x|: bisection
+        mid = (low + high) / 2
+        below = model.observe(mid) < mean
+        low, high = torch.where(below, mid, low), torch.where(below, high, mid)
+    return (refined.abs() - (low + high) / 2).square()
