@@ -47,9 +47,10 @@ def to_image_domain(model: NoiseModel, refined: torch.Tensor, std: torch.Tensor,
     The slope is a central difference with both sides inverted together, so that an inverse with a global factor
     (speckle keeps the mean intensity) gives both the same factor.
     """
-    step = 1e-3 * std.clamp_min(1e-6)
-    both = model.inverse(torch.stack([refined - step, refined + step]), y)
-    return ((both[1] - both[0]).abs() / 2) * (std / step)
+    x, std64 = refined.double(), std.double()
+    step = 1e-4 * std64.clamp_min(1e-6)
+    both = model.inverse(torch.stack([x - step, x + step]), y.double())
+    return (((both[1] - both[0]).abs() / 2) * (std64 / step)).to(std.dtype)
 
 
 def observation_bias(model: NoiseModel, fitted: torch.Tensor, refined: torch.Tensor, steps: int = 40) -> torch.Tensor:
