@@ -26,7 +26,7 @@ from monai_dnaprior.noise import (
     estimate_noise_spectrum,
     haar_blocks,
 )
-from monai_dnaprior.uncertainty import observation_bias, refine_with_error, to_image_domain
+from monai_dnaprior.uncertainty import observation_bias, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
@@ -317,7 +317,7 @@ def _refine(
     lower end is not. Coloured noise gives every patch coefficient its own noise variance.
 
     With ``error`` it also returns the result's expected squared error per voxel (None without refinement; see
-    :func:`monai_dnaprior.uncertainty.refine_with_error`).
+    :mod:`monai_dnaprior.uncertainty`).
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
@@ -326,8 +326,8 @@ def _refine(
     expected = model.observe(fitted)
     spectrum = None if field.is_white else field.spectrum
     if error:
-        refined, variance = refine_with_error(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
-                                              spectrum)
+        refined, variance = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
+                                          spectrum, return_variance=True)
         return fitted + (refined[0] + origin - expected), variance[0]
     refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes, spectrum)
     return fitted + (refined[0] + origin - expected)
