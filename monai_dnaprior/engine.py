@@ -47,7 +47,9 @@ class DenoiseResult:
 
     Attributes:
         image: the denoised image, same shape as the input.
-        uncertainty: per-voxel uncertainty of ``image`` in intensity units (see :func:`denoise`).
+        uncertainty: per-voxel expected error of ``image`` (root mean square, in its intensity units): the last
+            Wiener pass's residual noise plus squared bias, mapped through the noise model's inverse (see
+            :mod:`monai_dnaprior.uncertainty`); the fit's spread where there is no refinement.
         info: noise model, estimated level and colour, iterations, seconds, device and volume mode.
     """
 
