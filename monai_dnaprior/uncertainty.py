@@ -11,7 +11,8 @@ observation, so its error per voxel is known in closed form up to the clean sign
   and reads the signal low);
 
 averaged over the overlapping groups with the image's own weights (``sum w e / sum w``, overlaps treated as fully
-correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). The fit-domain error std is
+correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). Rician adds the bias of the
+engine's linear step back from the observation's mean (:func:`observation_bias`). The fit-domain error std is
 mapped to the image's intensities through the noise model's inverse by its local slope (delta method) and the
 per-slice levels.
 
@@ -29,7 +30,7 @@ from monai_dnaprior.noise.models import NoiseModel
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
-__all__ = ["refine_with_error", "to_image_domain"]
+__all__ = ["observation_bias", "refine_with_error", "to_image_domain"]
 
 
 def refine_with_error(
