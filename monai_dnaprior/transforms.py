@@ -105,7 +105,7 @@ class DNAPriorDenoise(Transform):
         intensity units): where it reads 20 HU, the denoised value is expected to be about 20 HU off the clean one.
         It is the refinement's residual noise plus the detail its shrinkage removed, mapped through the noise
         model's inverse (see :mod:`monai_dnaprior.uncertainty`); over 8x8 blocks of the dev scans it ranks the
-        actual error with a Spearman correlation of 0.45-0.91 and its mean matches the actual RMSE to 0.8-1.16x
+        actual error with a Spearman correlation of 0.45-0.91 and its RMS matches the actual RMSE to 0.78-1.16x
         (``benchmarks/results/uncertainty``). It reads high on very smooth images at low noise.
         """
         img_t = convert_to_tensor(img, track_meta=get_track_meta())
