@@ -27,6 +27,7 @@ from monai_dnaprior.noise import (
     get_noise_model,
     haar_blocks,
 )
+from monai_dnaprior.uncertainty import observation_bias, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
@@ -47,7 +48,9 @@ class DenoiseResult:
 
     Attributes:
         image: the denoised image, same shape as the input.
-        uncertainty: per-voxel uncertainty of ``image`` in intensity units (see :func:`denoise`).
+        uncertainty: per-voxel expected error of ``image`` (root mean square, in its intensity units): the last
+            Wiener pass's residual noise plus squared bias, mapped through the noise model's inverse (see
+            :mod:`monai_dnaprior.uncertainty`); the fit's spread where there is no refinement.
         info: noise model, estimated level and colour, iterations, seconds, device and volume mode.
     """
 
@@ -199,13 +202,15 @@ def _denoise_group(
     fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
-    refined = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
+    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, error=True)
+    if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
+        spread = (error + observation_bias(model, fitted, refined)).clamp_min(0).sqrt()
     if scale is not None:
         refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))
-    upper = window.restore(model.inverse(refined + spread, y))
+    uncertainty = to_image_domain(model, refined, spread, y) * (window.high - window.low)
     info.update(iterations=iterations, volume_mode=mode, pilot="network" if _uses_network(config, field) else "blurred")
-    return restored, (upper - restored).abs(), info
+    return restored, uncertainty, info
 
 
 def _warn_no_noise(name: str | None, x: torch.Tensor, spatial_dims: int) -> None:
@@ -312,8 +317,9 @@ def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
 
 
 def _refine(
-    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor
-) -> torch.Tensor:
+    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor,
+    error: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
     """Wiener refinement of the observation with the fit's expected observation as the first pilot.
 
     The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
@@ -321,13 +327,20 @@ def _refine(
     runs with ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and
     the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
     lower end is not. Coloured noise gives every patch coefficient its own noise variance.
+
+    With ``error`` it also returns the result's expected squared error per voxel (None without refinement; see
+    :mod:`monai_dnaprior.uncertainty`).
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
-        return fitted
+        return (fitted, None) if error else fitted
     model = field.model
     expected = model.observe(fitted)
     spectrum = None if field.is_white else field.spectrum
+    if error:
+        refined, variance = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
+                                          spectrum, return_variance=True)
+        return fitted + (refined[0] + origin - expected), variance[0]
     refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes, spectrum)
     return fitted + (refined[0] + origin - expected)
 

@@ -24,6 +24,10 @@ __all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
 _GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
 _MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
 _MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
+# The pilot's coefficients read the clean signal's energy low (the pilot is itself shrunk: detail it lost is
+# invisible to it), so the squared bias they give is scaled up by this; measured against the clean bias on the dev
+# scans (ratio 3.0-6.5, median 3.9: benchmarks/uncertainty.py).
+BIAS_INFLATION = 4.0
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -68,8 +72,9 @@ class WienerPass:
 
 
 def collaborative_wiener(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None = None
-) -> torch.Tensor:
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None = None,
+    return_variance: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One Wiener pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``.
 
     White noise gives every coefficient the variance ``sigma^2``; coloured noise (``spectrum``) gives each patch-DCT
@@ -77,6 +82,14 @@ def collaborative_wiener(
     correlated noise), and every coefficient of the group transform shares its patch coefficient's variance.
     Every group's estimate is weighted by ``1 / sum(gain^2 variance)`` (its residual noise: groups the pilot
     calls flat are trusted more), and the overlapping estimates are averaged voxel by voxel.
+
+    With ``return_variance`` it also returns the expected squared error of the estimate per voxel: the filter is
+    linear given the pilot, so a group estimate's voxel ``j`` of patch ``k`` carries the residual noise variance
+    ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i``, plus the squared bias, what the shrinkage removed of the signal,
+    ``(B^T (gain - 1) P A)_kj^2`` with ``P`` the pilot's coefficients standing for the clean ones, times
+    :data:`BIAS_INFLATION`. Both are averaged over the overlapping groups with the image's weights (``sum w e / sum
+    w``: the overlapping estimates share their noise, so their errors are treated as fully correlated; see
+    :mod:`monai_dnaprior.uncertainty`).
     """
     shape = noisy.shape
     patch, radius, step = spec.shapes(noisy.ndim)
@@ -89,18 +102,27 @@ def collaborative_wiener(
     across = dct_matrix(groups.shape[1], noisy.device)
     numerator = torch.zeros(noisy.numel(), device=noisy.device)
     denominator = torch.zeros(noisy.numel(), device=noisy.device)
+    error = torch.zeros(noisy.numel(), device=noisy.device) if return_variance else None
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
     chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
         coef = torch.einsum("ij,rkj,lk->rli", basis, noisy_flat[index], across)
-        energy = torch.einsum("ij,rkj,lk->rli", basis, pilot_flat[index], across).square()
+        pilot_coef = torch.einsum("ij,rkj,lk->rli", basis, pilot_flat[index], across)
+        energy = pilot_coef.square()
         gain = energy / (energy + variance)
         estimate = torch.einsum("ij,rli,lk->rkj", basis, gain * coef, across)
         weight = (1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
         numerator.index_add_(0, index.flatten(), (estimate * weight).flatten())
         denominator.index_add_(0, index.flatten(), weight.flatten())
-    return (numerator / denominator).view(shape)
+        if error is not None:
+            noise = torch.einsum("ij,rli,lk->rkj", basis.square(), gain.square() * variance, across.square())
+            bias = torch.einsum("ij,rli,lk->rkj", basis, (gain - 1) * pilot_coef, across).square()
+            error.index_add_(0, index.flatten(), ((noise + BIAS_INFLATION * bias) * weight).flatten())
+    out = (numerator / denominator).view(shape)
+    if error is None:
+        return out
+    return out, (error / denominator).view(shape)
 
 
 def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]]:
@@ -122,19 +144,25 @@ def _slab_width(shape: Sequence[int], patch: Sequence[int], radius: Sequence[int
 
 
 def _filter_image(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None
-) -> torch.Tensor:
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None,
+    return_variance: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image; a large one goes slab by slab along its last axis (bounded memory),
     each slab with a margin wide enough for its patches and searches."""
     patch, radius, step = spec.shapes(noisy.ndim)
     slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
     if slab >= noisy.shape[-1]:
-        return collaborative_wiener(noisy, pilot, sigma, spec, spectrum)
+        return collaborative_wiener(noisy, pilot, sigma, spec, spectrum, return_variance)
     out = torch.empty_like(noisy)
+    var = torch.empty_like(noisy) if return_variance else None
     for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
-        part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum)
+        part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum,
+                                    return_variance)
+        if var is not None:
+            part, part_var = part
+            var[..., start + keep0 : start + keep1] = part_var[..., keep0:keep1]
         out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
-    return out
+    return out if var is None else (out, var)
 
 
 def wiener_refine(
@@ -143,7 +171,8 @@ def wiener_refine(
     sigma: float,
     passes: Sequence[WienerPass],
     spectrum: NoiseSpectrum | None = None,
-) -> torch.Tensor:
+    return_variance: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Wiener-filter ``noisy`` with ``pilot`` as the first pilot, pass after pass, each result the next pilot.
 
     Args:
@@ -153,14 +182,21 @@ def wiener_refine(
         passes: the passes to run, in order (channels are filtered one by one).
         spectrum: the noise's correlation (coloured noise), with as many axes as the image has spatial ones;
             None or white: white noise.
+        return_variance: also return the expected squared error of the result per voxel (noise variance plus
+            squared bias of the last pass; see :func:`collaborative_wiener`), same shape; computed in the last pass
+            only.
     """
     if sigma <= 0 or not passes:
-        return noisy.clone()
+        return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
     out = torch.empty_like(noisy)
+    var = torch.empty_like(noisy) if return_variance else None
     for b in range(noisy.shape[0]):
         for c in range(noisy.shape[1]):
             estimate = pilot[b, c]
-            for spec in passes:
-                estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum)
+            for k, spec in enumerate(passes):
+                last = var is not None and k == len(passes) - 1
+                estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum, last)
+                if last:
+                    estimate, var[b, c] = estimate
             out[b, c] = estimate
-    return out
+    return out if var is None else (out, var)

@@ -412,9 +412,9 @@ def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
     zero (a scaled copy of the input, never shifted by the percentile window)."""
     captured = {}
 
-    def spy(noisy, pilot, sigma, passes, spectrum=None):
+    def spy(noisy, pilot, sigma, passes, spectrum=None, return_variance=False):
         captured["noisy"] = noisy.clone()
-        return noisy.clone()
+        return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
 
     monkeypatch.setattr(engine, "wiener_refine", spy)
     img = torch.from_numpy(_noisy((20, 18))[1]) + offset

@@ -1,0 +1,111 @@
+"""The uncertainty map: the expected error of the returned image, per voxel, in its intensity units."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_phantom
+
+from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, IntensityWindow, denoise
+from monai_dnaprior.engine import wiener_passes
+from monai_dnaprior.noise.models import NoiseModel
+from monai_dnaprior.uncertainty import observation_bias, refine_with_error, to_image_domain
+from monai_dnaprior.wiener import wiener_refine
+
+BLURRED = FitConfig(pilot="blurred", wiener_passes=2)  # no network fit: fast
+
+
+def _noisy(shape, sigma, seed=0, scale=1.0):
+    clean = scale * make_phantom(shape)[None]
+    rng = np.random.default_rng(seed)
+    return clean, (clean + scale * sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("noisy_half", ["left", "top"])
+def test_map_is_higher_where_the_noise_is(noisy_half):
+    n = 48
+    clean = make_phantom((n, n))[None]
+    noisy = clean.copy()
+    region = (slice(None), slice(None), slice(0, n // 2)) if noisy_half == "left" else (slice(None), slice(0, n // 2))
+    noisy[region] += 0.15 * np.random.default_rng(0).standard_normal(noisy[region].shape).astype(np.float32)
+    u = denoise(torch.from_numpy(noisy), noise_model="gaussian", config=BLURRED).uncertainty
+    mask = torch.zeros(noisy.shape, dtype=torch.bool)
+    mask[region] = True
+    assert float(u[mask].mean()) > 1.2 * float(u[~mask].mean())
+
+
+def test_map_scale_follows_the_noise_level():
+    """Given the level (its estimate is not under test here), more noise, a larger map. On this smooth phantom the
+    squared-bias term (inflated for real scans' detail) overestimates at low noise, so the growth is below linear."""
+    means = []
+    for sigma in (0.05, 0.1, 0.2):
+        _, noisy = _noisy((64, 64), sigma)
+        img = torch.from_numpy(noisy)
+        window = IntensityWindow.from_image(img)
+        level = sigma / (window.high - window.low)  # in units of the normalised image
+        result = denoise(img, noise_model="gaussian", noise_level=level, config=BLURRED)
+        means.append(float(result.uncertainty.mean()))
+    assert means[0] < means[1] < means[2]
+    assert 1.8 < means[2] / means[0] < 4.5
+
+
+def test_map_is_in_intensity_units_and_calibrated():
+    """Scaling the input scales the map; its RMS is close to the actual RMS error (a phantom, so loosely)."""
+    clean, noisy = _noisy((64, 64), 0.1)
+    one = denoise(torch.from_numpy(noisy), noise_model="gaussian", config=BLURRED)
+    thousand = denoise(torch.from_numpy(1000 * noisy), noise_model="gaussian", config=BLURRED)
+    torch.testing.assert_close(thousand.uncertainty, 1000 * one.uncertainty, rtol=1e-2, atol=1e-2)
+    rmse = float(np.sqrt(((one.image.numpy() - clean) ** 2).mean()))
+    predicted = float(one.uncertainty.square().mean().sqrt())
+    assert 0.5 < predicted / rmse < 2.0
+
+
+@pytest.mark.parametrize("noise_model", NOISE_MODELS)
+@pytest.mark.parametrize("shape", [(24, 24), (16, 17, 4)])
+def test_shapes_types_and_sign_for_every_model(noise_model, shape):
+    _, noisy = _noisy(shape, 0.1)
+    noisy = np.abs(noisy)
+    result = denoise(torch.from_numpy(noisy), noise_model=noise_model, config=BLURRED)
+    u = result.uncertainty
+    assert u.shape == noisy.shape and u.dtype == torch.float32
+    assert bool((u >= 0).all()) and bool(torch.isfinite(u).all()) and float(u.max()) > 0
+
+
+def test_transform_returns_the_map_as_its_input_type():
+    _, noisy = _noisy((24, 24), 0.1)
+    out, unc = DNAPriorDenoise(noise_model="gaussian", pilot="blurred").denoise_with_uncertainty(noisy)
+    assert isinstance(unc, np.ndarray) and unc.shape == noisy.shape and unc.dtype == np.float32
+
+
+def test_wiener_refine_variance_is_optional():
+    _, noisy = _noisy((24, 24), 0.1)
+    y = torch.from_numpy(noisy)[None]
+    pilot = torch.nn.functional.avg_pool2d(y, 3, 1, 1)
+    passes = wiener_passes(BLURRED)
+    plain = wiener_refine(y, pilot, 0.1, passes)
+    image, variance = refine_with_error(y, pilot, 0.1, passes)
+    assert isinstance(plain, torch.Tensor)
+    torch.testing.assert_close(image, plain)
+    assert variance.shape == plain.shape and bool((variance >= 0).all())
+    assert float(variance.mean()) < 0.1**2  # below the observation's own noise
+
+
+def test_delta_method_matches_each_inverse():
+    y = torch.rand(1, 16, 16) * 0.8 + 0.1
+    x, std = torch.rand(1, 16, 16) * 0.8 + 0.1, torch.full((1, 16, 16), 1e-3)
+    torch.testing.assert_close(to_image_domain(NoiseModel("gaussian", 0.1), x, std, y), std)
+    speckle = NoiseModel("speckle", 0.3)
+    x = x * 0.5 - 1.0
+    got = to_image_domain(speckle, x, std, y)
+    small = (speckle.inverse(torch.stack([x - 1e-5, x + 1e-5]), y)).diff(dim=0)[0] / 2e-5 * std
+    torch.testing.assert_close(got, small.abs(), rtol=1e-2, atol=1e-7)
+
+
+def test_rician_bias_is_largest_at_the_noise_floor():
+    model = NoiseModel("rician", 0.1)
+    fitted = torch.tensor([0.0, 0.05, 1.0])
+    refined = fitted + 0.02
+    bias = observation_bias(model, fitted, refined)
+    assert float(bias[0]) > float(bias[2]) and float(bias[2]) < 1e-5
+    assert torch.equal(observation_bias(NoiseModel("gaussian", 0.1), fitted, refined), torch.zeros(3))
