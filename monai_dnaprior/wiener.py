@@ -107,22 +107,34 @@ def collaborative_wiener(
     chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
-        coef = torch.einsum("ij,rkj,lk->rli", basis, noisy_flat[index], across)
-        pilot_coef = torch.einsum("ij,rkj,lk->rli", basis, pilot_flat[index], across)
+        coef = _group_transform(noisy_flat[index], basis, across)
+        pilot_coef = _group_transform(pilot_flat[index], basis, across)
         energy = pilot_coef.square()
         gain = energy / (energy + variance)
-        estimate = torch.einsum("ij,rli,lk->rkj", basis, gain * coef, across)
+        estimate = _inverse_group_transform(gain * coef, basis, across)
         weight = (1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
         numerator.index_add_(0, index.flatten(), (estimate * weight).flatten())
         denominator.index_add_(0, index.flatten(), weight.flatten())
         if error is not None:
-            noise = torch.einsum("ij,rli,lk->rkj", basis.square(), gain.square() * variance, across.square())
-            bias = torch.einsum("ij,rli,lk->rkj", basis, (gain - 1) * pilot_coef, across).square()
+            noise = _inverse_group_transform(gain.square() * variance, basis.square(), across.square())
+            bias = _inverse_group_transform((gain - 1) * pilot_coef, basis, across).square()
             error.index_add_(0, index.flatten(), ((noise + BIAS_INFLATION * bias) * weight).flatten())
     out = (numerator / denominator).view(shape)
     if error is None:
         return out
     return out, (error / denominator).view(shape)
+
+
+def _group_transform(groups: torch.Tensor, basis: torch.Tensor, across: torch.Tensor) -> torch.Tensor:
+    """Patch DCT then DCT across the group: ``(refs, group, voxels) -> (refs, group, coefficients)``."""
+    coef = groups @ basis.T
+    return coef if across.shape[0] == 1 else torch.matmul(across, coef)
+
+
+def _inverse_group_transform(coef: torch.Tensor, basis: torch.Tensor, across: torch.Tensor) -> torch.Tensor:
+    """The transpose of :func:`_group_transform` (its inverse for orthonormal ``basis`` and ``across``)."""
+    voxels = coef @ basis
+    return voxels if across.shape[0] == 1 else torch.matmul(across.T, voxels)
 
 
 def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]]:

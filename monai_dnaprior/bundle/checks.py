@@ -12,8 +12,7 @@ import nibabel as nib
 
 from monai_dnaprior.bundle.io import check_input, find_inputs
 from monai_dnaprior.bundle.runner import _as_bool, _root_cause
-from monai_dnaprior.engine import VOLUME_MODES
-from monai_dnaprior.noise import NOISE_MODELS
+from monai_dnaprior.engine import NOISE_MODEL_CHOICES, VOLUME_MODES
 from monai_dnaprior.presets import PRESETS
 from monai_dnaprior.validation import check_choice, check_options
 
@@ -23,7 +22,7 @@ logger = logging.getLogger("monai_dnaprior.bundle")
 
 
 def check_settings(
-    noise_model: str = "gaussian",
+    noise_model: str = "auto",
     noise_level: object = None,
     preset: str = "default",
     max_iters: object = None,
@@ -42,7 +41,7 @@ def check_settings(
         ValueError, TypeError: the same, without ``exit_on_error``.
     """
     try:
-        check_choice("noise_model", noise_model, NOISE_MODELS)
+        check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
         check_choice("preset", preset, tuple(PRESETS))
         check_choice("volume_mode", volume_mode, VOLUME_MODES)
         check_options(noise_level=noise_level, seed=seed, device=None if device is None else str(device))
