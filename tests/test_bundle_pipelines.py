@@ -168,18 +168,28 @@ def test_rerun_with_other_settings_redoes_the_outputs(tmp_path, caplog):
     assert _denoise(data, out, max_iters=2, seed=7)["written"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--noise_model", "gausian"], "Did you mean 'gaussian'"),
-    (["--preset", "fastest"], "preset"),
-    (["--device", "gpu"], "'cuda'"),
-    (["--max_iters", "0"], "max_iters"),
-])
-def test_cli_typo_is_one_error_line(tmp_path, args, needle):
-    proc = _cli("--output_dir", str(tmp_path / "out"), *args)
+def test_cli_typo_is_one_error_line(tmp_path):
+    proc = _cli("--output_dir", str(tmp_path / "out"), "--noise_model", "gausian")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in output, output
     errors = [line for line in output.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and needle in errors[0], output
+    assert len(errors) == 1 and "Did you mean 'gaussian'" in errors[0], output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"preset": "fastest"}, "preset"),
+    ({"device": "gpu"}, "'cuda'"),
+    ({"max_iters": 0}, "max_iters"),
+    ({"noise_level": "0.1"}, "noise_level"),
+    ({"seed": None}, "seed"),
+])
+def test_bad_settings_fail_before_anything_is_built(tmp_path, caplog, override, needle):
+    """The same check as on the command line (configs' ``initialize``), run in this process."""
+    with caplog.at_level("INFO", logger="monai_dnaprior"), pytest.raises(SystemExit) as exit_info:
+        _run(INFERENCE, dataset_dir=str(tmp_path), output_dir=str(tmp_path / "out"), exit_on_error=True, **override)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert exit_info.value.code == 1 and len(errors) == 1 and needle in errors[0]
     assert not (tmp_path / "out").exists()
 
 
