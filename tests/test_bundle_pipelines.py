@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import monai_dnaprior.engine as engine
-from monai_dnaprior.bundle import SliceProgress, naming_the_file
+from monai_dnaprior.bundle import ImageProgress, naming_the_file
 from monai_dnaprior.bundle.io import is_current, sidecar_path
 from test_bundle import BUNDLE, INFERENCE, META, SEGMENT, _cli_env, _denoise, _files, _run, _sidecars, _write
 
@@ -251,15 +251,15 @@ def test_denoise_segment_skips_and_reports_a_corrupt_file(tmp_path):
     assert "Traceback" not in output and _files(tmp_path / "seg") == ["a_seg.nii.gz"]
 
 
-def test_slice_progress_logs_file_slice_and_time_left(caplog):
-    reporter = SliceProgress("vol.nii.gz", voxels=1000, voxels_after=3000, tag="[2/4] ", interval=0.0)
+def test_image_progress_logs_file_share_and_time_left(caplog):
+    reporter = ImageProgress("vol.nii.gz", voxels=1000, voxels_after=3000, tag="[2/4] ", interval=0.0)
     with caplog.at_level("INFO", logger="monai_dnaprior.bundle"):
         for k in range(1, 5):
             reporter(k, 4)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 4 and lines[1].startswith("[2/4] vol.nii.gz: slice 2 of 4 (50%)")
+    assert len(lines) == 4 and lines[1].startswith("[2/4] vol.nii.gz: 50% (2 of 4 voxels)")
     assert "left in this image" in lines[1] and "in all" in lines[1]
-    quiet = SliceProgress("v", interval=3600.0)
+    quiet = ImageProgress("v", interval=3600.0)
     with caplog.at_level("INFO", logger="monai_dnaprior.bundle"):
         caplog.clear()
         for k in range(1, 6):
@@ -283,5 +283,5 @@ def test_volume_progress_through_the_runner(tmp_path, caplog):
     with caplog.at_level("INFO", logger="monai_dnaprior"):
         _run(INFERENCE, dataset_dir=str(data), output_dir=str(out), max_iters=2, device="cpu", exit_on_error=False,
              progress_interval=0.0)
-    lines = [r.getMessage() for r in caplog.records if "vol.nii.gz: slice" in r.getMessage()]
-    assert lines and "of" in lines[-1] and "left" in lines[-1]
+    lines = [r.getMessage() for r in caplog.records if "vol.nii.gz: " in r.getMessage() and "% (" in r.getMessage()]
+    assert lines and lines[-1].startswith("[1/1] vol.nii.gz: 100% (") and "left in this image" in lines[-1]
