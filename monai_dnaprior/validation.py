@@ -20,7 +20,8 @@ def check_choice(name: str, value: object, choices: tuple) -> None:
     except (ValueError, TypeError):
         close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {', '.join(repr(c) for c in choices)}.{hint}") from None
+        options = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"Unknown {name} {value!r}; choose one of {options}.{hint}") from None
 
 
 def check_seed(seed: object) -> None:

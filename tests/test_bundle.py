@@ -286,7 +286,8 @@ def test_metadata_fields():
     for io in ("inputs", "outputs"):
         for tensor in meta["network_data_format"][io].values():
             value_range = tensor["value_range"]  # the spec's form: [MIN, MAX], or [] when not known
-            assert value_range == [] or (len(value_range) == 2 and all(isinstance(v, (int, float)) for v in value_range))
+            numbers = all(isinstance(v, (int, float)) for v in value_range)
+            assert value_range == [] or (len(value_range) == 2 and numbers)
             assert len(tensor["spatial_shape"]) in (2, 3)
 
 

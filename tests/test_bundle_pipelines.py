@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import monai_dnaprior.engine as engine
-from monai_dnaprior.bundle import SliceProgress, naming_the_file
+from monai_dnaprior.bundle import ImageProgress, naming_the_file
 from monai_dnaprior.bundle.io import is_current, sidecar_path
 from test_bundle import BUNDLE, INFERENCE, META, SEGMENT, _cli_env, _denoise, _files, _run, _sidecars, _write
 
@@ -155,31 +155,42 @@ def test_rerun_with_other_settings_redoes_the_outputs(tmp_path, caplog):
     assert sidecar["input"].endswith("a.nii.gz") and len(sidecar["fingerprint"]) == 16
     assert _denoise(data, out, max_iters=2)["skipped"]  # same settings: kept
     with caplog.at_level("INFO", logger="monai_dnaprior"):
-        summary = _denoise(data, out, max_iters=2, preset="fast")  # other settings: redone
+        summary = _denoise(data, out, max_iters=2, seed=7)  # other settings: redone
     assert summary["written"] and not summary["skipped"]
     assert any("made with other settings" in r.getMessage() for r in caplog.records)
-    assert not np.array_equal(first, nib.load(out / "a_denoised.nii.gz").get_fdata())
-    assert _denoise(data, out, max_iters=2, preset="fast")["skipped"]
+    redone = json.loads(Path(sidecar_path(out / "a_denoised.nii.gz")).read_text())
+    assert redone["fingerprint"] != sidecar["fingerprint"] and nib.load(out / "a_denoised.nii.gz").shape == first.shape
+    assert _denoise(data, out, max_iters=2, seed=7)["skipped"]
     _write(data / "a.nii.gz", (16, 16), seed=5)  # a changed input is redone too
     os.utime(data / "a.nii.gz", ns=(1, 1))
-    assert _denoise(data, out, max_iters=2, preset="fast")["written"]
+    assert _denoise(data, out, max_iters=2, seed=7)["written"]
     os.remove(sidecar_path(out / "a_denoised.nii.gz"))  # an output without a sidecar is not trusted
     assert is_current(out / "a_denoised.nii.gz", "x") is False
-    assert _denoise(data, out, max_iters=2, preset="fast")["written"]
+    assert _denoise(data, out, max_iters=2, seed=7)["written"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--noise_model", "gausian"], "Did you mean 'gaussian'"),
-    (["--preset", "fastest"], "preset"),
-    (["--device", "gpu"], "'cuda'"),
-    (["--max_iters", "0"], "max_iters"),
-])
-def test_cli_typo_is_one_error_line(tmp_path, args, needle):
-    proc = _cli("--output_dir", str(tmp_path / "out"), *args)
+def test_cli_typo_is_one_error_line(tmp_path):
+    proc = _cli("--output_dir", str(tmp_path / "out"), "--noise_model", "gausian")
     output = proc.stdout + proc.stderr
     assert proc.returncode == 1 and "Traceback" not in output, output
     errors = [line for line in output.splitlines() if " ERROR " in line]
-    assert len(errors) == 1 and needle in errors[0], output
+    assert len(errors) == 1 and "Did you mean 'gaussian'" in errors[0], output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override, needle", [
+    ({"preset": "fastest"}, "preset"),
+    ({"device": "gpu"}, "'cuda'"),
+    ({"max_iters": 0}, "max_iters"),
+    ({"noise_level": "0.1"}, "noise_level"),
+    ({"seed": None}, "seed"),
+])
+def test_bad_settings_fail_before_anything_is_built(tmp_path, caplog, override, needle):
+    """The same check as on the command line (configs' ``initialize``), run in this process."""
+    with caplog.at_level("INFO", logger="monai_dnaprior"), pytest.raises(SystemExit) as exit_info:
+        _run(INFERENCE, dataset_dir=str(tmp_path), output_dir=str(tmp_path / "out"), exit_on_error=True, **override)
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert exit_info.value.code == 1 and len(errors) == 1 and needle in errors[0]
     assert not (tmp_path / "out").exists()
 
 
@@ -241,15 +252,15 @@ def test_denoise_segment_skips_and_reports_a_corrupt_file(tmp_path):
     assert "Traceback" not in output and _files(tmp_path / "seg") == ["a_seg.nii.gz"]
 
 
-def test_slice_progress_logs_file_slice_and_time_left(caplog):
-    reporter = SliceProgress("vol.nii.gz", voxels=1000, voxels_after=3000, tag="[2/4] ", interval=0.0)
+def test_image_progress_logs_file_share_and_time_left(caplog):
+    reporter = ImageProgress("vol.nii.gz", voxels=1000, voxels_after=3000, tag="[2/4] ", interval=0.0)
     with caplog.at_level("INFO", logger="monai_dnaprior.bundle"):
         for k in range(1, 5):
             reporter(k, 4)
     lines = [r.getMessage() for r in caplog.records]
-    assert len(lines) == 4 and lines[1].startswith("[2/4] vol.nii.gz: slice 2 of 4 (50%)")
+    assert len(lines) == 4 and lines[1].startswith("[2/4] vol.nii.gz: 50% (2 of 4 voxels)")
     assert "left in this image" in lines[1] and "in all" in lines[1]
-    quiet = SliceProgress("v", interval=3600.0)
+    quiet = ImageProgress("v", interval=3600.0)
     with caplog.at_level("INFO", logger="monai_dnaprior.bundle"):
         caplog.clear()
         for k in range(1, 6):
@@ -273,5 +284,6 @@ def test_volume_progress_through_the_runner(tmp_path, caplog):
     with caplog.at_level("INFO", logger="monai_dnaprior"):
         _run(INFERENCE, dataset_dir=str(data), output_dir=str(out), max_iters=2, device="cpu", exit_on_error=False,
              progress_interval=0.0)
-    lines = [r.getMessage() for r in caplog.records if "vol.nii.gz: slice" in r.getMessage()]
-    assert lines and "of" in lines[-1] and "left" in lines[-1]
+    lines = [r.getMessage() for r in caplog.records if "vol.nii.gz: " in r.getMessage() and "% (" in r.getMessage()]
+    assert lines and "left in this image" in lines[-1], lines
+    assert lines[-1].startswith("[1/1] vol.nii.gz: 100% ("), f"the engine's progress must reach its total: {lines}"

@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     tmp = tempfile.mkdtemp(prefix="dnaprior_concurrency_")
-    policies = {"default": ("default policy", None), "every-core": (f"every core (OMP_NUM_THREADS={cores})", str(cores))}
+    policies = {"default": ("default policy", None),
+                "every-core": (f"every core (OMP_NUM_THREADS={cores})", str(cores))}
     for name in args.policies.split(","):
         label, threads = policies[name]
         for rep in range(args.repeats):

@@ -18,13 +18,14 @@ from monai_dnaprior.bundle.io import (
     save_atomic,
     sidecar_path,
 )
-from monai_dnaprior.bundle.progress import SliceProgress, naming_the_file
+from monai_dnaprior.bundle.progress import ImageProgress, SliceProgress, naming_the_file
 from monai_dnaprior.bundle.runner import DenoiseFolder, DenoiseFolderError, shard, transform_settings
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "DenoiseFolder",
     "DenoiseFolderError",
+    "ImageProgress",
     "SliceProgress",
     "check_input",
     "check_settings",

@@ -1,4 +1,5 @@
-"""Progress of a folder run inside each image: log lines naming the file, slice k of n, and the time left by voxels."""
+"""Progress of a folder run inside each image: log lines naming the file, the share of its voxels done, and the
+time left by voxels."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["SliceProgress", "naming_the_file"]
+__all__ = ["ImageProgress", "SliceProgress", "naming_the_file"]
 
 
 def _duration(seconds: float) -> str:
@@ -19,9 +20,10 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-class SliceProgress:
-    """A ``progress(done, total)`` callback for :func:`monai_dnaprior.engine.denoise` that logs, at most every
-    ``interval`` seconds (and at the last unit), ``<file>: slice k of n, about T left in this image, T' in all``.
+class ImageProgress:
+    """A ``progress(done, total)`` callback for :func:`monai_dnaprior.engine.denoise` (which counts in voxels) that
+    logs, at most every ``interval`` seconds and at the end,
+    ``<file>: 30% (98304 of 327680 voxels), about 2 min left in this image, 25 min in all``.
 
     The time left in all is by voxels: this image's rate (seconds per voxel, so far) times the voxels still to do,
     this image's and those of the files after it.
@@ -33,7 +35,7 @@ class SliceProgress:
         logger: where the lines go (INFO).
         tag: a prefix, e.g. ``"[rank 1/2] [3/10] "``.
         interval: least seconds between two lines.
-        unit: what a work unit is called.
+        unit: what the engine's work unit is called.
     """
 
     def __init__(
@@ -44,7 +46,7 @@ class SliceProgress:
         logger: logging.Logger | None = None,
         tag: str = "",
         interval: float = 10.0,
-        unit: str = "slice",
+        unit: str = "voxels",
     ) -> None:
         self.name, self.voxels, self.voxels_after = name, max(1, voxels), max(0, voxels_after)
         self.logger = logger or logging.getLogger("monai_dnaprior.bundle")
@@ -62,13 +64,16 @@ class SliceProgress:
         elapsed = now - self.start
         fraction = min(1.0, max(done, 0) / total)
         if fraction <= 0:
-            self.logger.info("%s%s: %s 0 of %d", self.tag, self.name, self.unit, total)
+            self.logger.info("%s%s: 0%% (0 of %d %s)", self.tag, self.name, total, self.unit)
             return
         left_here = elapsed * (1 - fraction) / fraction
         per_voxel = elapsed / (fraction * self.voxels)
         left_all = left_here + per_voxel * self.voxels_after
-        self.logger.info("%s%s: %s %d of %d (%.0f%%), about %s left in this image, %s in all", self.tag, self.name,
-                         self.unit, done, total, 100 * fraction, _duration(left_here), _duration(left_all))
+        self.logger.info("%s%s: %.0f%% (%d of %d %s), about %s left in this image, %s in all", self.tag, self.name,
+                         100 * fraction, done, total, self.unit, _duration(left_here), _duration(left_all))
+
+
+SliceProgress = ImageProgress
 
 
 class _Prefix(logging.Filter):

@@ -30,7 +30,7 @@ from monai_dnaprior.bundle.io import (
     sidecar_path,
     write_sidecar,
 )
-from monai_dnaprior.bundle.progress import SliceProgress, naming_the_file
+from monai_dnaprior.bundle.progress import ImageProgress, naming_the_file
 from monai_dnaprior.devices import resolve_device
 from monai_dnaprior.progress import reporting_progress
 
@@ -249,7 +249,7 @@ class DenoiseFolder:
                             os.path.basename(dst))
             logger.info("%s: denoising", where)
             t0 = time.perf_counter()
-            reporter = SliceProgress(name, voxels[i - 1], sum(voxels[i:]), logger, f"{tag}[{i}/{len(share)}] ",
+            reporter = ImageProgress(name, voxels[i - 1], sum(voxels[i:]), logger, f"{tag}[{i}/{len(share)}] ",
                                      self.progress_interval)
             try:
                 check_input(src)
