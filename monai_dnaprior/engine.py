@@ -203,6 +203,7 @@ def _denoise_group(
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
     refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, error=True)
+    tracker.advance(target.numel() - target.numel() // 2)  # the refinement: the other half of the work
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
         spread = (error + observation_bias(model, fitted, refined)).clamp_min(0).sqrt()
     if scale is not None:
