@@ -92,6 +92,9 @@ def methods_for(scan: Scan, args: argparse.Namespace) -> dict[str, Callable[[], 
         table[f"DNA-Prior {preset}"] = functools.partial(
             dnaprior_denoiser, NOISE, preset=preset, max_iters=args.max_iters, device=args.device
         )
+    table["DNA-Prior default, network pilot"] = functools.partial(
+        dnaprior_denoiser, NOISE, preset="default", max_iters=args.max_iters, device=args.device, pilot="network"
+    )
     table[ABLATION] = functools.partial(refinement_only_denoiser, NOISE, device=args.device)
     if not scan.is_volume:  # the plain recipe on a volume would be hours on a CPU
         table[dip_label(args.dip_iters)] = functools.partial(plain_dip_denoiser, args.dip_iters, args.device)
@@ -157,6 +160,10 @@ def measure(case: str, method: str, args: argparse.Namespace) -> Measurement:
 # ------------------------------------------------------------------------------------------------------ profile
 
 LABELS = {
+    "auto noise model": ("dnaprior::auto",),
+    "noise field (levels, spectrum)": ("dnaprior::field",),
+    "block matching (refinement)": ("dnaprior::matching",),
+    "refinement, all else (transforms, gains, aggregation)": ("dnaprior::refinement",),
     "forward (network)": ("dnaprior::forward",),
     "spectral fidelity (incl. forward FFTs)": ("dnaprior::fidelity",),
     "total variation": ("dnaprior::tv",),
@@ -190,27 +197,31 @@ def labelled_fit(sync: bool = False) -> Iterator[None]:
     """Label the parts of the fit loop for the profiler, for the duration only (``sync``: on CUDA)."""
     import torch
 
-    from monai_dnaprior import fit
+    from monai_dnaprior import engine, fit, wiener
     from monai_dnaprior.losses import SpectralFidelity
     from monai_dnaprior.networks import DIPHourglass
     from monai_dnaprior.stopping import OutputAverager
 
     targets = [(DIPHourglass, "forward", "dnaprior::forward"), (SpectralFidelity, "forward", "dnaprior::fidelity"),
                (fit, "total_variation", "dnaprior::tv"), (torch.Tensor, "backward", "dnaprior::backward"),
-               (OutputAverager, "update", "dnaprior::ema")]
+               (OutputAverager, "update", "dnaprior::ema"), (engine, "_resolve_model", "dnaprior::auto"),
+               (engine, "estimate_noise_field", "dnaprior::field"), (wiener, "match_blocks", "dnaprior::matching"),
+               (engine, "wiener_refine", "dnaprior::refinement")]
     with contextlib.ExitStack() as stack:
         for owner, name, label in targets:
             stack.enter_context(mock.patch.object(owner, name, labelled(getattr(owner, name), label, sync)))
         yield
 
 
-def profile_fit(scan: Scan, args: argparse.Namespace) -> str:
-    """Profile one default DNA-Prior fit; Markdown tables of the wall time by part of the loop and by op."""
+def profile_fit(scan: Scan, args: argparse.Namespace, pilot: str = "network") -> str:
+    """Profile one default DNA-Prior run with the given pilot (``"network"``: the fit; ``"auto"``: as it comes);
+    Markdown tables of the wall time by part of the pipeline and the loop, and by op."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     noisy = add_noise(scan.image, NOISE, noise_seed(scan.name, NOISE))
-    denoiser = dnaprior_denoiser(NOISE, preset="default", max_iters=args.profile_iters, device=args.device)
+    denoiser = dnaprior_denoiser(NOISE, preset="default", max_iters=args.profile_iters, device=args.device,
+                                 pilot=pilot)
     warm_up(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     from monai_dnaprior.devices import resolve_device
@@ -227,6 +238,7 @@ def profile_fit(scan: Scan, args: argparse.Namespace) -> str:
         return sum(e.cpu_time_total for e in events if e.key.startswith(keys)) / 1e6
 
     parts = {name: spans(keys) for name, keys in LABELS.items()}
+    parts["refinement, all else (transforms, gains, aggregation)"] -= parts["block matching (refinement)"]
     rows = [[name, fmt_sig(s), fmt(100 * s / wall, 1)] for name, s in parts.items()]
     other = wall - sum(parts.values())
     rows += [["other / Python overhead (wall - sum)", fmt_sig(other), fmt(100 * other / wall, 1)],
@@ -236,8 +248,8 @@ def profile_fit(scan: Scan, args: argparse.Namespace) -> str:
     op_total = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::")) / 1e6
     op_rows = [[name, fmt_sig(s), fmt(100 * s / wall, 1)] for name, s in ops.items()]
     op_rows.append(["all aten ops (self time)", fmt_sig(op_total), fmt(100 * op_total / wall, 1)])
-    head = (f"One default-preset fit of {scan.name} ({scan.shape_str}), {iters} iterations (max_iters "
-            f"{args.profile_iters}), {1e3 * wall / max(iters or 1, 1):.1f} ms per iteration under the profiler.")
+    head = (f"One default-preset run of {scan.name} ({scan.shape_str}) with `pilot={pilot!r}`: {iters} iterations "
+            f"(max_iters {args.profile_iters}), {wall:.2f} s under the profiler.")
     return "\n\n".join([
         head, "By part of the loop (wall time of labelled spans):",
         markdown_table(["part", "seconds", "% of wall"], rows),
@@ -315,7 +327,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     two_d = [s for s in scans if not s.is_volume]
     if not args.no_profile and two_d:
-        parts += ["## Where the time goes", profile_fit(two_d[0], args)]
+        parts += ["## Where the time goes", "The default as it comes (white Gaussian: the blurred pilot, no fit):",
+                  profile_fit(two_d[0], args, "auto"), "With the network fit as the pilot:",
+                  profile_fit(two_d[0], args, "network")]
     text = "\n\n".join(parts) + "\n"
     (args.out / "speed.md").write_text(text)
     print(text)
