@@ -21,17 +21,11 @@ import torch
 import monai_dnaprior.engine as engine
 from monai_dnaprior.bundle import ImageProgress, naming_the_file
 from monai_dnaprior.bundle.io import is_current, sidecar_path
-from test_bundle import BUNDLE, INFERENCE, META, SEGMENT, _cli_env, _denoise, _files, _run, _sidecars, _write
+from test_bundle import (  # noqa: F401 (one_thread: the autouse fixture)
+    BUNDLE, INFERENCE, META, SEGMENT, _cli_env, _denoise, _files, _run, _sidecars, _write, one_thread,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
