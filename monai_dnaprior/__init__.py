@@ -7,12 +7,23 @@ from monai_dnaprior.fit import FitConfig, FitResult, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.losses import SpectralFidelity, radial_frequency, spatial_fft, total_variation
 from monai_dnaprior.networks import DIPHourglass
-from monai_dnaprior.noise import NOISE_MODELS, NoiseModel, estimate_noise_level, estimate_poisson_gain, get_noise_model
+from monai_dnaprior.noise import (
+    NOISE_MODELS,
+    NoiseField,
+    NoiseModel,
+    NoiseSpectrum,
+    detect_noise_model,
+    estimate_noise_field,
+    estimate_noise_level,
+    estimate_noise_spectrum,
+    estimate_poisson_gain,
+    get_noise_model,
+)
 from monai_dnaprior.presets import PRESETS, preset_config
 from monai_dnaprior.stopping import OutputAverager
 from monai_dnaprior.transforms import DNAPriorDenoise, DNAPriorDenoised, DNAPriorDenoiseD, DNAPriorDenoiseDict
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "DIPHourglass",
@@ -25,13 +36,18 @@ __all__ = [
     "FitResult",
     "IntensityWindow",
     "NOISE_MODELS",
+    "NoiseField",
     "NoiseModel",
+    "NoiseSpectrum",
     "OutputAverager",
     "PRESETS",
     "PriorState",
     "SpectralFidelity",
     "VOLUME_MODES",
     "denoise",
+    "detect_noise_model",
+    "estimate_noise_field",
+    "estimate_noise_spectrum",
     "estimate_noise_level",
     "estimate_poisson_gain",
     "fit_prior",

@@ -16,7 +16,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 
 import monai_dnaprior.engine as engine
 from monai_dnaprior.bundle import ImageProgress, naming_the_file

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from monai_dnaprior.noise.estimation import (
     MAD_TO_SIGMA,
+    binned_variance,
     estimate_log_noise_level,
     estimate_noise_level,
     estimate_poisson_gain,
@@ -16,3 +17,27 @@ from monai_dnaprior.noise.estimation import (
 from monai_dnaprior.noise.models import NOISE_MODELS, SPECKLE_OFFSET, NoiseModel, get_noise_model, rician_mean
 from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
 from monai_dnaprior.noise.field import NoiseField, detect_noise_model, estimate_noise_field
+
+__all__ = [
+    "MAD_TO_SIGMA",
+    "NOISE_MODELS",
+    "SPECKLE_OFFSET",
+    "NoiseField",
+    "NoiseModel",
+    "NoiseSpectrum",
+    "binned_variance",
+    "detect_noise_model",
+    "estimate_log_noise_level",
+    "estimate_noise_field",
+    "estimate_noise_level",
+    "estimate_noise_spectrum",
+    "estimate_poisson_gain",
+    "estimate_rician_sigma",
+    "get_noise_model",
+    "haar_blocks",
+    "haar_finest_detail",
+    "rician_mean",
+    "robust_sigma",
+    "slice_noise_scale",
+    "spectrum_from_psd",
+]

@@ -13,6 +13,7 @@ import torch
 
 __all__ = [
     "MAD_TO_SIGMA",
+    "binned_variance",
     "estimate_log_noise_level",
     "estimate_noise_level",
     "estimate_poisson_gain",
