@@ -101,6 +101,15 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
     return "gaussian"
 
 
+def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size: int = 9) -> torch.Tensor:
+    """Voxels whose local mean (a ``size`` box) is above the darkest ``share`` of local means."""
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    local = pool(x[None].float(), size, 1, size // 2, count_include_pad=False)[0]
+    flat = local.flatten()
+    flat = flat[:: max(1, flat.numel() // (1 << 20))]  # a strided sample is as good a quantile
+    return local > torch.quantile(flat, share)
+
+
 def estimate_noise_field(
     y: torch.Tensor,
     spatial_dims: int,
@@ -136,10 +145,12 @@ def estimate_noise_field(
     if model.name in ("poisson", "speckle"):
         spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
-    bright = None
+    where = _above_darkest(target, spatial_dims)  # a magnitude's dark background is Rayleigh, not Gaussian
     if model.name == "rician":  # Rician is Gaussian only where the signal is well above the noise
-        bright = target > 3 * model.level
-    spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=bright)
+        where &= target > 3 * model.level
+    spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=where)
+    if variance == 0:  # too few patches there: all of the image
+        spectrum, variance = estimate_noise_spectrum(target, spatial_dims)
     if not spectrum.is_white and level is None:
         model = NoiseModel(model.name, math.sqrt(variance))
     return NoiseField(model, spectrum, scale, slice_axis, level is None), target
