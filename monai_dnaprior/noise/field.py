@@ -104,7 +104,8 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
 def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size: int = 9) -> torch.Tensor:
     """Voxels whose local mean (a ``size`` box) is above the darkest ``share`` of local means."""
     pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
-    local = pool(x[None].float(), size, 1, size // 2, count_include_pad=False)[0]
+    kernel = [min(size, n - 1 + n % 2) for n in x.shape[-spatial_dims:]]  # odd, no larger than the image
+    local = pool(x[None].float(), kernel, 1, [k // 2 for k in kernel], count_include_pad=False)[0]
     flat = local.flatten()
     flat = flat[:: max(1, flat.numel() // (1 << 20))]  # a strided sample is as good a quantile
     return local > torch.quantile(flat, share)
