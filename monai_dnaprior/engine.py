@@ -255,12 +255,12 @@ PILOTS = ("auto", "network", "blurred")
 
 def _uses_network(config: FitConfig, field: NoiseField) -> bool:
     """Whether the first pilot is the network's fit (else the blurred observation). ``"auto"``: the fit for Rician
-    noise (its exact likelihood corrects the magnitude bias) and for coloured noise (its whitened fidelity), where
-    the benchmarks show it adds 0.2-1 dB; white Gaussian, Poisson and speckle noise take the blurred pilot, where
-    the fit added -0.1 to +0.2 dB (mean +0.03) for 4-45x the time."""
+    noise, where its exact likelihood corrects the magnitude bias (+0.1 to +5 dB in the benchmarks); every other
+    noise takes the blurred pilot, where the fit added -0.1 to +0.3 dB (white: mean +0.02; coloured, with the
+    whitened fidelity: mean +0.07) for 5-20x the time."""
     check_choice("pilot", config.pilot, PILOTS)
     if config.pilot == "auto":
-        return field.model.name in NETWORK_PILOT_MODELS or not field.is_white
+        return field.model.name in NETWORK_PILOT_MODELS
     return config.pilot == "network"
 
 

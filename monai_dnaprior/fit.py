@@ -57,7 +57,7 @@ class FitConfig:
         volume_depth_radius: search radius along the last axis in 3D.
         pilot: the refinement's first pilot: ``"network"`` (the fit), ``"blurred"`` (the observation blurred by
             ``code_blur``, no fit: seconds instead of minutes, where the fit adds nothing measurable) or
-            ``"auto"`` (the network where the measurements show it earns its time: Rician or coloured noise).
+            ``"auto"`` (the network where the measurements show it earns its time: Rician noise).
     """
 
     max_iters: int = 150

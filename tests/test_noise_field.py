@@ -10,6 +10,7 @@ import torch
 from conftest import make_phantom, small_config
 
 from monai_dnaprior import SpectralFidelity, denoise
+from monai_dnaprior import fit as fit_module
 from monai_dnaprior.noise import (
     NoiseSpectrum,
     detect_noise_model,
@@ -145,9 +146,23 @@ def test_auto_detects_the_noise_model():
 
 def test_auto_denoises_coloured_noise_with_the_whitened_fit():
     noisy = _phantom((96, 96)) + _coloured_noise((1, 96, 96), 0.06, seed=8)
-    result = denoise(noisy, "auto", config=small_config(3))
+    result = denoise(noisy, "auto", config=small_config(3, pilot="auto"))
     assert result.info["noise_model"] == "gaussian" and result.info["coloured"]
+    assert result.info["pilot"] == "blurred" and result.info["iterations"] == 0  # the fit adds too little here
+    seen = {}
+    original = fit_module.SpectralFidelity
+
+    def spy(*args, **kwargs):
+        seen["psd"] = args[4] if len(args) > 4 else kwargs.get("noise_psd")
+        return original(*args, **kwargs)
+
+    fit_module.SpectralFidelity = spy
+    try:
+        result = denoise(noisy, "auto", config=small_config(3))  # the network pilot: the fit is whitened
+    finally:
+        fit_module.SpectralFidelity = original
     assert result.info["pilot"] == "network" and result.info["iterations"] == 3
+    assert seen["psd"] is not None and seen["psd"].shape == (96, 96) and float(seen["psd"].max()) > 2
     assert result.info["noise_level"] == pytest.approx(0.06 / float(noisy.quantile(0.995) - noisy.quantile(0.005)), rel=0.3)
 
 
