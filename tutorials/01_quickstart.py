@@ -1,12 +1,14 @@
 # %% [markdown]
 # # DNA-Prior quickstart: denoise one real MRI slice
 #
-# DNA-Prior needs no training data and no weights: for every image it fits a freshly initialised network to that
-# one noisy image (a Deep Image Prior) under a Fourier-domain fidelity plus total variation, and stops by itself.
+# DNA-Prior needs no training data and no weights: it estimates the noise from the image itself (model, level,
+# spectrum), then refines the observation with block-matching Wiener passes. For MRI magnitudes (Rician noise) their
+# first pilot is a freshly initialised network fitted to that one noisy image (a Deep Image Prior); for other noise
+# a blurred copy of the observation serves as well, and the fit is skipped.
 #
 # Here: load a real brain MRI slice with MONAI, add Gaussian noise with a fixed seed, denoise it with
-# `DNAPriorDenoise`, and look at what was removed. On a 2-core CPU the fit takes one to a few minutes, on a GPU
-# seconds (set `DNAPRIOR_TUTORIAL_ITERS=20` for a smoke run: then the result is of course poor).
+# `DNAPriorDenoise`, and look at what was removed. With white Gaussian noise it takes about a second on a CPU
+# (`DNAPRIOR_TUTORIAL_ITERS=20` caps the fit where there is one, for a smoke run).
 #
 # Run as a notebook (Jupyter, VS Code) or headless: `MPLBACKEND=Agg python tutorials/01_quickstart.py`.
 # Figures are saved as PNG in the current working directory.

@@ -2,8 +2,9 @@
 # # DNA-Prior in a MONAI pipeline, before a segmentation network
 #
 # `DNAPriorDenoised` is a dictionary transform: put it in a `Compose` right after loading, before intensity
-# scaling and the network. The fit is slow (seconds to minutes per image), so cache it: the transform is
-# deterministic and not random, so `CacheDataset` (memory) or `PersistentDataset` (disk) keep its output and
+# scaling and the network. Denoising takes seconds per image (minutes where a network is fitted: Rician noise), so
+# cache it: the transform is deterministic and not random, so `CacheDataset` (memory) or `PersistentDataset` (disk)
+# keep its output and
 # **the fit runs once per image**, not once per epoch. This tutorial shows that by counting the fits.
 #
 # The UNet below has **random weights**: its output is meaningless and only shows the wiring. Bring your own
