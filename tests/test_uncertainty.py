@@ -36,15 +36,14 @@ def test_map_is_higher_where_the_noise_is(noisy_half):
 
 
 def test_map_scale_follows_the_noise_level():
-    """Given the level (its estimate is not under test here), more noise, a larger map. On this smooth phantom the
+    """Given the noise (its estimate is not under test here), more noise, a larger map. On this smooth phantom the
     squared-bias term (inflated for real scans' detail) overestimates at low noise, so the growth is below linear."""
     means = []
     for sigma in (0.05, 0.1, 0.2):
         _, noisy = _noisy((64, 64), sigma)
         img = torch.from_numpy(noisy)
-        window = IntensityWindow.from_image(img)
-        level = sigma / (window.high - window.low)  # in units of the normalised image
-        result = denoise(img, noise_model="gaussian", noise_level=level, config=BLURRED)
+        white = torch.full(img.shape[1:], sigma**2)  # given: white noise of std sigma (the estimate is not under test)
+        result = denoise(img, noise_model="gaussian", noise_psd=white, config=BLURRED)
         means.append(float(result.uncertainty.mean()))
     assert means[0] < means[1] < means[2]
     assert 1.8 < means[2] / means[0] < 4.5
