@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_phantom
 
-from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, IntensityWindow, denoise
+from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, denoise
 from monai_dnaprior.engine import wiener_passes
 from monai_dnaprior.noise.models import NoiseModel
 from monai_dnaprior.uncertainty import observation_bias, refine_with_error, to_image_domain
