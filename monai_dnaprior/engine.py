@@ -189,7 +189,7 @@ def _denoise_group(
     field, target = estimate_noise_field(y, spatial_dims, chosen, noise_level, scaled_psd, slice_axis)
     model = field.model
     info.update(noise_level=model.level, coloured=not field.is_white, slice_levels=field.slice_scale is not None)
-    if model.level <= 0 and chosen != "poisson" or model.name == "poisson" and model.level <= 1e-6:
+    if model.level <= (1e-6 if model.name == "poisson" else 0.0):  # (the Poisson gain is kept at 1e-6 or above)
         _warn_no_noise(name, x, spatial_dims)
         tracker.advance(x.numel())
         info.update(iterations=0, volume_mode="none")
