@@ -1,15 +1,14 @@
 """An optional progress callback for long denoising calls, set for a block of code rather than passed through
 every layer: ``with reporting_progress(callback): transform(img)``. The engine calls ``callback(done, total)`` in
-work units (e.g. slices) where it supports progress; nothing happens where none is set."""
+voxels as the fit and the refinement go on; nothing happens where none is set."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["ProgressCallback", "active_progress", "progress_kwargs", "reporting_progress"]
+__all__ = ["ProgressCallback", "active_progress", "reporting_progress"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -29,15 +28,3 @@ def reporting_progress(callback: ProgressCallback | None) -> Iterator[None]:
 def active_progress() -> ProgressCallback | None:
     """The progress callback set by the innermost :func:`reporting_progress`, or None."""
     return _ACTIVE.get()
-
-
-def progress_kwargs(fn: Callable) -> dict:
-    """``{"progress": callback}`` when a callback is active and ``fn`` takes a ``progress`` argument, else ``{}``."""
-    callback = _ACTIVE.get()
-    if callback is None:
-        return {}
-    try:
-        takes = "progress" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        takes = False
-    return {"progress": callback} if takes else {}
