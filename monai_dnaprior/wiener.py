@@ -79,7 +79,8 @@ def collaborative_wiener(
 
     White noise gives every coefficient the variance ``sigma^2``; coloured noise (``spectrum``) gives each patch-DCT
     coefficient its own, ``sigma^2 b^T C b`` with ``C`` the noise covariance over the patch (as BM3D does for
-    correlated noise), and every coefficient of the group transform shares its patch coefficient's variance.
+    correlated noise), and each coefficient of the group transform the variance that follows from it and from the
+    noise the group's patches share where they lie within its correlation length (near or overlapping patches).
     Every group's estimate is weighted by ``1 / sum(gain^2 variance)`` (its residual noise: groups the pilot
     calls flat are trusted more), and the overlapping estimates are averaged voxel by voxel.
 
@@ -100,13 +101,21 @@ def collaborative_wiener(
     if spectrum is not None and not spectrum.is_white:
         variance = sigma**2 * spectrum.coefficient_variances(basis, patch)
     across = dct_matrix(groups.shape[1], noisy.device)
+    cross = None  # coloured noise: the group's patches share noise where they lie within its correlation
+    if spectrum is not None and not spectrum.is_white and groups.shape[1] > 1:
+        table, reach = spectrum.coefficient_cross_covariances(basis, patch)
+        cross = (sigma**2 * table.to(noisy.device), reach, float(variance.min()))
     numerator = torch.zeros(noisy.numel(), device=noisy.device)
     denominator = torch.zeros(noisy.numel(), device=noisy.device)
     error = torch.zeros(noisy.numel(), device=noisy.device) if return_variance else None
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
     chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
+    if cross is not None:
+        chunk = max(1, chunk // groups.shape[1])
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
+        if cross is not None:
+            variance = _group_variances(groups[a : a + chunk], across, *cross)
         coef = _group_transform(noisy_flat[index], basis, across)
         pilot_coef = _group_transform(pilot_flat[index], basis, across)
         energy = pilot_coef.square()
@@ -123,6 +132,19 @@ def collaborative_wiener(
     if error is None:
         return out
     return out, (error / denominator).view(shape)
+
+
+def _group_variances(
+    corners: torch.Tensor, across: torch.Tensor, table: torch.Tensor, reach: int, floor: float
+) -> torch.Tensor:
+    """Noise variance of every group coefficient ``(refs, group, coefficients)`` where the group's patches share
+    correlated noise: ``sum_km A_lk A_lm cov_i(p_k - p_m)``, ``table`` holding ``cov_i(delta)`` for ``|delta| <=
+    reach`` (zero beyond); at least ``floor``."""
+    delta = corners[:, :, None] - corners[:, None]  # (refs, group, group, ndim)
+    inside = (delta.abs() <= reach).all(-1)
+    index = tuple((delta.clamp(-reach, reach) + reach).unbind(-1))
+    shared = table[index] * inside[..., None]  # (refs, group, group, coefficients)
+    return torch.einsum("lk,lm,rkmi->rli", across, across, shared).clamp_min(floor)
 
 
 def _group_transform(groups: torch.Tensor, basis: torch.Tensor, across: torch.Tensor) -> torch.Tensor:

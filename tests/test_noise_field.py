@@ -225,3 +225,35 @@ def test_blurred_pilot_skips_the_fit():
     assert network.info["iterations"] == 3 and network.info["pilot"] == "network"
     with pytest.raises(ValueError, match="pilot"):
         denoise(noisy, config=replace(small_config(3), pilot="nope"))
+
+
+def test_group_coefficient_variances_count_the_noise_patches_share():
+    """Two patches ``delta`` apart share coloured noise: the table is ``b_i^T C(delta) b_i``, checked by brute force,
+    and a group of overlapping patches gets a larger variance at its group DC than independent patches would."""
+    from monai_dnaprior.wiener import _group_variances, _patch_basis, dct_matrix
+
+    basis = _patch_basis((4, 4), torch.device("cpu"))
+    spectrum = NoiseSpectrum(torch.outer(torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6]),
+                                         torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6])))
+    table, reach = spectrum.coefficient_cross_covariances(basis, (4, 4))
+    assert table.shape == (2 * reach + 1, 2 * reach + 1, 16) and reach == 5
+    floor = 0.01  # coefficient_variances keeps every variance at 1 % of the noise's or above
+    torch.testing.assert_close(table[reach, reach].clamp_min(floor), spectrum.coefficient_variances(basis, (4, 4)),
+                               atol=1e-5, rtol=0)
+    c = spectrum.correlation.double()
+    coords = [(i, j) for i in range(4) for j in range(4)]
+    for delta in [(1, 2), (-3, 0), (4, -1)]:
+        cov = torch.zeros(16, 16, dtype=torch.float64)
+        for a, (i, j) in enumerate(coords):
+            for b, (k, m) in enumerate(coords):
+                di, dj = delta[0] + k - i, delta[1] + m - j
+                if abs(di) <= 2 and abs(dj) <= 2:
+                    cov[a, b] = c[di + 2, dj + 2]
+        expected = ((basis.double() @ cov) * basis.double()).sum(1)
+        torch.testing.assert_close(table[reach + delta[0], reach + delta[1]].double(), expected, atol=1e-5, rtol=0)
+    across = dct_matrix(2)
+    near = _group_variances(torch.tensor([[[0, 0], [0, 1]]]), across, table, reach, floor)
+    far = _group_variances(torch.tensor([[[0, 0], [0, 9]]]), across, table, reach, floor)
+    assert float(near[0, 0, 0]) > 1.5 * float(far[0, 0, 0])  # overlapping patches: their mean keeps more noise
+    torch.testing.assert_close(far[0, 0], far[0, 1])  # independent patches: as the patch variances
+    torch.testing.assert_close(far[0, 0], table[reach, reach].clamp_min(floor))

@@ -111,6 +111,20 @@ def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size
     return local > torch.quantile(flat, share)
 
 
+def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> torch.Tensor:
+    """Voxels whose neighbourhood (``size`` blocks a side) carries at least half the image's finest-scale noise: a
+    noise-free region's flat patches say nothing of the noise's spectrum."""
+    detail, _, _ = haar_blocks(x, spatial_dims)
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    kernel = [min(size, n - 1 + n % 2) for n in detail.shape[-spatial_dims:]]
+    local = pool(detail.abs()[None], kernel, 1, [k // 2 for k in kernel], count_include_pad=False)[0]
+    carries = local >= 0.5 * detail.abs().median()
+    for dim in range(-spatial_dims, 0):  # back to voxels; an odd last row or column keeps its neighbour's
+        carries = carries.repeat_interleave(2, dim)
+    pad = [q for s, c in zip(reversed(x.shape[-spatial_dims:]), reversed(carries.shape[-spatial_dims:])) for q in (0, s - c)]
+    return torch.nn.functional.pad(carries[None].float(), pad, mode="replicate")[0].bool()
+
+
 def estimate_noise_field(
     y: torch.Tensor,
     spatial_dims: int,
@@ -146,12 +160,17 @@ def estimate_noise_field(
     if model.name in ("poisson", "speckle"):
         spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
-    where = _above_darkest(target, spatial_dims)  # a magnitude's dark background is Rayleigh, not Gaussian
+    noisy = _where_the_noise_is(target, spatial_dims)
+    where = noisy & _above_darkest(target, spatial_dims)  # a magnitude's dark background is Rayleigh, not Gaussian
     if model.name == "rician":  # Rician is Gaussian only where the signal is well above the noise
         where &= target > 3 * model.level
     spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=where)
-    if variance == 0:  # too few patches there: all of the image
-        spectrum, variance = estimate_noise_spectrum(target, spatial_dims)
+    if variance == 0:  # too few patches there: wherever the noise is
+        spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=noisy)
+    if not spectrum.is_white and variance < 0.5 * model.level**2:
+        # the flattest patches hold less than the finest scale's noise alone: they are not where the noise is
+        # (noise that varies across the image, or a noise-free region), so they say nothing of its spectrum
+        spectrum = NoiseSpectrum.white(spatial_dims)
     if not spectrum.is_white and level is None:
         model = NoiseModel(model.name, math.sqrt(variance))
     return NoiseField(model, spectrum, scale, slice_axis, level is None), target

@@ -90,6 +90,31 @@ class NoiseSpectrum:
         return ((b @ cov) * b).sum(1).clamp_min(_PSD_FLOOR).to(basis.dtype)
 
 
+    def coefficient_cross_covariances(self, basis: torch.Tensor, patch: Sequence[int]) -> tuple[torch.Tensor, int]:
+        """Relative covariance of coefficient ``i`` (a row of ``basis``) between two patches ``delta`` apart, for
+        every ``delta`` where it is not zero: ``(2 D + 1,)*d + (coefficients,)`` centred on ``delta = 0``, and ``D``.
+        Its value at ``delta = 0`` is :meth:`coefficient_variances`."""
+        d = self.spatial_dims
+        b = basis.to(torch.float64).reshape(-1, *patch)
+        conv = torch.nn.functional.conv2d if d == 2 else torch.nn.functional.conv3d
+        lags = [2 * p - 1 for p in patch]  # each basis function's autocorrelation over lags -(p-1)..(p-1)
+        auto = torch.zeros(b.shape[0], *lags, dtype=torch.float64)
+        for shift in itertools.product(*[range(-(p - 1), p) for p in patch]):
+            src = tuple(slice(max(0, -t), p - max(0, t)) for t, p in zip(shift, patch))
+            dst = tuple(slice(max(0, t), p - max(0, -t)) for t, p in zip(shift, patch))
+            value = (b[(slice(None),) + src] * b[(slice(None),) + dst]).flatten(1).sum(1)
+            auto[(slice(None),) + tuple(t + p - 1 for t, p in zip(shift, patch))] = value
+        c = self.correlation.to(torch.float64)
+        reach = max(max(patch) - 1 + n // 2 for n in c.shape)
+        pads = [q for n in reversed(c.shape) for q in (reach + max(patch) - 1 - n // 2,) * 2]
+        padded = torch.nn.functional.pad(c[None, None], pads)
+        out = conv(padded, auto[:, None])  # out[delta] = sum_tau c(delta + tau) auto_i(tau)
+        centre = [(s - 1) // 2 for s in out.shape[2:]]
+        window = tuple(slice(m - reach, m + reach + 1) for m in centre)
+        table = out[(0, slice(None)) + window]
+        return table.movedim(0, -1).to(basis.dtype), reach
+
+
 def spectrum_from_psd(psd: torch.Tensor, max_lag: int = 6) -> tuple[NoiseSpectrum, float]:
     """The :class:`NoiseSpectrum` and the variance of noise with power spectrum ``psd`` (orthonormal FFT convention,
     ``E|fftn(n, norm="ortho")|^2``, unshifted; its mean is the variance)."""
