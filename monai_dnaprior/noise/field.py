@@ -114,6 +114,8 @@ def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size
 def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> torch.Tensor:
     """Voxels whose neighbourhood (``size`` blocks a side) carries at least half the image's finest-scale noise: a
     noise-free region's flat patches say nothing of the noise's spectrum."""
+    if any(n < 2 for n in x.shape[-spatial_dims:]):
+        return torch.ones_like(x, dtype=torch.bool)
     detail, _, _ = haar_blocks(x, spatial_dims)
     pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
     kernel = [min(size, n - 1 + n % 2) for n in detail.shape[-spatial_dims:]]
