@@ -202,7 +202,7 @@ def _denoise_group(
     fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
-    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale, error=True)
+    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
     tracker.advance(target.numel() - target.numel() // 2)  # the refinement: the other half of the work
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
         spread = (error + observation_bias(model, fitted, refined)).clamp_min(0).sqrt()
@@ -318,32 +318,26 @@ def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
 
 
 def _refine(
-    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor,
-    error: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
-    """Wiener refinement of the observation with the fit's expected observation as the first pilot.
+    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Wiener refinement of the observation with the fit's expected observation as the first pilot, and the
+    result's expected squared error per voxel (None without refinement; see :mod:`monai_dnaprior.uncertainty`).
 
     The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
     observation is the fit plus noise (all models but Rician) this is simply the filtered observation. The filter
     runs with ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and
     the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
     lower end is not. Coloured noise gives every patch coefficient its own noise variance.
-
-    With ``error`` it also returns the result's expected squared error per voxel (None without refinement; see
-    :mod:`monai_dnaprior.uncertainty`).
     """
     passes = wiener_passes(config, target.ndim - 1)
     if not passes:
-        return (fitted, None) if error else fitted
+        return fitted, None
     model = field.model
     expected = model.observe(fitted)
     spectrum = None if field.is_white else field.spectrum
-    if error:
-        refined, variance = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
-                                          spectrum, return_variance=True)
-        return fitted + (refined[0] + origin - expected), variance[0]
-    refined = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes, spectrum)
-    return fitted + (refined[0] + origin - expected)
+    refined, variance = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
+                                      spectrum, return_variance=True)
+    return fitted + (refined[0] + origin - expected), variance[0]
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:

@@ -22,23 +22,11 @@ than the error, so a 2 % error in the estimated noise level moved it by 30 % (an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from monai_dnaprior.noise.models import NoiseModel
-from monai_dnaprior.noise.spectrum import NoiseSpectrum
-from monai_dnaprior.wiener import WienerPass, wiener_refine
 
-__all__ = ["observation_bias", "refine_with_error", "to_image_domain"]
-
-
-def refine_with_error(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, passes: Sequence[WienerPass],
-    spectrum: NoiseSpectrum | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`wiener_refine` that also returns the expected squared error of its result per voxel, same shape."""
-    return wiener_refine(noisy, pilot, sigma, passes, spectrum, return_variance=True)
+__all__ = ["observation_bias", "to_image_domain"]
 
 
 def to_image_domain(model: NoiseModel, refined: torch.Tensor, std: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ from conftest import make_phantom
 from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, denoise
 from monai_dnaprior.engine import wiener_passes
 from monai_dnaprior.noise.models import NoiseModel
-from monai_dnaprior.uncertainty import observation_bias, refine_with_error, to_image_domain
+from monai_dnaprior.uncertainty import observation_bias, to_image_domain
 from monai_dnaprior.wiener import wiener_refine
 
 BLURRED = FitConfig(pilot="blurred", wiener_passes=2)  # no network fit: fast
@@ -85,7 +85,7 @@ def test_wiener_refine_variance_is_optional():
     pilot = torch.nn.functional.avg_pool2d(y, 3, 1, 1)
     passes = wiener_passes(BLURRED)
     plain = wiener_refine(y, pilot, 0.1, passes)
-    image, variance = refine_with_error(y, pilot, 0.1, passes)
+    image, variance = wiener_refine(y, pilot, 0.1, passes, return_variance=True)
     assert isinstance(plain, torch.Tensor)
     torch.testing.assert_close(image, plain)
     assert variance.shape == plain.shape and bool((variance >= 0).all())
