@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior.devices import resolve_device, with_cpu_threads
 from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
@@ -27,7 +26,7 @@ from monai_dnaprior.noise import (
     get_noise_model,
     haar_blocks,
 )
-from monai_dnaprior.uncertainty import observation_bias, to_image_domain
+from monai_dnaprior.uncertainty import clean_error, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
@@ -199,18 +198,25 @@ def _denoise_group(
     if mode == "volume" and not _volume_fits(target.shape, config, x.device):
         warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
         mode = "slices"
-    fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
+    if config.pilot == "network" and not _uses_network(config, field):
+        warnings.warn(f"DNA-Prior{_named(name)}: pilot='network' changes only a Rician result (the fit corrects the "
+                      f"magnitude's bias); this image's noise is {model.name}, so no network is fitted.", stacklevel=3)
+    if _uses_network(config, field):
+        fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
+    else:
+        fitted, spread, iterations = None, torch.zeros_like(target), 0
+        tracker.advance(target.numel() // 2)
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
-    refined, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
+    refined, mean, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
     tracker.advance(target.numel() - target.numel() // 2)  # the refinement: the other half of the work
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
-        spread = (error + observation_bias(model, fitted, refined)).clamp_min(0).sqrt()
+        spread = clean_error(model, mean, refined, error, fitted is not None)
     if scale is not None:
         refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))
     uncertainty = to_image_domain(model, refined, spread, y) * (window.high - window.low)
-    info.update(iterations=iterations, volume_mode=mode, pilot="network" if _uses_network(config, field) else "blurred")
+    info.update(iterations=iterations, volume_mode=mode, pilot="network" if fitted is not None else "thresholded")
     return restored, uncertainty, info
 
 
@@ -249,19 +255,19 @@ def _fit_with_fallback(
         return fitted.to(target.device), spread.to(target.device), iterations
 
 
-NETWORK_PILOT_MODELS = ("rician",)  # where the network fit measurably beats a blurred pilot (``pilot="auto"``)
-PILOTS = ("auto", "network", "blurred")
+NETWORK_PILOT_MODELS = ("rician",)  # models whose result the network's fit changes: it corrects the observation's bias
+PILOTS = ("auto", "thresholded", "network")
 
 
 def _uses_network(config: FitConfig, field: NoiseField) -> bool:
-    """Whether the first pilot is the network's fit (else the blurred observation). ``"auto"``: the fit for Rician
-    noise, where its exact likelihood corrects the magnitude bias (+0.1 to +5 dB in the benchmarks); every other
-    noise takes the blurred pilot, where the fit added -0.1 to +0.3 dB (white: mean +0.02; coloured, with the
-    whitened fidelity: mean +0.07) for 5-20x the time."""
+    """Whether the network is fitted: where asked (``pilot="network"``) and the observation's mean is not the clean
+    image (Rician: the fit's exact likelihood corrects the bias), or where nothing else denoises (``wiener_patch``
+    0). ``"auto"`` fits none: against the model's own inverse of the mean the fit added +0.07 dB on the Rician
+    mean for 3-20x the time, and nothing elsewhere (``benchmarks/results``)."""
     check_choice("pilot", config.pilot, PILOTS)
-    if config.pilot == "auto":
-        return field.model.name in NETWORK_PILOT_MODELS
-    return config.pilot == "network"
+    if config.wiener_patch <= 0:
+        return True
+    return config.pilot == "network" and field.model.name in NETWORK_PILOT_MODELS
 
 
 def _whitening(field: NoiseField, shape: Sequence[int], device: torch.device, axis: int | None = None):
@@ -278,10 +284,6 @@ def _fit(
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Returns the fitted image and its output std, both ``(C, *spatial)`` in the fit domain, and the iterations."""
     model = field.model
-    if not _uses_network(config, field):
-        tracker.advance(target.numel() // 2)
-        blurred = GaussianFilter(target.ndim - 1, config.code_blur).to(target.device)(target[None])[0]
-        return blurred, torch.zeros_like(target), 0
     if mode != "slices":
         psd = _whitening(field, target.shape[1:], target.device)
         result = fit_prior(target[None], model, config, seed, noise_psd=psd)
@@ -302,42 +304,47 @@ def _fit(
     return fitted, spread, iterations
 
 
-def wiener_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
-    """The refinement's passes: one local DCT pass, then ``config.wiener_passes`` block-matching passes; square
-    patches in 2D, cubes searched across slices in 3D."""
+def refinement_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
+    """The refinement: a hard-thresholding pass that makes the first pilot (BM3D's first stage), then
+    ``config.wiener_passes`` block-matching Wiener passes; square patches in 2D, cubes searched across slices in 3D.
+    None where ``wiener_patch`` is 0."""
     if config.wiener_patch <= 0:
         return []
     if spatial_dims == 2:
-        patch, radius, depth, depth_radius = config.wiener_patch, config.match_radius, 1, 0
+        patch, depth, depth_radius = config.wiener_patch, 1, 0
+        radius, threshold_radius = config.match_radius, config.threshold_radius
     else:
-        patch, radius = config.volume_patch, config.volume_radius
-        depth, depth_radius = config.volume_patch, config.volume_depth_radius
-    local = WienerPass(patch, group=1, step=config.wiener_stride, depth=depth)
-    matched = WienerPass(patch, config.match_group, radius, config.match_step, depth, depth_radius)
-    return [local] + [matched] * config.wiener_passes
+        patch, depth, depth_radius = config.volume_patch, config.volume_patch, config.volume_depth_radius
+        radius = threshold_radius = config.volume_radius
+    shape = dict(patch=patch, group=config.match_group, step=config.match_step, depth=depth, depth_radius=depth_radius)
+    thresholded = WienerPass(radius=threshold_radius, threshold=config.threshold, **shape)
+    return [thresholded] + [WienerPass(radius=radius, **shape)] * config.wiener_passes
 
 
 def _refine(
-    target: torch.Tensor, fitted: torch.Tensor, field: NoiseField, config: FitConfig, origin: float | torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Wiener refinement of the observation with the fit's expected observation as the first pilot, and the
-    result's expected squared error per voxel (None without refinement; see :mod:`monai_dnaprior.uncertainty`).
+    target: torch.Tensor, fitted: torch.Tensor | None, field: NoiseField, config: FitConfig,
+    origin: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The refinement of the observation: the clean estimate, the estimated observation mean it came from, and the
+    latter's expected squared error per voxel (both None without refinement; see :mod:`monai_dnaprior.uncertainty`).
 
-    The filtered observation minus the expected one is the detail the fit missed; it is added to the fit. Where the
-    observation is the fit plus noise (all models but Rician) this is simply the filtered observation. The filter
-    runs with ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and
-    the input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's
-    lower end is not. Coloured noise gives every patch coefficient its own noise variance.
+    The passes estimate the observation's mean ``m``; it is mapped to the clean image by the fit's own step where
+    there is a fit (``fitted + m - observe(fitted)``: the fit knows the bias of its expected observation), else by
+    inverting the model's mean (Rician; every other model's mean is the clean image). The filter runs with
+    ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and the
+    input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's lower
+    end is not. Coloured noise gives every patch coefficient its own noise variance.
     """
-    passes = wiener_passes(config, target.ndim - 1)
+    passes = refinement_passes(config, target.ndim - 1)
     if not passes:
-        return fitted, None
+        return fitted, None, None
     model = field.model
-    expected = model.observe(fitted)
     spectrum = None if field.is_white else field.spectrum
-    refined, variance = wiener_refine(target[None] - origin, expected[None] - origin, model.fit_sigma, passes,
-                                      spectrum, return_variance=True)
-    return fitted + (refined[0] + origin - expected), variance[0]
+    shifted = target[None] - origin
+    mean, variance = wiener_refine(shifted, shifted, model.fit_sigma, passes, spectrum, return_variance=True)
+    mean = mean[0] + origin
+    clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
+    return clean, mean, variance[0]
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:

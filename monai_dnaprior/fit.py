@@ -45,19 +45,22 @@ class FitConfig:
             random code of the original Deep Image Prior.
         min_change: the fit is done when its average moves less than this share of the noise sigma (RMS)
             over 50 iterations.
-        wiener_patch: square patch side of the Wiener refinement of 2D images; 0 disables the refinement (2D and 3D).
-        wiener_stride: step between the patches of its first, local DCT pass (every patch filtered on its own).
-        wiener_passes: block-matching (collaborative) Wiener passes after the local one, each with the last
-            result as its pilot.
+        wiener_patch: square patch side of the refinement of 2D images; 0 disables the refinement (2D and 3D),
+            and the network's fit is then the result.
+        wiener_passes: block-matching (collaborative) Wiener passes after the thresholding pass, each with the last
+            result as its pilot. More than one reads the signal lower each time (measured: one is best).
+        threshold: the hard-thresholding pass that makes the refinement's first pilot zeroes every coefficient
+            below this many noise stds (BM3D's 2.7).
+        threshold_radius: its search radius in 2D, in pixels (3D: ``volume_radius``).
         match_group: patches per block-matching group.
         match_radius: search radius of the block matching in 2D, in pixels.
         match_step: step between the block matching's reference patches (in-plane).
         volume_patch: cube side of the refinement's patches in 3D.
         volume_radius: in-plane search radius of the block matching in 3D.
         volume_depth_radius: search radius along the last axis in 3D.
-        pilot: the refinement's first pilot: ``"network"`` (the fit), ``"blurred"`` (the observation blurred by
-            ``code_blur``, no fit: seconds instead of minutes, where the fit adds nothing measurable) or
-            ``"auto"`` (the network where the measurements show it earns its time: Rician noise).
+        pilot: ``"network"`` fits the network where it changes the result (Rician: its fit corrects the
+            magnitude's bias, in place of inverting the Rician mean); ``"thresholded"`` and ``"auto"`` (the
+            measured best) fit none: the hard-thresholded observation is the refinement's only pilot.
     """
 
     max_iters: int = 150
@@ -78,10 +81,11 @@ class FitConfig:
     code_blur: float = 2.0
     min_change: float = 0.02
     wiener_patch: int = 8
-    wiener_stride: int = 1
-    wiener_passes: int = 4
+    wiener_passes: int = 1
     match_group: int = 16
     match_radius: int = 8
+    threshold: float = 2.7
+    threshold_radius: int = 19
     match_step: int = 3
     volume_patch: int = 4
     volume_radius: int = 5

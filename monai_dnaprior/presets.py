@@ -10,9 +10,9 @@ from monai_dnaprior.validation import check_choice
 __all__ = ["PRESETS", "preset_config"]
 
 PRESETS: dict[str, FitConfig] = {
-    "fast": FitConfig(max_iters=60, min_iters=40, wiener_passes=3),
+    "fast": FitConfig(max_iters=60, min_iters=40, threshold_radius=8),
     "default": FitConfig(),
-    "quality": FitConfig(max_iters=400, min_iters=200, channels=(32, 32, 64, 64), wiener_passes=5, match_step=2),
+    "quality": FitConfig(max_iters=400, min_iters=200, channels=(32, 32, 64, 64), match_step=2),
 }
 
 

@@ -22,12 +22,13 @@ __all__ = ["DNAPriorDenoise", "DNAPriorDenoised", "DNAPriorDenoiseD", "DNAPriorD
 
 
 class DNAPriorDenoise(Transform):
-    """Denoise a channel-first image by fitting an untrained network to it (DNA-Prior, a Deep Image Prior
-    with a Fourier-domain fidelity and a total-variation regulariser), then refining the observation with
-    block-matching Wiener passes that take the fit as their first pilot. No training data, no weights.
+    """Denoise a channel-first image with no training data and no weights: the noise field estimated from the
+    image, a collaborative hard-thresholding pass for the first pilot, block-matching Wiener passes, and for Rician
+    noise with ``pilot="network"`` an untrained network fitted to the image (DNA-Prior, a Deep Image Prior with a
+    whitened Fourier-domain fidelity and a total-variation regulariser) that corrects the magnitude's bias.
 
     Deterministic for a given ``seed`` and device, and not randomizable, so ``CacheDataset`` caches the result
-    and the (slow) fit runs once per image. Numpy in gives numpy out, a ``MetaTensor`` keeps its metadata,
+    and the work runs once per image. Numpy in gives numpy out, a ``MetaTensor`` keeps its metadata,
     integer images come back rounded and clipped to their dtype's range. The input is never modified.
 
     Args:
@@ -39,8 +40,8 @@ class DNAPriorDenoise(Transform):
         noise_psd: the noise power spectrum where it is known (additive noise): ``E|fftn(noise, norm="ortho")|^2``
             over the spatial axes, unshifted, in the image's intensity units (its mean is the noise variance);
             estimated from the image when None.
-        pilot: the refinement's first pilot: ``"network"`` (the fit), ``"blurred"`` (no fit) or ``"auto"``
-            (the fit only for the noise models where it measurably helps); None keeps the preset's.
+        pilot: ``"network"`` (fit the network where it changes the result: Rician), ``"thresholded"`` or
+            ``"auto"`` (no network: the measured best); None keeps the preset's.
         preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size, iteration budget and refinement passes.
         max_iters: cap on iterations (the automatic stop can end the fit earlier); None keeps the preset's.
         seed: seed of the network, its input code and perturbations.

@@ -1,7 +1,7 @@
 """The per-voxel uncertainty map: the expected error of the returned image, in its intensity units.
 
-The returned image is the last collaborative Wiener pass's output. Given its pilot that pass is linear in the
-observation, so its error per voxel is known in closed form up to the clean signal
+The returned image is the last collaborative Wiener pass's output (its estimate of the observation's mean, mapped
+to the clean image). Given its pilot that pass is linear in the observation, so its error per voxel is known in closed form up to the clean signal
 (:func:`monai_dnaprior.wiener.collaborative_wiener` with ``return_variance``):
 
 - the residual noise variance ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i`` (exact for a pilot independent of the
@@ -11,8 +11,8 @@ observation, so its error per voxel is known in closed form up to the clean sign
   and reads the signal low);
 
 averaged over the overlapping groups with the image's own weights (``sum w e / sum w``, overlaps treated as fully
-correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). Rician adds the bias of the
-engine's linear step back from the observation's mean (:func:`observation_bias`). The fit-domain error std is
+correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). Rician maps it through the
+inverse of its mean, or through a fit's linear step plus the bias that step leaves (:func:`clean_error`). The fit-domain error std is
 mapped to the image's intensities through the noise model's inverse by its local slope (delta method) and the
 per-slice levels.
 
@@ -26,7 +26,7 @@ import torch
 
 from monai_dnaprior.noise.models import NoiseModel
 
-__all__ = ["observation_bias", "to_image_domain"]
+__all__ = ["clean_error", "observation_bias", "to_image_domain"]
 
 
 def to_image_domain(model: NoiseModel, refined: torch.Tensor, std: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -42,19 +42,27 @@ def to_image_domain(model: NoiseModel, refined: torch.Tensor, std: torch.Tensor,
     return (((both[1] - both[0]).abs() / 2) * (std64 / step)).to(std.dtype)
 
 
-def observation_bias(model: NoiseModel, fitted: torch.Tensor, refined: torch.Tensor, steps: int = 40) -> torch.Tensor:
-    """Squared fit-domain bias of the refinement where the observation's mean is not the clean image (Rician), else 0.
+def clean_error(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor, error: torch.Tensor, by_fit: bool,
+                min_slope: float = 0.1) -> torch.Tensor:
+    """Fit-domain error std of the clean estimate ``clean`` made from the estimated observation mean ``mean``, whose
+    expected squared error is ``error``.
 
-    The refinement estimates the observation's mean, ``m = refined - fitted + observe(fitted)``, and maps it back by
-    one linear step from the fit (``refined``); the exact estimate is ``observe^-1(m)``. Near the noise floor the
-    mean's slope falls to 0 and the two part: their squared disagreement is the bias the linear step leaves.
+    Where the mean is the clean image (all models but Rician) that is ``sqrt(error)``. A Rician mean inverted
+    exactly scales the error by the mean's slope (delta method; the slope floored at ``min_slope``: at the noise
+    floor every mean below the Rayleigh's maps to 0); mapped back by the fit's linear step (``by_fit``) it adds the
+    bias that step leaves (:func:`observation_bias`).
     """
     if model.name != "rician":
-        return torch.zeros_like(refined)
-    mean = refined - fitted + model.observe(fitted)
-    low, high = torch.zeros_like(mean), mean.abs() + 1.0
-    for _ in range(steps):  # rician_mean is increasing in |x|: bisection
-        mid = (low + high) / 2
-        below = model.observe(mid) < mean
-        low, high = torch.where(below, mid, low), torch.where(below, high, mid)
-    return (refined.abs() - (low + high) / 2).square()
+        return error.clamp_min(0).sqrt()
+    if by_fit:
+        return (error + observation_bias(model, mean, clean)).clamp_min(0).sqrt()
+    return error.clamp_min(0).sqrt() / model.observe_slope(clean).clamp_min(min_slope)
+
+
+def observation_bias(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """Squared fit-domain bias of ``clean``, the observation mean ``mean`` mapped back by one linear step from a fit,
+    against the exact ``unobserve(mean)`` (Rician; 0 for the other models). Near the noise floor the mean's slope
+    falls to 0 and the two part: their squared disagreement is the bias the linear step leaves."""
+    if model.name != "rician":
+        return torch.zeros_like(clean)
+    return (clean.abs() - model.unobserve(mean)).square()

@@ -1,11 +1,13 @@
-"""Empirical Wiener refinement of the observation with the fitted prior as the pilot: local and collaborative.
+"""Collaborative filtering of the observation: a hard-thresholding pass and empirical Wiener passes.
 
-The prior's fit is smooth but loses some fine detail; the noisy image has all the detail and all the noise.
 Shrinking each transform coefficient of the noisy image by ``|pilot|^2 / (|pilot|^2 + sigma^2)`` keeps what the
 pilot says is signal and drops what it says is noise. The transform is a patch's DCT (``group=1``: a local DCT
 Wiener filter) or, for a group of similar patches found by block matching on the pilot, the patches' DCT followed
 by a DCT across the group (collaborative filtering, the second stage of BM3D/BM4D). Each pass's result is the next
-pass's pilot.
+pass's pilot. The first pilot is best made by a hard-thresholding pass (``threshold``, BM3D's first stage): groups
+matched on the noisy image itself, every coefficient below ``threshold`` times its noise std zeroed. It keeps the
+strong detail that a smooth pilot (a blurred image, a network's fit) loses for good, so one Wiener pass after it
+beats several after a smooth pilot: each Wiener pass's result reads the signal low, and the next shrinks more.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ def _patch_basis(patch: Sequence[int], device: torch.device) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class WienerPass:
-    """One Wiener pass: patch side, and for block matching the search radius, reference step and group size.
+    """One pass: patch side, and for block matching the search radius, reference step and group size.
 
-    ``group=1`` filters every patch on its own (a local DCT Wiener filter, no search). In 3D, ``depth`` is the
-    patch size along the last axis (1: flat patches; ``patch``: cubes), ``depth_radius`` the search radius along
-    it, and the references step through every slice.
+    ``group=1`` filters every patch on its own (a local DCT filter, no search). In 3D, ``depth`` is the patch size
+    along the last axis (1: flat patches; ``patch``: cubes), ``depth_radius`` the search radius along it, and the
+    references step through every slice. ``threshold > 0`` makes it a hard-thresholding pass (no pilot: groups
+    matched on the noisy image, coefficients below ``threshold`` times their noise std zeroed); else a Wiener pass.
     """
 
     patch: int = 8
@@ -62,6 +65,7 @@ class WienerPass:
     step: int = 1
     depth: int = 1
     depth_radius: int = 1
+    threshold: float = 0.0
 
     def shapes(self, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Patch shape, search radius and reference step per axis."""
@@ -75,14 +79,16 @@ def collaborative_wiener(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None = None,
     return_variance: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """One Wiener pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``.
+    """One pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``: Wiener
+    with ``pilot``, or hard thresholding where ``spec.threshold`` is set (``pilot`` unused).
 
     White noise gives every coefficient the variance ``sigma^2``; coloured noise (``spectrum``) gives each patch-DCT
     coefficient its own, ``sigma^2 b^T C b`` with ``C`` the noise covariance over the patch (as BM3D does for
     correlated noise), and each coefficient of the group transform the variance that follows from it and from the
     noise the group's patches share where they lie within its correlation length (near or overlapping patches).
     Every group's estimate is weighted by ``1 / sum(gain^2 variance)`` (its residual noise: groups the pilot
-    calls flat are trusted more), and the overlapping estimates are averaged voxel by voxel.
+    calls flat are trusted more; hard thresholding: the noise of the coefficients kept), and the overlapping
+    estimates are averaged voxel by voxel. The group's mean (its first coefficient) is never thresholded.
 
     With ``return_variance`` it also returns the expected squared error of the estimate per voxel: the filter is
     linear given the pilot, so a group estimate's voxel ``j`` of patch ``k`` carries the residual noise variance
@@ -95,7 +101,8 @@ def collaborative_wiener(
     shape = noisy.shape
     patch, radius, step = spec.shapes(noisy.ndim)
     patch = tuple(min(p, s) for p, s in zip(patch, shape))
-    groups = match_blocks(pilot, patch, radius, step, spec.group)
+    hard = spec.threshold > 0
+    groups = match_blocks(noisy if hard else pilot, patch, radius, step, spec.group)
     basis = _patch_basis(patch, noisy.device)
     variance = torch.full((basis.shape[0],), sigma**2, device=noisy.device)
     if spectrum is not None and not spectrum.is_white:
@@ -117,9 +124,14 @@ def collaborative_wiener(
         if cross is not None:
             variance = _group_variances(groups[a : a + chunk], across, *cross)
         coef = _group_transform(noisy_flat[index], basis, across)
-        pilot_coef = _group_transform(pilot_flat[index], basis, across)
-        energy = pilot_coef.square()
-        gain = energy / (energy + variance)
+        if hard:
+            pilot_coef = coef
+            gain = (coef.square() > spec.threshold**2 * variance).to(coef)
+            gain[:, 0, 0] = 1.0
+        else:
+            pilot_coef = _group_transform(pilot_flat[index], basis, across)
+            energy = pilot_coef.square()
+            gain = energy / (energy + variance)
         estimate = _inverse_group_transform(gain * coef, basis, across)
         weight = (1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
         numerator.index_add_(0, index.flatten(), (estimate * weight).flatten())

@@ -47,7 +47,9 @@ def psnr(x, clean, data_range: float = 1.0) -> float:
 
 
 def small_config(iters: int = 60, **overrides) -> FitConfig:
-    """A two-level network that runs exactly ``iters`` iterations (no automatic stop before) as the first pilot."""
-    settings = {"max_iters": iters, "min_iters": iters, "patience": iters, "channels": (8, 16), "pilot": "network"}
+    """A two-level network that runs exactly ``iters`` iterations (no automatic stop before) and, with no
+    refinement after it, makes the result: the fit under test whatever the noise model."""
+    settings = {"max_iters": iters, "min_iters": iters, "patience": iters, "channels": (8, 16), "pilot": "network",
+                "wiener_patch": 0}
     settings.update(overrides)
     return FitConfig(**settings)

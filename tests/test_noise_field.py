@@ -4,6 +4,7 @@ real-scan shapes that used to be silent no-ops (a depth-1 slice, a zeroed backgr
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -146,9 +147,9 @@ def test_auto_detects_the_noise_model():
 
 def test_auto_denoises_coloured_noise_with_the_whitened_fit():
     noisy = _phantom((96, 96)) + _coloured_noise((1, 96, 96), 0.06, seed=8)
-    result = denoise(noisy, "auto", config=small_config(3, pilot="auto"))
+    result = denoise(noisy, "auto", config=small_config(3, pilot="auto", wiener_patch=8))
     assert result.info["noise_model"] == "gaussian" and result.info["coloured"]
-    assert result.info["pilot"] == "blurred" and result.info["iterations"] == 0  # the fit adds too little here
+    assert result.info["pilot"] == "thresholded" and result.info["iterations"] == 0  # the fit adds too little here
     seen = {}
     original = fit_module.SpectralFidelity
 
@@ -158,7 +159,7 @@ def test_auto_denoises_coloured_noise_with_the_whitened_fit():
 
     fit_module.SpectralFidelity = spy
     try:
-        result = denoise(noisy, "auto", config=small_config(3))  # the network pilot: the fit is whitened
+        result = denoise(noisy, "auto", config=small_config(3))  # the fit alone: it is whitened
     finally:
         fit_module.SpectralFidelity = original
     assert result.info["pilot"] == "network" and result.info["iterations"] == 3
@@ -189,7 +190,7 @@ def test_depth_one_slice_is_denoised_like_its_2d_squeeze():
 def test_zeroed_background_is_denoised_not_returned():
     noisy = _phantom((64, 64)) + 0.5 + 0.05 * torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(11))
     noisy[:, :, :40] = 0.0  # 62 % exact zeros
-    result = denoise(noisy, config=small_config(3))
+    result = denoise(noisy, config=small_config(3, wiener_patch=8, pilot="thresholded"))
     assert result.info["noise_level"] > 0
     assert float((result.image - noisy).abs().max()) > 0.02
     assert bool((result.image[:, :, :30].abs() < 1e-3).all())  # the mask stays a mask
@@ -215,16 +216,20 @@ def test_channels_beyond_the_code_are_denoised_in_groups():
     assert result.image.shape == (10, 24, 24) and len(result.info["groups"]) == 3
 
 
-def test_blurred_pilot_skips_the_fit():
+def test_the_network_is_fitted_only_where_it_changes_the_result():
     noisy = _phantom((32, 32)) + 0.05 * torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(13))
-    from dataclasses import replace
-
-    blurred = denoise(noisy, "gaussian", config=replace(small_config(3), pilot="blurred"))
-    network = denoise(noisy, "gaussian", config=replace(small_config(3), pilot="network"))
-    assert blurred.info["iterations"] == 0 and blurred.info["pilot"] == "blurred"
-    assert network.info["iterations"] == 3 and network.info["pilot"] == "network"
+    refined = small_config(3, wiener_patch=8)
+    thresholded = denoise(noisy, "gaussian", config=replace(refined, pilot="thresholded"))
+    assert thresholded.info["iterations"] == 0 and thresholded.info["pilot"] == "thresholded"
+    with pytest.warns(UserWarning, match="changes only a Rician result"):
+        gaussian = denoise(noisy, "gaussian", config=refined, name="scan.nii")
+    assert gaussian.info["iterations"] == 0 and torch.equal(gaussian.image, thresholded.image)
+    rician = denoise(noisy.abs(), "rician", config=refined)
+    assert rician.info["iterations"] == 3 and rician.info["pilot"] == "network"
+    fit_alone = denoise(noisy, "gaussian", config=small_config(3))  # no refinement: the fit is the result
+    assert fit_alone.info["iterations"] == 3 and fit_alone.info["pilot"] == "network"
     with pytest.raises(ValueError, match="pilot"):
-        denoise(noisy, config=replace(small_config(3), pilot="nope"))
+        denoise(noisy, config=replace(refined, pilot="nope"))
 
 
 def test_group_coefficient_variances_count_the_noise_patches_share():

@@ -8,12 +8,12 @@ import torch
 from conftest import make_phantom
 
 from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, denoise
-from monai_dnaprior.engine import wiener_passes
+from monai_dnaprior.engine import refinement_passes
 from monai_dnaprior.noise.models import NoiseModel
-from monai_dnaprior.uncertainty import observation_bias, to_image_domain
+from monai_dnaprior.uncertainty import clean_error, observation_bias, to_image_domain
 from monai_dnaprior.wiener import wiener_refine
 
-BLURRED = FitConfig(pilot="blurred", wiener_passes=2)  # no network fit: fast
+THRESHOLDED = FitConfig(pilot="thresholded")  # no network fit: fast
 
 
 def _noisy(shape, sigma, seed=0, scale=1.0):
@@ -29,7 +29,7 @@ def test_map_is_higher_where_the_noise_is(noisy_half):
     noisy = clean.copy()
     region = (slice(None), slice(None), slice(0, n // 2)) if noisy_half == "left" else (slice(None), slice(0, n // 2))
     noisy[region] += 0.15 * np.random.default_rng(0).standard_normal(noisy[region].shape).astype(np.float32)
-    u = denoise(torch.from_numpy(noisy), noise_model="gaussian", config=BLURRED).uncertainty
+    u = denoise(torch.from_numpy(noisy), noise_model="gaussian", config=THRESHOLDED).uncertainty
     mask = torch.zeros(noisy.shape, dtype=torch.bool)
     mask[region] = True
     assert float(u[mask].mean()) > 1.2 * float(u[~mask].mean())
@@ -43,7 +43,7 @@ def test_map_scale_follows_the_noise_level():
         _, noisy = _noisy((64, 64), sigma)
         img = torch.from_numpy(noisy)
         white = torch.full(img.shape[1:], sigma**2)  # given: white noise of std sigma (the estimate is not under test)
-        result = denoise(img, noise_model="gaussian", noise_psd=white, config=BLURRED)
+        result = denoise(img, noise_model="gaussian", noise_psd=white, config=THRESHOLDED)
         means.append(float(result.uncertainty.mean()))
     assert means[0] < means[1] < means[2]
     assert 1.8 < means[2] / means[0] < 4.5
@@ -52,8 +52,8 @@ def test_map_scale_follows_the_noise_level():
 def test_map_is_in_intensity_units_and_calibrated():
     """Scaling the input scales the map; its RMS is close to the actual RMS error (a phantom, so loosely)."""
     clean, noisy = _noisy((64, 64), 0.1)
-    one = denoise(torch.from_numpy(noisy), noise_model="gaussian", config=BLURRED)
-    thousand = denoise(torch.from_numpy(1000 * noisy), noise_model="gaussian", config=BLURRED)
+    one = denoise(torch.from_numpy(noisy), noise_model="gaussian", config=THRESHOLDED)
+    thousand = denoise(torch.from_numpy(1000 * noisy), noise_model="gaussian", config=THRESHOLDED)
     ratio = thousand.uncertainty / (1000 * one.uncertainty).clamp_min(1e-6)
     assert float((ratio - 1).abs().le(1e-2).float().mean()) > 0.95  # a few block-matching ties may flip
     assert float(thousand.uncertainty.mean() / (1000 * one.uncertainty.mean())) == pytest.approx(1.0, rel=1e-2)
@@ -67,7 +67,7 @@ def test_map_is_in_intensity_units_and_calibrated():
 def test_shapes_types_and_sign_for_every_model(noise_model, shape):
     _, noisy = _noisy(shape, 0.1)
     noisy = np.abs(noisy)
-    result = denoise(torch.from_numpy(noisy), noise_model=noise_model, config=BLURRED)
+    result = denoise(torch.from_numpy(noisy), noise_model=noise_model, config=THRESHOLDED)
     u = result.uncertainty
     assert u.shape == noisy.shape and u.dtype == torch.float32
     assert bool((u >= 0).all()) and bool(torch.isfinite(u).all()) and float(u.max()) > 0
@@ -75,7 +75,7 @@ def test_shapes_types_and_sign_for_every_model(noise_model, shape):
 
 def test_transform_returns_the_map_as_its_input_type():
     _, noisy = _noisy((24, 24), 0.1)
-    out, unc = DNAPriorDenoise(noise_model="gaussian", pilot="blurred").denoise_with_uncertainty(noisy)
+    out, unc = DNAPriorDenoise(noise_model="gaussian", pilot="thresholded").denoise_with_uncertainty(noisy)
     assert isinstance(unc, np.ndarray) and unc.shape == noisy.shape and unc.dtype == np.float32
 
 
@@ -83,7 +83,7 @@ def test_wiener_refine_variance_is_optional():
     _, noisy = _noisy((24, 24), 0.1)
     y = torch.from_numpy(noisy)[None]
     pilot = torch.nn.functional.avg_pool2d(y, 3, 1, 1)
-    passes = wiener_passes(BLURRED)
+    passes = refinement_passes(THRESHOLDED)
     plain = wiener_refine(y, pilot, 0.1, passes)
     image, variance = wiener_refine(y, pilot, 0.1, passes, return_variance=True)
     assert isinstance(plain, torch.Tensor)
@@ -106,7 +106,21 @@ def test_delta_method_matches_each_inverse():
 def test_rician_bias_is_largest_at_the_noise_floor():
     model = NoiseModel("rician", 0.1)
     fitted = torch.tensor([0.0, 0.05, 1.0])
-    refined = fitted + 0.02
-    bias = observation_bias(model, fitted, refined)
+    mean = model.observe(fitted) + 0.02  # the refinement's estimate of the observation's mean
+    clean = fitted + 0.02  # mapped back by the fit's linear step
+    bias = observation_bias(model, mean, clean)
     assert float(bias[0]) > float(bias[2]) and float(bias[2]) < 1e-5
-    assert torch.equal(observation_bias(NoiseModel("gaussian", 0.1), fitted, refined), torch.zeros(3))
+    assert torch.equal(observation_bias(NoiseModel("gaussian", 0.1), mean, clean), torch.zeros(3))
+
+
+def test_inverting_the_rician_mean_scales_the_error_by_its_slope():
+    model = NoiseModel("rician", 0.1)
+    clean = torch.tensor([0.0, 0.1, 0.3, 1.0])
+    error = torch.full((4,), 1e-4)
+    std = clean_error(model, model.observe(clean), clean, error, by_fit=False)
+    slope = (model.observe(clean + 1e-4) - model.observe(clean)) / 1e-4
+    torch.testing.assert_close(std[1:], 1e-2 / slope[1:], rtol=2e-2, atol=0)
+    assert float(std[0]) == pytest.approx(1e-2 / 0.1)  # the slope's floor at the noise floor
+    assert float(std[1]) > float(std[3]) and float(std[3]) == pytest.approx(1e-2, rel=1e-2)
+    gaussian = clean_error(NoiseModel("gaussian", 0.1), clean, clean, error, by_fit=False)
+    torch.testing.assert_close(gaussian, torch.full((4,), 1e-2))

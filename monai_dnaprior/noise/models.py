@@ -71,6 +71,25 @@ class NoiseModel:
             return rician_mean(x, self.level)
         return x
 
+    def unobserve(self, mean: torch.Tensor, steps: int = 40) -> torch.Tensor:
+        """The clean fit-domain image whose expected observation is ``mean``: :meth:`observe` inverted (Rician:
+        by bisection, the mean rising with ``|x|``; a mean below the noise floor's gives 0)."""
+        if self.name != "rician":
+            return mean
+        low, high = torch.zeros_like(mean), mean.abs() + 1.0
+        for _ in range(steps):
+            mid = (low + high) / 2
+            below = self.observe(mid) < mean
+            low, high = torch.where(below, mid, low), torch.where(below, high, mid)
+        return (low + high) / 2
+
+    def observe_slope(self, x: torch.Tensor) -> torch.Tensor:
+        """``d observe / dx`` at ``x`` (1 but for Rician, where it falls towards 0 at the noise floor)."""
+        if self.name != "rician":
+            return torch.ones_like(x)
+        step = 1e-3 * max(self.level, 1e-6)
+        return (self.observe(x + step) - self.observe((x - step).clamp_min(0))) / (x + step - (x - step).clamp_min(0))
+
     def inverse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The clean estimate in the [0, 1] image domain from the fit's output ``x`` and the observation ``y``."""
         lo, hi = self._span()
