@@ -34,11 +34,13 @@ from pathlib import Path
 import anchors
 import numpy as np
 from common import (
+    FIT_ALONE,
     Denoiser,
     MethodRun,
     Scan,
     default_data_dir,
     dnaprior_denoiser,
+    fit_alone_denoiser,
     fmt,
     fmt_sig,
     load_scans,
@@ -46,7 +48,6 @@ from common import (
     markdown_table,
     noise_seed,
     psnr,
-    refinement_only_denoiser,
     ssim,
     timed,
     tv_denoise,
@@ -227,7 +228,7 @@ def methods_for(case: Case, psd: np.ndarray, args: argparse.Namespace) -> tuple[
         f"DIPY NL-means{' (Rician)' if case.rician else ''}": timed(
             lambda y: anchors.dipy_nlmeans(y, sigma(y), rician=case.rician)
         ),
-        "Ablation: refinement only (no fit)": refinement_only_denoiser(model, preset=args.preset, device=args.device),
+        FIT_ALONE: fit_alone_denoiser(model, preset=args.preset, device=args.device),
     }
     return methods, notes
 

@@ -315,15 +315,38 @@ def dnaprior_denoiser(
     return run
 
 
-ABLATION = "Ablation: refinement only (blurred pilot, no fit)"
+ABLATION = "DNA-Prior, model given, no network"
 
 
 def refinement_only_denoiser(
     noise_model: str, preset: str = "default", device: str | None = None, **options: object
 ) -> Denoiser:
-    """DNA-Prior with the blurred observation as the refinement's first pilot (``pilot="blurred"``): the same noise
-    field, normalisation and Wiener passes, no network. It measures what the fit itself adds over a trivial pilot."""
-    return dnaprior_denoiser(noise_model, preset, device=device, pilot="blurred", **options)
+    """DNA-Prior with the noise model given and no network (``pilot="thresholded"``): the same noise field,
+    normalisation and refinement as the network rows, so the difference is what the fit itself adds."""
+    return dnaprior_denoiser(noise_model, preset, device=device, pilot="thresholded", **options)
+
+
+FIT_ALONE = "Ablation: network fit alone (no refinement)"
+
+
+def fit_alone_denoiser(
+    noise_model: str, preset: str = "default", device: str | None = None, **options: object
+) -> Denoiser:
+    """DNA-Prior's network fit with no refinement after it (``wiener_patch=0``: the fit is the result), with
+    ``options`` for :func:`monai_dnaprior.denoise` (``noise_psd=...``): what the Deep Image Prior does alone."""
+    import torch
+
+    from monai_dnaprior import denoise, preset_config
+
+    config = preset_config(preset, wiener_patch=0)
+
+    def run(noisy: np.ndarray) -> MethodRun:
+        start = time.perf_counter()
+        result = denoise(torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[None], noise_model,
+                         config=config, device=device, **options)
+        return MethodRun(result.image[0].cpu().numpy(), time.perf_counter() - start, result.info)
+
+    return run
 
 
 def warm_up(device: str | None = None) -> None:

@@ -51,7 +51,8 @@ from common import (
 from plots import case_figure, psnr_time_figure
 
 DNA = "DNA-Prior"
-NETWORK = "DNA-Prior, network pilot (model given)"
+NETWORK = "DNA-Prior, network fit (model given)"
+NETWORK_MODELS = ("rician",)  # where the fit changes the result (it corrects the observation's bias)
 NOT_CLASSICAL = (DNA, NETWORK, ABLATION, "noisy")
 
 
@@ -132,13 +133,16 @@ def select(args: argparse.Namespace) -> tuple[list[Scan], list[str]]:
 
 
 def methods_for(scan: Scan, noise: str, args: argparse.Namespace) -> dict[str, Denoiser]:
-    """DNA-Prior as it comes (``noise_model="auto"``, ``pilot="auto"``), the classical methods, and the two pilots
-    with the matching noise model given: the network fit and the blurred observation (the ablation)."""
+    """DNA-Prior as it comes (``noise_model="auto"``, ``pilot="auto"``), the classical methods, DNA-Prior with the
+    matching noise model given and no network (the ablation), and where the fit changes the result (Rician) with
+    the network's fit."""
     dna = dnaprior_denoiser("auto", preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
-    network = dnaprior_denoiser(noise, preset=args.preset, max_iters=args.max_iters, device=args.device,
-                                seed=args.seed, pilot="network")
     ablation = refinement_only_denoiser(noise, preset=args.preset, device=args.device)
-    return {DNA: dna, NETWORK: network, **classical_methods(noise, scan.is_volume), ABLATION: ablation}
+    methods = {DNA: dna, **classical_methods(noise, scan.is_volume), ABLATION: ablation}
+    if noise in NETWORK_MODELS:
+        methods[NETWORK] = dnaprior_denoiser(noise, preset=args.preset, max_iters=args.max_iters, device=args.device,
+                                             seed=args.seed, pilot="network")
+    return methods
 
 
 def score(scan: Scan, noise: str, method: str, run: MethodRun) -> Row:

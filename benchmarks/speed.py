@@ -27,7 +27,6 @@ from unittest import mock
 
 import numpy as np
 from common import (
-    ABLATION,
     QUICK_CASE,
     VOLUME_CASE,
     Denoiser,
@@ -46,7 +45,6 @@ from common import (
     peers,
     psnr,
     reference_method,
-    refinement_only_denoiser,
     warm_up,
 )
 
@@ -92,10 +90,6 @@ def methods_for(scan: Scan, args: argparse.Namespace) -> dict[str, Callable[[], 
         table[f"DNA-Prior {preset}"] = functools.partial(
             dnaprior_denoiser, NOISE, preset=preset, max_iters=args.max_iters, device=args.device
         )
-    table["DNA-Prior default, network pilot"] = functools.partial(
-        dnaprior_denoiser, NOISE, preset="default", max_iters=args.max_iters, device=args.device, pilot="network"
-    )
-    table[ABLATION] = functools.partial(refinement_only_denoiser, NOISE, device=args.device)
     if not scan.is_volume:  # the plain recipe on a volume would be hours on a CPU
         table[dip_label(args.dip_iters)] = functools.partial(plain_dip_denoiser, args.dip_iters, args.device)
     if args.methods:
@@ -327,9 +321,8 @@ def main(argv: list[str] | None = None) -> None:
     ]
     two_d = [s for s in scans if not s.is_volume]
     if not args.no_profile and two_d:
-        parts += ["## Where the time goes", "The default as it comes (white Gaussian: the blurred pilot, no fit):",
-                  profile_fit(two_d[0], args, "auto"), "With the network fit as the pilot:",
-                  profile_fit(two_d[0], args, "network")]
+        parts += ["## Where the time goes", "The default as it comes (no network for Gaussian noise):",
+                  profile_fit(two_d[0], args, "auto")]
     text = "\n\n".join(parts) + "\n"
     (args.out / "speed.md").write_text(text)
     print(text)

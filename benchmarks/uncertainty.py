@@ -8,7 +8,7 @@ For every scan (the 2D dev scans, pydicom's CT, optionally nibabel's EPI volume)
   ``mean(u) / RMSE``;
 - a reliability figure: blocks binned by predicted error, mean actual error per bin, against the diagonal.
 
-    python benchmarks/uncertainty.py --out benchmarks/results/uncertainty [--pilot blurred] [--volume]
+    python benchmarks/uncertainty.py --out benchmarks/results/uncertainty [--pilot network] [--volume]
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "uncertainty")
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--pilot", default=None, help="network, blurred or auto (the preset's when omitted)")
+    parser.add_argument("--pilot", default=None, help="network, thresholded or auto (the preset's when omitted)")
     parser.add_argument("--max-iters", type=int, default=None)
     parser.add_argument("--noises", nargs="*", default=list(NOISES))
     parser.add_argument("--cases", nargs="*", default=None, help="substrings of the scan names to keep")

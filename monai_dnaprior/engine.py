@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior.devices import resolve_device, with_cpu_threads
 from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
@@ -187,13 +188,22 @@ def _denoise_group(
     scaled_psd = None if psd is None else psd / (window.high - window.low) ** 2
     field, target = estimate_noise_field(y, spatial_dims, chosen, noise_level, scaled_psd, slice_axis)
     model = field.model
-    info.update(noise_level=model.level, coloured=not field.is_white, slice_levels=field.slice_scale is not None)
+    info.update(noise_level=model.level, coloured=not field.is_white, slice_levels=field.slice_scale is not None,
+                level_upper_bound=field.upper_bound)
     if model.level <= (1e-6 if model.name == "poisson" else 0.0):  # (the Poisson gain is kept at 1e-6 or above)
         _warn_no_noise(name, x, spatial_dims)
         tracker.advance(x.numel())
         info.update(iterations=0, volume_mode="none")
         return x.clone(), torch.zeros_like(x), info
     logger.info("DNA-Prior%s: %s%s", _named(name), "auto: " if noise_model == "auto" else "", field.describe())
+    if field.upper_bound:
+        warnings.warn(
+            f"DNA-Prior{_named(name)}: signal detail fills most of the image's finest scale (a sharp scan with little "
+            f"noise), so its noise cannot be measured from it: the level {model.level:.3g} is an upper bound, and "
+            "denoising with it may smooth real detail. If the noise is known (say from the difference of two "
+            "repeated frames, std / sqrt(2)), pass noise_level=... (units of the image normalised to [0, 1]).",
+            stacklevel=3,
+        )
     mode = "2d" if spatial_dims == 2 else ("slices" if volume_mode == "auto" else volume_mode)
     if mode == "volume" and not _volume_fits(target.shape, config, x.device):
         warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
@@ -304,10 +314,16 @@ def _fit(
     return fitted, spread, iterations
 
 
-def refinement_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPass]:
-    """The refinement: a hard-thresholding pass that makes the first pilot (BM3D's first stage), then
-    ``config.wiener_passes`` block-matching Wiener passes; square patches in 2D, cubes searched across slices in 3D.
-    None where ``wiener_patch`` is 0."""
+def refinement_passes(config: FitConfig, spatial_dims: int = 2, coloured: bool = False) -> list[WienerPass]:
+    """The refinement's passes; square patches in 2D, cubes searched across slices in 3D; none where
+    ``wiener_patch`` is 0.
+
+    White noise (or noise a transform stabilised): a hard-thresholding pass makes the first pilot (BM3D's first
+    stage), then ``config.wiener_passes`` block-matching Wiener passes. Coloured noise: the first pilot is the
+    observation blurred (by ``config.code_blur``) and nothing is matched on the observation itself, whose noise
+    has a texture of its own that matching would follow; a local DCT pass, then ``config.coloured_passes``
+    block-matching passes.
+    """
     if config.wiener_patch <= 0:
         return []
     if spatial_dims == 2:
@@ -316,9 +332,13 @@ def refinement_passes(config: FitConfig, spatial_dims: int = 2) -> list[WienerPa
     else:
         patch, depth, depth_radius = config.volume_patch, config.volume_patch, config.volume_depth_radius
         radius = threshold_radius = config.volume_radius
-    shape = dict(patch=patch, group=config.match_group, step=config.match_step, depth=depth, depth_radius=depth_radius)
-    thresholded = WienerPass(radius=threshold_radius, threshold=config.threshold, **shape)
-    return [thresholded] + [WienerPass(radius=radius, **shape)] * config.wiener_passes
+    shape = dict(patch=patch, step=config.match_step, depth=depth)
+    matched = WienerPass(group=config.match_group, radius=radius, depth_radius=depth_radius, **shape)
+    if coloured:
+        return [WienerPass(patch=patch, depth=depth)] + [matched] * config.coloured_passes
+    thresholded = WienerPass(group=config.match_group, radius=threshold_radius, depth_radius=depth_radius,
+                             threshold=config.threshold, **shape)
+    return [thresholded] + [matched] * config.wiener_passes
 
 
 def _refine(
@@ -335,13 +355,14 @@ def _refine(
     input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's lower
     end is not. Coloured noise gives every patch coefficient its own noise variance.
     """
-    passes = refinement_passes(config, target.ndim - 1)
+    passes = refinement_passes(config, target.ndim - 1, coloured=not field.is_white)
     if not passes:
         return fitted, None, None
     model = field.model
     spectrum = None if field.is_white else field.spectrum
     shifted = target[None] - origin
-    mean, variance = wiener_refine(shifted, shifted, model.fit_sigma, passes, spectrum, return_variance=True)
+    pilot = shifted if field.is_white else GaussianFilter(target.ndim - 1, config.code_blur).to(target.device)(shifted)
+    mean, variance = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=True)
     mean = mean[0] + origin
     clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
     return clean, mean, variance[0]

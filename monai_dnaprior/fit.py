@@ -42,13 +42,15 @@ class FitConfig:
         warm_iters_fraction: share of ``max_iters`` (and of the patience) given to a warm-started fit.
         code_blur: the code's first channels hold the observation blurred by a Gaussian of this std (pixels),
             which starts the fit from the image's coarse structure (far fewer iterations); 0 gives the plain
-            random code of the original Deep Image Prior.
+            random code of the original Deep Image Prior. Also the blur of the first pilot for coloured noise.
         min_change: the fit is done when its average moves less than this share of the noise sigma (RMS)
             over 50 iterations.
         wiener_patch: square patch side of the refinement of 2D images; 0 disables the refinement (2D and 3D),
             and the network's fit is then the result.
         wiener_passes: block-matching (collaborative) Wiener passes after the thresholding pass, each with the last
             result as its pilot. More than one reads the signal lower each time (measured: one is best).
+        coloured_passes: block-matching Wiener passes for coloured noise, after a local one, from the blurred
+            observation (see :func:`monai_dnaprior.engine.refinement_passes`).
         threshold: the hard-thresholding pass that makes the refinement's first pilot zeroes every coefficient
             below this many noise stds (BM3D's 2.7).
         threshold_radius: its search radius in 2D, in pixels (3D: ``volume_radius``).
@@ -82,6 +84,7 @@ class FitConfig:
     min_change: float = 0.02
     wiener_patch: int = 8
     wiener_passes: int = 1
+    coloured_passes: int = 4
     match_group: int = 16
     match_radius: int = 8
     threshold: float = 2.7

@@ -19,6 +19,9 @@ from monai_dnaprior.noise import (
     estimate_noise_level,
     estimate_noise_spectrum,
     estimate_rician_sigma,
+    finest_scale_quietness,
+    haar_blocks,
+    robust_sigma,
     slice_noise_scale,
     spectrum_from_psd,
 )
@@ -106,6 +109,43 @@ def test_level_ignores_a_zeroed_background(sigma):
     assert estimate_noise_level(img, 2) == pytest.approx(sigma, rel=0.1)
     clipped = img.clamp_max(float(img[img > 0].quantile(0.9)))  # a saturated top decile does not count either
     assert estimate_noise_level(clipped, 2) == pytest.approx(sigma, rel=0.15)
+
+
+def _sharp_scan(sigma, seed=0):
+    """Fine detail everywhere, its strength varying across the image (like a sharp EPI brain), and a little noise."""
+    i, j = torch.meshgrid(torch.arange(96.0), torch.arange(96.0), indexing="ij")
+    strength = 0.02 + 0.3 * (j / 95) ** 2
+    detail = strength * torch.sin(2.6 * i + 0.3 * j) * torch.sin(2.2 * j - 0.2 * i)
+    noise = sigma * torch.randn(1, 96, 96, generator=torch.Generator().manual_seed(seed))
+    return (0.5 + detail)[None] + noise
+
+
+def test_noise_alone_is_read_within_5_percent_and_fills_the_finest_scale():
+    for seed, shape in enumerate([(1, 128, 128), (1, 48, 48, 16)]):
+        noise = 0.1 * torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        dims = len(shape) - 1
+        assert estimate_noise_level(noise + 0.5, dims) == pytest.approx(0.1, rel=0.05)
+        assert 0.9 < finest_scale_quietness(noise, dims) < 1.1
+
+
+def test_a_finest_scale_full_of_signal_gives_an_upper_bound_a_white_spectrum_and_a_warning():
+    """Where detail fills the finest scale the wavelet MAD reads it as noise; the quietest windows read less, the
+    spectrum is not taken from flat patches (there are none), and the user is told the level is a bound."""
+    sigma = 0.01
+    img = _sharp_scan(sigma)
+    detail, _, noisy = haar_blocks(img, 2)
+    median = robust_sigma(detail[noisy])
+    assert median > 3 * sigma and finest_scale_quietness(img, 2) < 0.8
+    level = estimate_noise_level(img, 2)
+    assert sigma < level < 0.7 * median
+    field, _ = estimate_noise_field(img, 2, "gaussian")
+    assert field.upper_bound and field.is_white and "upper bound" in field.describe()
+    with pytest.warns(UserWarning, match=r"upper bound.*noise_level="):
+        result = denoise(img, "gaussian", config=small_config(3, wiener_patch=8, pilot="auto"), name="epi.nii")
+    assert result.info["level_upper_bound"]
+    with warnings.catch_warnings():  # a given level is no bound: no warning
+        warnings.simplefilter("error")
+        denoise(img, "gaussian", noise_level=sigma, config=small_config(3, wiener_patch=8, pilot="auto"))
 
 
 def test_rician_sigma_within_5_percent_over_a_rayleigh_background():

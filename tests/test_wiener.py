@@ -161,6 +161,8 @@ def test_schedule_follows_the_config():
     assert all(p.group == 8 for p in passes) and all(p.threshold == 0 and p.radius == 8 for p in passes[1:])
     volume = refinement_passes(FitConfig(), 3)
     assert all(p.patch == p.depth == 4 and p.radius == 5 for p in volume)
+    coloured = refinement_passes(FitConfig(coloured_passes=2), 2, coloured=True)  # nothing matched on the noise
+    assert len(coloured) == 3 and coloured[0].group == 1 and all(p.threshold == 0 for p in coloured)
     assert refinement_passes(FitConfig(wiener_patch=0)) == []
 
 

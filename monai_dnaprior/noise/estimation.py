@@ -18,6 +18,7 @@ __all__ = [
     "estimate_noise_level",
     "estimate_poisson_gain",
     "estimate_rician_sigma",
+    "finest_scale_quietness",
     "haar_blocks",
     "haar_finest_detail",
     "robust_sigma",
@@ -91,16 +92,64 @@ def _too_thin(x: torch.Tensor, spatial_dims: int) -> bool:
 
 
 def estimate_noise_level(x: torch.Tensor, spatial_dims: int) -> float:
-    """Standard deviation of additive white Gaussian noise in ``x`` by the wavelet MAD (Donoho & Johnstone).
+    """Standard deviation of additive white Gaussian noise in ``x`` from its finest diagonal Haar coefficients.
 
-    ``sigma = median(|HH|) / 0.6745`` over the finest diagonal Haar coefficients of the blocks that carry noise,
-    pooled over channels. 0 when there are too few such blocks (a constant or too thin image).
+    The smaller of the wavelet MAD (Donoho & Johnstone: ``median(|HH|) / 0.6745`` over the blocks that carry noise,
+    pooled over channels) and the quietest windows' estimate (:func:`finest_scale_quietness`): both read the noise
+    where it dominates the finest scale, and the quiet windows still do where signal detail fills most of it (a
+    sharp, high-SNR scan). 0 when there are too few noisy blocks (a constant or too thin image).
     """
     if _too_thin(x, spatial_dims):
         return 0.0
     detail, _, noisy = haar_blocks(x, spatial_dims)
-    detail = detail[noisy]
-    return robust_sigma(detail) if detail.numel() >= _MIN_BLOCKS else 0.0
+    if int(noisy.sum()) < _MIN_BLOCKS:
+        return 0.0
+    median = robust_sigma(detail[noisy])
+    quiet = _quietest_windows_sigma(detail, noisy, spatial_dims)
+    return median if quiet is None else min(median, quiet)
+
+
+_WINDOW = 4  # finest-scale coefficients per window side (in-plane; one plane deep in 3D)
+_QUIET_SHARE = 0.1  # the quietest windows' share
+
+
+def _quietest_windows_sigma(detail: torch.Tensor, noisy: torch.Tensor, spatial_dims: int) -> float | None:
+    """Noise std from the quietest windows of finest detail coefficients: the lowest decile of the windows' mean
+    squares over its expectation under pure Gaussian noise (the decile of ``chi2_k / k``, Wilson-Hilferty). Signal
+    only adds energy, so the quietest windows are the nearest to noise alone. None with fewer than 8 windows all
+    of whose blocks carry noise."""
+    window = [_WINDOW, _WINDOW] + [1] * (spatial_dims - 2)
+    if any(s < w for s, w in zip(detail.shape[-spatial_dims:], window)):
+        return None
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    shape = (-1, 1, *detail.shape[-spatial_dims:])
+    energy = pool(detail.reshape(shape).square(), window)
+    full = pool(noisy.reshape(shape).float(), window) == 1.0
+    energy = energy[full]
+    if energy.numel() < _MIN_BLOCKS:
+        return None
+    k = math.prod(window)
+    z = -1.2815515655446004  # the standard normal's 10th percentile
+    decile = (1 - 2 / (9 * k) + z * math.sqrt(2 / (9 * k))) ** 3  # of chi2_k / k
+    return math.sqrt(float(torch.quantile(energy.double(), _QUIET_SHARE)) / decile)
+
+
+def finest_scale_quietness(x: torch.Tensor, spatial_dims: int) -> float:
+    """How evenly the finest scale's energy spreads: the quietest windows' noise estimate over the wavelet MAD's.
+
+    About 1 where noise fills the finest scale (stationary noise gives every window the same energy, up to its
+    sampling spread, which the estimate corrects); well below 1 where signal detail does (a sharp scan with little
+    noise), and then no estimate from this image measures the noise: it is at most the quiet windows' level. 1
+    where either estimate is missing.
+    """
+    if _too_thin(x, spatial_dims):
+        return 1.0
+    detail, _, noisy = haar_blocks(x, spatial_dims)
+    if int(noisy.sum()) < _MIN_BLOCKS:
+        return 1.0
+    median = robust_sigma(detail[noisy])
+    quiet = _quietest_windows_sigma(detail, noisy, spatial_dims)
+    return 1.0 if quiet is None or median <= 0 else quiet / median
 
 
 def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:

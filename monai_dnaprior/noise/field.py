@@ -11,6 +11,7 @@ import torch
 
 from monai_dnaprior.noise.estimation import (
     binned_variance,
+    finest_scale_quietness,
     haar_blocks,
     robust_sigma,
     slice_noise_scale,
@@ -23,6 +24,8 @@ __all__ = ["NoiseField", "detect_noise_model", "estimate_noise_field"]
 _RAYLEIGH_MEAN_TO_STD = math.sqrt(math.pi / 2) / math.sqrt(2 - math.pi / 2)  # 1.91: a Rayleigh's mean / std
 _RAYLEIGH_STD = math.sqrt(2 - math.pi / 2)  # 0.655: a Rayleigh's std per unit sigma
 _SCALED_MODELS = ("gaussian", "rician")  # models whose noise scales with the image: per-slice levels apply
+# The quietest tenth of the finest scale below this share of its median level: the finest scale is mostly signal
+_SIGNAL_DOMINATED = 0.8  # (noisy dev scans: 0.85-1.01; a sharp real EPI with little noise: 0.76)
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class NoiseField:
         slice_scale: relative noise std of each slice along ``slice_axis`` (3D), or None where it is even.
         slice_axis: the spatial axis ``slice_scale`` runs along.
         estimated: whether the level was estimated (or given).
+        upper_bound: the level was estimated where signal detail fills most of the finest scale, so it is at most
+            that (the quietest windows'): the noise may be much lower, and the spectrum is taken white.
     """
 
     model: NoiseModel
@@ -42,6 +47,7 @@ class NoiseField:
     slice_scale: torch.Tensor | None = None
     slice_axis: int = -1
     estimated: bool = True
+    upper_bound: bool = False
 
     @property
     def is_white(self) -> bool:
@@ -49,7 +55,8 @@ class NoiseField:
 
     def describe(self) -> str:
         """One line for the log: model, level, colour and variation along slices."""
-        text = f"{self.model.name} noise, level {self.model.level:.4g} ({'estimated' if self.estimated else 'given'})"
+        how = "an upper bound: the finest scale is mostly signal" if self.upper_bound else "estimated"
+        text = f"{self.model.name} noise, level {self.model.level:.4g} ({how if self.estimated else 'given'})"
         text += ", white" if self.is_white else f", coloured (largest correlation {self.spectrum.max_abs_correlation:.2f})"
         if self.slice_scale is not None:
             text += (f", level varies along the slices ({float(self.slice_scale.min()):.2f}-"
@@ -165,6 +172,9 @@ def estimate_noise_field(
     if model.name in ("poisson", "speckle"):
         spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
+    if model.name == "gaussian" and level is None and finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED:
+        # the flattest patches are signal too: no spectrum from them, and the level is the quiet windows' bound
+        return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, True, upper_bound=True), target
     noisy = _where_the_noise_is(target, spatial_dims)
     where = noisy & _above_darkest(target, spatial_dims)  # a magnitude's dark background is Rayleigh, not Gaussian
     if model.name == "rician":  # Rician is Gaussian only where the signal is well above the noise
