@@ -33,6 +33,7 @@ from pathlib import Path
 
 import anchors
 import numpy as np
+import torch
 from common import (
     FIT_ALONE,
     Denoiser,
@@ -304,14 +305,23 @@ def noise_power_removed(f0: np.ndarray, f1: np.ndarray, denoised: np.ndarray, ma
 
 
 def evaluate_real(args: argparse.Namespace, notes: list[str]) -> tuple[list[Row], float]:
-    """DNA-Prior and BM4D (sigma estimated; sigma from the frame difference) on frame 0; rows and that sigma."""
+    """DNA-Prior (blind; given the frame difference's sigma; both frames as channels, so it measures the noise by
+    their difference itself) and BM4D (sigma estimated; sigma from the frame difference) on frame 0; rows and that
+    sigma."""
+    from monai_dnaprior.intensity import IntensityWindow
+
     f0, f1 = epi_frames()
     mask = brain_mask(f0, f1)
     sigma_pair = float(np.std((f0 - f1)[mask]) / np.sqrt(2.0))
+    window = IntensityWindow.from_image(torch.from_numpy(f0)[None])  # DNA-Prior's levels are in its window's units
     model, blind = dna_blind_model()
+    dna = dict(preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
     methods: dict[str, Denoiser] = {
-        blind: dnaprior_denoiser(model, preset=args.preset, max_iters=args.max_iters, device=args.device,
-                                 seed=args.seed),
+        blind: dnaprior_denoiser(model, **dna),
+        "DNA-Prior (sigma from frame difference)": dnaprior_denoiser(
+            "gaussian", noise_level=sigma_pair / float(window.high - window.low), **dna),
+        "DNA-Prior (frames 0 and 1 as channels: noise from their difference)": dnaprior_denoiser(
+            model, with_channels=[f1], **dna),
         "BM4D (sigma est.)": timed(anchors.gaussian_pipeline),
         "BM4D (sigma from frame difference)": timed(lambda y: anchors.bm_denoise(y, sigma_pair)),
     }
@@ -388,11 +398,14 @@ variance) over independent draws; `BM3D (oracle PSD)` gets it as `sigma_psd = ps
 the unnormalised `E|fft2(noise)|^2`: sigma^2 N for white noise) and `DNA-Prior (oracle PSD)` as
 `noise_psd = psd`. Blind peers: BM3D with the white sigma of `skimage.restoration.estimate_sigma`, TV
 (`denoise_tv_chambolle`, weight = that sigma), DIPY `nlmeans` (blockwise; Rician, with the bright-block sigma, on
-the MRI magnitude). Reference for the ratios: BM3D with the oracle PSD.
+the MRI magnitude). Reference for the ratios: BM3D with the oracle PSD. Ablation: DNA-Prior's network fit alone
+(whitened spectral fidelity, no refinement after it), what the Deep Image Prior does by itself.
 
 Real noise (`{REAL_CASE}`): frame 0 of nibabel's `example4d.nii.gz` denoised as a volume and compared with frame 1;
 noise power removed = `sum(|f0 - f1|^2 - |D(f0) - f1|^2) / (n sigma^2)` over an Otsu brain mask of the frame mean,
-`sigma^2 = mean|f0 - f1|^2 / 2` (1 = all of frame 0's noise removed, 0 = nothing, negative = harm).
+`sigma^2 = mean|f0 - f1|^2 / 2` (1 = all of frame 0's noise removed, 0 = nothing, negative = harm). DNA-Prior runs
+blind on frame 0 alone, given that sigma, and on both frames as channels (it then measures the noise by their
+difference; frame 0's output is scored, and frame 1 enters it only through the noise level and spectrum).
 
 Notes:
 {note_lines}

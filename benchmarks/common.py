@@ -294,10 +294,12 @@ def dnaprior_denoiser(
     max_iters: int | None = None,
     device: str | None = None,
     seed: int = 0,
+    with_channels: Sequence[np.ndarray] = (),
     **options: object,
 ) -> Denoiser:
     """``DNAPriorDenoise`` with the matching noise model (and any further ``options`` of the transform); the time is
-    the full transform call on ``noisy[None]``."""
+    the full transform call on ``noisy[None]``, or on ``noisy`` and ``with_channels`` stacked as channels (its
+    first channel kept)."""
     from monai_dnaprior import DNAPriorDenoise
 
     transform = DNAPriorDenoise(
@@ -307,7 +309,7 @@ def dnaprior_denoiser(
     def run(noisy: np.ndarray) -> MethodRun:
         with capture_fit_info() as infos:
             start = time.perf_counter()
-            out = transform(noisy[None])
+            out = transform(np.stack([noisy, *with_channels]) if len(with_channels) else noisy[None])
             seconds = time.perf_counter() - start
         info = infos[-1] if infos else {}
         return MethodRun(np.asarray(out[0], dtype=np.float32), seconds, info)

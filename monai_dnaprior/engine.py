@@ -20,6 +20,7 @@ from monai_dnaprior.fit import FitConfig, PriorState, fit_prior
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import (
     NOISE_MODELS,
+    UPPER_BOUND_SHARE,
     NoiseField,
     detect_noise_model,
     estimate_noise_field,
@@ -199,9 +200,10 @@ def _denoise_group(
     if field.upper_bound:
         warnings.warn(
             f"DNA-Prior{_named(name)}: signal detail fills most of the image's finest scale (a sharp scan with little "
-            f"noise), so its noise cannot be measured from it: the level {model.level:.3g} is an upper bound, and "
-            "denoising with it may smooth real detail. If the noise is known (say from the difference of two "
-            "repeated frames, std / sqrt(2)), pass noise_level=... (units of the image normalised to [0, 1]).",
+            f"noise), so its noise cannot be measured from it: it is at most {model.level / UPPER_BOUND_SHARE:.3g}, "
+            f"and {model.level:.3g} is used. If the noise is known (say from the difference of two repeated frames, "
+            "std / sqrt(2)), pass noise_level=... (units of the image normalised to [0, 1]), or pass the repeated "
+            "frames together as channels.",
             stacklevel=3,
         )
     mode = "2d" if spatial_dims == 2 else ("slices" if volume_mode == "auto" else volume_mode)

@@ -13,6 +13,7 @@ from conftest import make_phantom, small_config
 from monai_dnaprior import SpectralFidelity, denoise
 from monai_dnaprior import fit as fit_module
 from monai_dnaprior.noise import (
+    UPPER_BOUND_SHARE,
     NoiseSpectrum,
     detect_noise_model,
     estimate_noise_field,
@@ -140,12 +141,26 @@ def test_a_finest_scale_full_of_signal_gives_an_upper_bound_a_white_spectrum_and
     assert sigma < level < 0.7 * median
     field, _ = estimate_noise_field(img, 2, "gaussian")
     assert field.upper_bound and field.is_white and "upper bound" in field.describe()
-    with pytest.warns(UserWarning, match=r"upper bound.*noise_level="):
+    assert field.model.level == pytest.approx(UPPER_BOUND_SHARE * level)
+    with pytest.warns(UserWarning, match=r"at most .*noise_level="):
         result = denoise(img, "gaussian", config=small_config(3, wiener_patch=8, pilot="auto"), name="epi.nii")
     assert result.info["level_upper_bound"]
     with warnings.catch_warnings():  # a given level is no bound: no warning
         warnings.simplefilter("error")
         denoise(img, "gaussian", noise_level=sigma, config=small_config(3, wiener_patch=8, pilot="auto"))
+
+
+def test_repeated_frames_give_the_noise_by_their_differences():
+    """Two frames of one sharp scan (an fMRI series): their difference is the noise alone, which no single frame
+    shows; two different images are no repeats."""
+    sigma = 0.01
+    frames = torch.cat([_sharp_scan(sigma, seed=1), _sharp_scan(sigma, seed=2)])
+    field, _ = estimate_noise_field(frames, 2, "gaussian")
+    assert field.from_repeats and not field.upper_bound and "repeated" in field.describe()
+    assert field.model.level == pytest.approx(sigma, rel=0.1)
+    different = torch.cat([_sharp_scan(sigma, seed=1), _phantom((96, 96)) + sigma * torch.randn(1, 96, 96)])
+    assert not estimate_noise_field(different, 2, "gaussian")[0].from_repeats
+    assert not estimate_noise_field(frames, 2, "gaussian", level=sigma)[0].from_repeats  # a given level stands
 
 
 def test_rician_sigma_within_5_percent_over_a_rayleigh_background():

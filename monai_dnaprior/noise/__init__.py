@@ -17,12 +17,13 @@ from monai_dnaprior.noise.estimation import (
 )
 from monai_dnaprior.noise.models import NOISE_MODELS, SPECKLE_OFFSET, NoiseModel, get_noise_model, rician_mean
 from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
-from monai_dnaprior.noise.field import NoiseField, detect_noise_model, estimate_noise_field
+from monai_dnaprior.noise.field import UPPER_BOUND_SHARE, NoiseField, detect_noise_model, estimate_noise_field
 
 __all__ = [
     "MAD_TO_SIGMA",
     "NOISE_MODELS",
     "SPECKLE_OFFSET",
+    "UPPER_BOUND_SHARE",
     "NoiseField",
     "NoiseModel",
     "NoiseSpectrum",

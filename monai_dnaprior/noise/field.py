@@ -11,6 +11,7 @@ import torch
 
 from monai_dnaprior.noise.estimation import (
     binned_variance,
+    estimate_noise_level,
     finest_scale_quietness,
     haar_blocks,
     robust_sigma,
@@ -19,13 +20,17 @@ from monai_dnaprior.noise.estimation import (
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model
 from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
 
-__all__ = ["NoiseField", "detect_noise_model", "estimate_noise_field"]
+__all__ = ["UPPER_BOUND_SHARE", "NoiseField", "detect_noise_model", "estimate_noise_field"]
 
 _RAYLEIGH_MEAN_TO_STD = math.sqrt(math.pi / 2) / math.sqrt(2 - math.pi / 2)  # 1.91: a Rayleigh's mean / std
 _RAYLEIGH_STD = math.sqrt(2 - math.pi / 2)  # 0.655: a Rayleigh's std per unit sigma
 _SCALED_MODELS = ("gaussian", "rician")  # models whose noise scales with the image: per-slice levels apply
 # The quietest tenth of the finest scale below this share of its median level: the finest scale is mostly signal
 _SIGNAL_DOMINATED = 0.8  # (noisy dev scans: 0.85-1.01; a sharp real EPI with little noise: 0.76)
+# Where the level is only a bound, this share of it is used: too high a level smooths real detail away, too low
+# only leaves noise (the real EPI: 1.7x its noise removes -36 % of the noise power, half of it still +4 %)
+UPPER_BOUND_SHARE = 0.5
+_REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,10 @@ class NoiseField:
         slice_scale: relative noise std of each slice along ``slice_axis`` (3D), or None where it is even.
         slice_axis: the spatial axis ``slice_scale`` runs along.
         estimated: whether the level was estimated (or given).
-        upper_bound: the level was estimated where signal detail fills most of the finest scale, so it is at most
-            that (the quietest windows'): the noise may be much lower, and the spectrum is taken white.
+        upper_bound: signal detail fills most of the finest scale, so the noise is at most the quietest windows'
+            level and may be much lower: :data:`UPPER_BOUND_SHARE` of that bound is used, and the spectrum is
+            taken white.
+        from_repeats: level and spectrum come from the differences of channels that repeat one image.
     """
 
     model: NoiseModel
@@ -48,6 +55,7 @@ class NoiseField:
     slice_axis: int = -1
     estimated: bool = True
     upper_bound: bool = False
+    from_repeats: bool = False
 
     @property
     def is_white(self) -> bool:
@@ -55,7 +63,8 @@ class NoiseField:
 
     def describe(self) -> str:
         """One line for the log: model, level, colour and variation along slices."""
-        how = "an upper bound: the finest scale is mostly signal" if self.upper_bound else "estimated"
+        how = "half its upper bound: the finest scale is mostly signal" if self.upper_bound else "estimated"
+        how = "from the differences of repeated channels" if self.from_repeats else how
         text = f"{self.model.name} noise, level {self.model.level:.4g} ({how if self.estimated else 'given'})"
         text += ", white" if self.is_white else f", coloured (largest correlation {self.spectrum.max_abs_correlation:.2f})"
         if self.slice_scale is not None:
@@ -137,6 +146,18 @@ def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> to
     return torch.nn.functional.pad(carries[None].float(), pad, mode="replicate")[0].bool()
 
 
+def _repeat_noise(x: torch.Tensor, spatial_dims: int) -> torch.Tensor | None:
+    """The differences of consecutive channels over sqrt(2) where the channels repeat one image (an fMRI series,
+    repeated averages): the same noise as one channel's, with the signal cancelled, so its finest scale holds less
+    than :data:`_REPEATS` of the channels' own. None for one channel, or channels that differ (DWI b-values,
+    modalities), or that are exact copies."""
+    if x.shape[0] < 2:
+        return None
+    differences = (x[1:] - x[:-1]) / math.sqrt(2.0)
+    own, left = estimate_noise_level(x, spatial_dims), estimate_noise_level(differences, spatial_dims)
+    return differences if 0 < left < _REPEATS * own else None
+
+
 def estimate_noise_field(
     y: torch.Tensor,
     spatial_dims: int,
@@ -147,9 +168,10 @@ def estimate_noise_field(
 ) -> tuple[NoiseField, torch.Tensor]:
     """Estimate the noise field of ``y`` (``(C, *spatial)``, normalised to about [0, 1]) and its fit-domain target.
 
-    The model's level comes from the image (or ``level``); in 3D the level is checked slice by slice, and where
-    it varies the target is divided by each slice's relative level (Gaussian and Rician noise scale with it), so
-    the rest sees even noise. The spectrum is estimated on that target, in the fit domain (after Anscombe or log).
+    The model's level comes from the image (or ``level``); additive noise in channels that repeat one image (a
+    series of frames) from their differences, where the signal cancels. In 3D the level is checked slice by
+    slice, and where it varies the target is divided by each slice's relative level (Gaussian and Rician noise
+    scale with it), so the rest sees even noise. The spectrum is estimated on that target, in the fit domain (after Anscombe or log).
     Coloured noise takes its level from the spectrum's flat patches (the wavelet MAD sees only its high-frequency
     part). A given ``psd`` (normalised image units, orthonormal FFT convention) fixes spectrum and level.
 
@@ -172,8 +194,14 @@ def estimate_noise_field(
     if model.name in ("poisson", "speckle"):
         spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
+    repeats = _repeat_noise(target, spatial_dims) if model.name == "gaussian" and level is None else None
+    if repeats is not None:  # repeated frames: their differences are the noise, the signal gone
+        spectrum, variance = estimate_noise_spectrum(repeats, spatial_dims, share=0.5)
+        level = math.sqrt(variance) if not spectrum.is_white else estimate_noise_level(repeats, spatial_dims)
+        return NoiseField(NoiseModel(model.name, level), spectrum, scale, slice_axis, True, from_repeats=True), target
     if model.name == "gaussian" and level is None and finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED:
-        # the flattest patches are signal too: no spectrum from them, and the level is the quiet windows' bound
+        # the flattest patches are signal too: no spectrum from them, and the level is below the quiet windows'
+        model = NoiseModel(model.name, UPPER_BOUND_SHARE * model.level)
         return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, True, upper_bound=True), target
     noisy = _where_the_noise_is(target, spatial_dims)
     where = noisy & _above_darkest(target, spatial_dims)  # a magnitude's dark background is Rayleigh, not Gaussian
