@@ -21,7 +21,8 @@ import torch
 from monai_dnaprior.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 
-__all__ = ["WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
+__all__ = ["BIAS_INFLATION", "THRESHOLDED_BIAS_INFLATION", "WienerPass", "collaborative_wiener", "dct_matrix",
+           "wiener_refine"]
 
 _GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
 _MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
@@ -30,6 +31,9 @@ _MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
 # invisible to it), so the squared bias they give is scaled up by this; measured against the clean bias on the dev
 # scans (ratio 3.0-6.5, median 3.9: benchmarks/uncertainty.py).
 BIAS_INFLATION = 4.0
+# A hard-thresholded pilot keeps more of the signal (it zeroes small coefficients but does not shrink the rest):
+# its factor, measured the same way (2D dev scans, the calibration's median at 1.00)
+THRESHOLDED_BIAS_INFLATION = 3.0
 
 
 def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -77,7 +81,7 @@ class WienerPass:
 
 def collaborative_wiener(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None = None,
-    return_variance: bool = False,
+    return_variance: bool = False, bias_inflation: float = BIAS_INFLATION,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``: Wiener
     with ``pilot``, or hard thresholding where ``spec.threshold`` is set (``pilot`` unused).
@@ -94,7 +98,8 @@ def collaborative_wiener(
     linear given the pilot, so a group estimate's voxel ``j`` of patch ``k`` carries the residual noise variance
     ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i``, plus the squared bias, what the shrinkage removed of the signal,
     ``(B^T (gain - 1) P A)_kj^2`` with ``P`` the pilot's coefficients standing for the clean ones, times
-    :data:`BIAS_INFLATION`. Both are averaged over the overlapping groups with the image's weights (``sum w e / sum
+    ``bias_inflation`` (:data:`BIAS_INFLATION`; :data:`THRESHOLDED_BIAS_INFLATION` where the pilot was
+    hard-thresholded). Both are averaged over the overlapping groups with the image's weights (``sum w e / sum
     w``: the overlapping estimates share their noise, so their errors are treated as fully correlated; see
     :mod:`monai_dnaprior.uncertainty`).
     """
@@ -139,7 +144,7 @@ def collaborative_wiener(
         if error is not None:
             noise = _inverse_group_transform(gain.square() * variance, basis.square(), across.square())
             bias = _inverse_group_transform((gain - 1) * pilot_coef, basis, across).square()
-            error.index_add_(0, index.flatten(), ((noise + BIAS_INFLATION * bias) * weight).flatten())
+            error.index_add_(0, index.flatten(), ((noise + bias_inflation * bias) * weight).flatten())
     out = (numerator / denominator).view(shape)
     if error is None:
         return out
@@ -191,19 +196,19 @@ def _slab_width(shape: Sequence[int], patch: Sequence[int], radius: Sequence[int
 
 def _filter_image(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None,
-    return_variance: bool = False,
+    return_variance: bool = False, bias_inflation: float = BIAS_INFLATION,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image; a large one goes slab by slab along its last axis (bounded memory),
     each slab with a margin wide enough for its patches and searches."""
     patch, radius, step = spec.shapes(noisy.ndim)
     slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
     if slab >= noisy.shape[-1]:
-        return collaborative_wiener(noisy, pilot, sigma, spec, spectrum, return_variance)
+        return collaborative_wiener(noisy, pilot, sigma, spec, spectrum, return_variance, bias_inflation)
     out = torch.empty_like(noisy)
     var = torch.empty_like(noisy) if return_variance else None
     for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
         part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum,
-                                    return_variance)
+                                    return_variance, bias_inflation)
         if var is not None:
             part, part_var = part
             var[..., start + keep0 : start + keep1] = part_var[..., keep0:keep1]
@@ -241,7 +246,9 @@ def wiener_refine(
             estimate = pilot[b, c]
             for k, spec in enumerate(passes):
                 last = var is not None and k == len(passes) - 1
-                estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum, last)
+                thresholded = k > 0 and passes[k - 1].threshold > 0
+                inflation = THRESHOLDED_BIAS_INFLATION if thresholded else BIAS_INFLATION
+                estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum, last, inflation)
                 if last:
                     estimate, var[b, c] = estimate
             out[b, c] = estimate
