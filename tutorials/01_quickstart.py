@@ -2,9 +2,9 @@
 # # DNA-Prior quickstart: denoise one real MRI slice
 #
 # DNA-Prior needs no training data and no weights: it estimates the noise from the image itself (model, level,
-# spectrum), then refines the observation with block-matching Wiener passes. For MRI magnitudes (Rician noise) their
-# first pilot is a freshly initialised network fitted to that one noisy image (a Deep Image Prior); for other noise
-# a blurred copy of the observation serves as well, and the fit is skipped.
+# spectrum), then filters the observation collaboratively: a hard-thresholding pass for the first pilot, then a
+# block-matching Wiener pass. For MRI magnitudes (Rician noise) `pilot="network"` also fits a freshly initialised
+# network to that one noisy image (a Deep Image Prior) to correct the magnitude's bias.
 #
 # Here: load a real brain MRI slice with MONAI, add Gaussian noise with a fixed seed, denoise it with
 # `DNAPriorDenoise`, and look at what was removed. With white Gaussian noise it takes about a second on a CPU
@@ -47,7 +47,7 @@ print(f"noisy PSNR: {psnr(clean, noisy):.2f} dB")
 # ## Denoise
 # The defaults estimate the noise level from the image and stop automatically; only the noise model is a choice
 # (`"gaussian"`, `"poisson"`, `"rician"`, `"speckle"`). `seed` makes the result reproducible.
-# `max_iters=None` keeps the preset's budget; the automatic stop usually ends the fit well before it.
+# `max_iters` caps the network fit where there is one (none here: Gaussian noise needs no network).
 
 # %%
 denoiser = DNAPriorDenoise(noise_model="gaussian", seed=0, max_iters=max_iters())
@@ -60,7 +60,7 @@ print("still a MetaTensor with the same affine:", type(denoised).__name__, torch
 # %% [markdown]
 # ## Look at it
 # The removed part (noisy - denoised) should look like noise, with no anatomy in it; the error map
-# (|denoised - clean|) shows what the fit could not recover.
+# (|denoised - clean|) shows what the denoiser could not recover.
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(16, 4.6))

@@ -2,10 +2,10 @@
 # # DNA-Prior in a MONAI pipeline, before a segmentation network
 #
 # `DNAPriorDenoised` is a dictionary transform: put it in a `Compose` right after loading, before intensity
-# scaling and the network. Denoising takes seconds per image (minutes where a network is fitted: Rician noise), so
+# scaling and the network. Denoising takes seconds per image (minutes where a network is fitted: `pilot="network"`), so
 # cache it: the transform is deterministic and not random, so `CacheDataset` (memory) or `PersistentDataset` (disk)
 # keep its output and
-# **the fit runs once per image**, not once per epoch. This tutorial shows that by counting the fits.
+# **the denoising runs once per image**, not once per epoch. This tutorial shows that by counting the runs.
 #
 # The UNet below has **random weights**: its output is meaningless and only shows the wiring. Bring your own
 # trained network. To keep the run to a few minutes on a CPU this tutorial uses `preset="fast"`
@@ -50,7 +50,7 @@ print([Path(f["image"]).name for f in files])
 
 # %% [markdown]
 # ## The pipeline
-# A subclass of `DNAPriorDenoised` that counts its calls, so we can see when fits happen.
+# A subclass of `DNAPriorDenoised` that counts its calls, so we can see when the denoising happens.
 
 # %%
 
@@ -74,12 +74,12 @@ transform = Compose([
 ])
 
 # %% [markdown]
-# ## Cache: the fits happen here, once per image
+# ## Cache: the denoising happens here, once per image
 
 # %%
 start = time.perf_counter()
 dataset = CacheDataset(data=files, transform=transform, cache_rate=1.0)
-print(f"cache built in {time.perf_counter() - start:.1f} s; fits so far: {CountingDenoised.calls}")
+print(f"cache built in {time.perf_counter() - start:.1f} s; runs so far: {CountingDenoised.calls}")
 
 # %% [markdown]
 # ## Segment, two epochs
@@ -97,9 +97,9 @@ for epoch in range(2):
             labels = net(batch["image"]).argmax(dim=1)
             if epoch == 0:
                 segmentations.append((batch["image"][0], labels[0]))
-    print(f"epoch {epoch}: {time.perf_counter() - start:.2f} s, fits so far: {CountingDenoised.calls}")
+    print(f"epoch {epoch}: {time.perf_counter() - start:.2f} s, runs so far: {CountingDenoised.calls}")
 
-assert CountingDenoised.calls == len(files), "the denoising fit should run exactly once per image"
+assert CountingDenoised.calls == len(files), "the denoising should run exactly once per image"
 
 # %% [markdown]
 # ## Look at it

@@ -3,13 +3,13 @@
 #
 # The repository's `bundle/` is a MONAI Bundle that `python -m monai.bundle run` executes: it denoises every
 # NIfTI / DICOM / MetaImage / NRRD file of a folder into `<name>_denoised.nii.gz`, keeping shape, affine and
-# intensity range. There are no trained weights to download: the network is fitted to each image.
+# intensity range. There are no trained weights to download: everything is estimated from each image.
 # (`bundle/docs/README.md` has every setting, multi-process runs with `torchrun`, and denoise-then-segment.)
 #
 # This tutorial runs the commands with `subprocess` from the repository root, as you would in a shell.
-# It caps the fit at `--max_iters 50` so each run takes seconds: the results are under-fitted; drop
-# `--max_iters` for real use (`DNAPRIOR_TUTORIAL_ITERS` overrides the cap). Figures are saved in the current
-# working directory.
+# It passes `--max_iters 50`, which caps a network fit where there is one (none with the default settings), so each
+# run takes seconds; drop it for real use (`DNAPRIOR_TUTORIAL_ITERS` overrides the cap). Figures are saved in the
+# current working directory.
 
 # %%
 from __future__ import annotations

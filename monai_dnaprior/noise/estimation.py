@@ -99,14 +99,19 @@ def estimate_noise_level(x: torch.Tensor, spatial_dims: int) -> float:
     where it dominates the finest scale, and the quiet windows still do where signal detail fills most of it (a
     sharp, high-SNR scan). 0 when there are too few noisy blocks (a constant or too thin image).
     """
+    median, quiet = _finest_scale_levels(x, spatial_dims)
+    return median if quiet is None else min(median, quiet)
+
+
+def _finest_scale_levels(x: torch.Tensor, spatial_dims: int) -> tuple[float, float | None]:
+    """The wavelet MAD over the blocks that carry noise (0 with too few of them) and the quietest windows'
+    estimate (None where there is none)."""
     if _too_thin(x, spatial_dims):
-        return 0.0
+        return 0.0, None
     detail, _, noisy = haar_blocks(x, spatial_dims)
     if int(noisy.sum()) < _MIN_BLOCKS:
-        return 0.0
-    median = robust_sigma(detail[noisy])
-    quiet = _quietest_windows_sigma(detail, noisy, spatial_dims)
-    return median if quiet is None else min(median, quiet)
+        return 0.0, None
+    return robust_sigma(detail[noisy]), _quietest_windows_sigma(detail, noisy, spatial_dims)
 
 
 _WINDOW = 4  # finest-scale coefficients per window side (in-plane; one plane deep in 3D)
@@ -142,13 +147,7 @@ def finest_scale_quietness(x: torch.Tensor, spatial_dims: int) -> float:
     noise), and then no estimate from this image measures the noise: it is at most the quiet windows' level. 1
     where either estimate is missing.
     """
-    if _too_thin(x, spatial_dims):
-        return 1.0
-    detail, _, noisy = haar_blocks(x, spatial_dims)
-    if int(noisy.sum()) < _MIN_BLOCKS:
-        return 1.0
-    median = robust_sigma(detail[noisy])
-    quiet = _quietest_windows_sigma(detail, noisy, spatial_dims)
+    median, quiet = _finest_scale_levels(x, spatial_dims)
     return 1.0 if quiet is None or median <= 0 else quiet / median
 
 
