@@ -28,12 +28,13 @@ from monai_dnaprior.noise import (
     get_noise_model,
     haar_blocks,
 )
+from monai_dnaprior.nl_bayes import BayesPass, bayes_refine
 from monai_dnaprior.uncertainty import clean_error, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
 __all__ = ["CHANNEL_GROUP", "NETWORK_PILOT_MODELS", "NOISE_MODEL_CHOICES", "PILOTS", "VOLUME_MODES", "DenoiseResult",
-           "denoise"]
+           "bayes_pass", "denoise"]
 
 logger = logging.getLogger("monai_dnaprior")
 
@@ -343,6 +344,15 @@ def refinement_passes(config: FitConfig, spatial_dims: int = 2, coloured: bool =
     return [thresholded] + [matched] * config.wiener_passes
 
 
+def bayes_pass(config: FitConfig, passes: Sequence[WienerPass], spatial_dims: int = 2) -> BayesPass | None:
+    """The NL-Bayes step averaged with the Wiener passes' result, or None: only in 2D, after a thresholding pass
+    (white noise) that a Wiener pass follows, and where ``config.bayes_patch`` is set. Measured on the 2D dev
+    scans (``benchmarks/nl_bayes.py``): the average beats the Wiener result alone."""
+    if config.bayes_patch <= 0 or spatial_dims != 2 or len(passes) < 2 or passes[0].threshold <= 0:
+        return None
+    return BayesPass(patch=config.bayes_patch)
+
+
 def _refine(
     target: torch.Tensor, fitted: torch.Tensor | None, field: NoiseField, config: FitConfig,
     origin: float | torch.Tensor,
@@ -355,7 +365,8 @@ def _refine(
     inverting the model's mean (Rician; every other model's mean is the clean image). The filter runs with
     ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and the
     input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's lower
-    end is not. Coloured noise gives every patch coefficient its own noise variance.
+    end is not. Coloured noise gives every patch coefficient its own noise variance. In 2D with white noise, the
+    Wiener result is averaged with an NL-Bayes step's (:func:`bayes_pass`), both piloted by the thresholding pass.
     """
     passes = refinement_passes(config, target.ndim - 1, coloured=not field.is_white)
     if not passes:
@@ -364,7 +375,16 @@ def _refine(
     spectrum = None if field.is_white else field.spectrum
     shifted = target[None] - origin
     pilot = shifted if field.is_white else GaussianFilter(target.ndim - 1, config.code_blur).to(target.device)(shifted)
-    mean, variance = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=True)
+    bayes = bayes_pass(config, passes, target.ndim - 1) if field.is_white else None
+    if bayes is None:
+        mean, variance = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=True)
+    else:
+        basic = wiener_refine(shifted, pilot, model.fit_sigma, passes[:1])
+        mean, variance = wiener_refine(shifted, basic, model.fit_sigma, passes[1:], return_variance=True,
+                                       thresholded_pilot=True)
+        # The uncertainty keeps the Wiener pass's expected error (the NL-Bayes step's is not modelled): the average's
+        # RMS error is at most the mean of the two's, and measured, the average's is the smaller.
+        mean = 0.5 * (mean + bayes_refine(shifted, basic, model.fit_sigma, bayes))
     mean = mean[0] + origin
     clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
     return clean, mean, variance[0]

@@ -57,6 +57,9 @@ class FitConfig:
         match_group: patches per block-matching group.
         match_radius: search radius of the block matching in 2D, in pixels.
         match_step: step between the block matching's reference patches (in-plane).
+        bayes_patch: patch side of the NL-Bayes step (:mod:`monai_dnaprior.nl_bayes`) whose result is averaged
+            with the Wiener pass's, for white (or stabilised) noise in 2D; its groups are matched on the
+            thresholding pass's result. 0 disables it (coloured noise and 3D never run it).
         volume_patch: cube side of the refinement's patches in 3D.
         volume_radius: in-plane search radius of the block matching in 3D.
         volume_depth_radius: search radius along the last axis in 3D.
@@ -90,6 +93,7 @@ class FitConfig:
     threshold: float = 2.7
     threshold_radius: int = 19
     match_step: int = 3
+    bayes_patch: int = 7
     volume_patch: int = 4
     volume_radius: int = 5
     volume_depth_radius: int = 2

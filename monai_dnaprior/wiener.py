@@ -223,6 +223,7 @@ def wiener_refine(
     passes: Sequence[WienerPass],
     spectrum: NoiseSpectrum | None = None,
     return_variance: bool = False,
+    thresholded_pilot: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Wiener-filter ``noisy`` with ``pilot`` as the first pilot, pass after pass, each result the next pilot.
 
@@ -236,6 +237,8 @@ def wiener_refine(
         return_variance: also return the expected squared error of the result per voxel (noise variance plus
             squared bias of the last pass; see :func:`collaborative_wiener`), same shape; computed in the last pass
             only.
+        thresholded_pilot: ``pilot`` is the result of a hard-thresholding pass run before (its bias inflation,
+            :data:`THRESHOLDED_BIAS_INFLATION`, for the first pass's variance).
     """
     if sigma <= 0 or not passes:
         return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
@@ -246,7 +249,7 @@ def wiener_refine(
             estimate = pilot[b, c]
             for k, spec in enumerate(passes):
                 last = var is not None and k == len(passes) - 1
-                thresholded = k > 0 and passes[k - 1].threshold > 0
+                thresholded = passes[k - 1].threshold > 0 if k > 0 else thresholded_pilot
                 inflation = THRESHOLDED_BIAS_INFLATION if thresholded else BIAS_INFLATION
                 estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum, last, inflation)
                 if last:

@@ -412,7 +412,7 @@ def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
     zero (a scaled copy of the input, never shifted by the percentile window)."""
     captured = {}
 
-    def spy(noisy, pilot, sigma, passes, spectrum=None, return_variance=False):
+    def spy(noisy, pilot, sigma, passes, spectrum=None, return_variance=False, **kwargs):
         captured["noisy"] = noisy.clone()
         return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
 

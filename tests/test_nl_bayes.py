@@ -1,0 +1,100 @@
+"""Tests of the NL-Bayes step: it denoises, keeps a flat image, is deterministic, and the config turns it off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_phantom, psnr
+
+from monai_dnaprior import FitConfig, NoiseModel, engine, wiener
+from monai_dnaprior.engine import bayes_pass, refinement_passes
+from monai_dnaprior.noise import NoiseField, NoiseSpectrum
+from monai_dnaprior.nl_bayes import BayesPass, bayes_refine, nl_bayes
+from monai_dnaprior.wiener import wiener_refine
+
+SMALL = BayesPass(patch=5, group=24, radius=6, step=3)
+
+
+def _noisy(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
+    return clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _thresholded(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The refinement's own pilot: the hard-thresholding pass."""
+    return wiener_refine(noisy[None, None], noisy[None, None], sigma, refinement_passes(FitConfig())[:1])[0, 0]
+
+
+def test_nl_bayes_denoises_a_phantom():
+    clean = torch.as_tensor(make_phantom((40, 40)))
+    noisy = _noisy(clean, 0.1)
+    out = nl_bayes(noisy, _thresholded(noisy, 0.1), 0.1, SMALL)
+    assert out.shape == clean.shape
+    assert psnr(out, clean) > psnr(noisy, clean) + 6
+
+
+def test_nl_bayes_keeps_a_flat_image_and_a_vanishing_noise():
+    flat = torch.full((24, 20), 0.3)
+    torch.testing.assert_close(nl_bayes(flat, flat, 0.1, SMALL), flat)
+    noisy = torch.rand(19, 17)  # sigma so small that float32 cannot factor C + sigma^2 I: the float64 path
+    torch.testing.assert_close(nl_bayes(noisy, noisy, 1e-6, SMALL), noisy, atol=1e-4, rtol=0)
+
+
+def test_nl_bayes_is_deterministic_and_handles_channels():
+    noisy, pilot = torch.rand(1, 2, 20, 18), torch.rand(1, 2, 20, 18)
+    before = noisy.clone(), pilot.clone()
+    out = bayes_refine(noisy, pilot, 0.1, SMALL)
+    torch.testing.assert_close((noisy, pilot), before)
+    assert torch.equal(out, bayes_refine(noisy, pilot, 0.1, SMALL))
+    torch.testing.assert_close(out[0, 1], nl_bayes(noisy[0, 1], pilot[0, 1], 0.1, SMALL))
+    torch.testing.assert_close(bayes_refine(noisy, pilot, 0.0, SMALL), noisy)
+
+
+def test_nl_bayes_runs_in_3d():
+    clean = torch.as_tensor(make_phantom((16, 16, 8)))
+    noisy = _noisy(clean, 0.1)
+    out = nl_bayes(noisy, clean, 0.1, BayesPass(patch=3, group=16, radius=3, step=2))
+    assert psnr(out, clean) > psnr(noisy, clean) + 4
+
+
+def test_large_images_go_in_slabs(monkeypatch):
+    clean = torch.as_tensor(make_phantom((24, 40)))
+    noisy = _noisy(clean, 0.1)
+    whole = bayes_refine(noisy[None, None], clean[None, None], 0.1, SMALL)[0, 0]
+    monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum width
+    slabbed = bayes_refine(noisy[None, None], clean[None, None], 0.1, SMALL)[0, 0]
+    assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
+
+
+def test_the_step_runs_for_white_2d_noise_only():
+    passes = refinement_passes(FitConfig())
+    assert bayes_pass(FitConfig(), passes) == BayesPass(patch=7)
+    assert bayes_pass(FitConfig(bayes_patch=0), passes) is None
+    assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 3), 3) is None
+    assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 2, coloured=True)) is None
+    assert bayes_pass(FitConfig(), passes[:1]) is None  # no Wiener pass to average with
+
+
+def test_refine_averages_the_step_and_keeps_the_wiener_variance():
+    clean = torch.as_tensor(make_phantom((32, 32)))
+    noisy = _noisy(clean, 0.1)
+    field = NoiseField(NoiseModel("gaussian", 0.1), NoiseSpectrum.white(2))
+    off_config = FitConfig(bayes_patch=0)
+    off = engine._refine(noisy[None], None, field, off_config, 0.0)
+    on = engine._refine(noisy[None], None, field, FitConfig(), 0.0)
+    plain = wiener_refine(noisy[None, None], noisy[None, None], 0.1, refinement_passes(off_config),
+                          return_variance=True)
+    torch.testing.assert_close(off[0], plain[0][0])  # 0 disables the step: today's result
+    torch.testing.assert_close(on[2], off[2])  # the uncertainty is the Wiener pass's either way
+    assert not torch.allclose(on[0], off[0])
+    assert psnr(on[0][0], clean) > psnr(noisy, clean) + 6
+
+
+@pytest.mark.parametrize("noise_model", ["gaussian", "rician"])
+def test_denoise_with_and_without_the_step(noise_model):
+    clean = make_phantom((32, 32))
+    noisy = _noisy(torch.as_tensor(clean), 0.08).abs()[None]
+    on = engine.denoise(noisy, noise_model=noise_model, noise_level=0.08)
+    off = engine.denoise(noisy, noise_model=noise_model, noise_level=0.08, config=FitConfig(bayes_patch=0))
+    assert torch.equal(on.image, engine.denoise(noisy, noise_model=noise_model, noise_level=0.08).image)
+    assert psnr(on.image[0], clean) > psnr(noisy[0], clean) + 5
+    assert psnr(on.image[0], clean) > psnr(off.image[0], clean) - 0.3
