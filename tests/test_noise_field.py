@@ -145,6 +145,8 @@ def test_a_finest_scale_full_of_signal_gives_an_upper_bound_a_white_spectrum_and
     with pytest.warns(UserWarning, match=r"at most .*noise_level="):
         result = denoise(img, "gaussian", config=small_config(3, wiener_patch=8, pilot="auto"), name="epi.nii")
     assert result.info["level_upper_bound"]
+    given, _ = estimate_noise_field(img, 2, "gaussian", level=sigma)  # no spectrum from the signal either
+    assert given.is_white and not given.upper_bound and given.model.level == sigma
     with warnings.catch_warnings():  # a given level is no bound: no warning
         warnings.simplefilter("error")
         denoise(img, "gaussian", noise_level=sigma, config=small_config(3, wiener_patch=8, pilot="auto"))

@@ -199,10 +199,13 @@ def estimate_noise_field(
         spectrum, variance = estimate_noise_spectrum(repeats, spatial_dims, share=0.5)
         level = math.sqrt(variance) if not spectrum.is_white else estimate_noise_level(repeats, spatial_dims)
         return NoiseField(NoiseModel(model.name, level), spectrum, scale, slice_axis, True, from_repeats=True), target
-    if model.name == "gaussian" and level is None and finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED:
+    if model.name == "gaussian" and finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED:
         # the flattest patches are signal too: no spectrum from them, and the level is below the quiet windows'
+        white = NoiseSpectrum.white(spatial_dims)
+        if level is not None:
+            return NoiseField(model, white, scale, slice_axis, False), target
         model = NoiseModel(model.name, UPPER_BOUND_SHARE * model.level)
-        return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, True, upper_bound=True), target
+        return NoiseField(model, white, scale, slice_axis, True, upper_bound=True), target
     if model.name == "rician":
         # taken white: a magnitude is Gaussian only where the signal is well above the noise, and there the
         # anatomy's texture reads as a weak colour (the EPI volume: 0.14, which cost 0.8 dB)
