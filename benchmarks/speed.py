@@ -158,6 +158,7 @@ LABELS = {
     "noise field (levels, spectrum)": ("dnaprior::field",),
     "block matching (refinement)": ("dnaprior::matching",),
     "refinement, all else (transforms, gains, aggregation)": ("dnaprior::refinement",),
+    "NL-Bayes step (with its block matching)": ("dnaprior::bayes",),
     "forward (network)": ("dnaprior::forward",),
     "spectral fidelity (incl. forward FFTs)": ("dnaprior::fidelity",),
     "total variation": ("dnaprior::tv",),
@@ -200,7 +201,7 @@ def labelled_fit(sync: bool = False) -> Iterator[None]:
                (fit, "total_variation", "dnaprior::tv"), (torch.Tensor, "backward", "dnaprior::backward"),
                (OutputAverager, "update", "dnaprior::ema"), (engine, "_resolve_model", "dnaprior::auto"),
                (engine, "estimate_noise_field", "dnaprior::field"), (wiener, "match_blocks", "dnaprior::matching"),
-               (engine, "wiener_refine", "dnaprior::refinement")]
+               (engine, "wiener_refine", "dnaprior::refinement"), (engine, "bayes_refine", "dnaprior::bayes")]
     with contextlib.ExitStack() as stack:
         for owner, name, label in targets:
             stack.enter_context(mock.patch.object(owner, name, labelled(getattr(owner, name), label, sync)))
