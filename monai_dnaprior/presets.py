@@ -10,7 +10,7 @@ from monai_dnaprior.validation import check_choice
 __all__ = ["PRESETS", "preset_config"]
 
 PRESETS: dict[str, FitConfig] = {
-    "fast": FitConfig(max_iters=60, min_iters=40, threshold_radius=8),
+    "fast": FitConfig(max_iters=60, min_iters=40, match_step=4),
     "default": FitConfig(),
     "quality": FitConfig(max_iters=400, min_iters=200, channels=(32, 32, 64, 64), match_step=2),
 }
