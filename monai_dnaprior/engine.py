@@ -89,8 +89,8 @@ def denoise(
         config: the fit's settings; :class:`FitConfig` defaults when None.
         seed: seeds the network, its input code and perturbations: same seed, same output on the same device.
         device: where to fit; CUDA when available and None, else CPU.
-        volume_mode: for 3D images, ``"volume"`` (one 3D fit), ``"slices"`` (2D fits along ``slice_axis``,
-            each warm-started from its neighbour) or ``"auto"`` (slices).
+        volume_mode: for 3D images where a network is fitted, ``"volume"`` (one 3D fit), ``"slices"`` (2D fits
+            along ``slice_axis``, each warm-started from its neighbour) or ``"auto"`` (slices).
         slice_axis: spatial axis (0, 1, 2 or negative) that ``"slices"`` steps along.
         noise_psd: the noise power spectrum, if known: ``E|fftn(noise, norm="ortho")|^2`` over the spatial axes
             (unshifted; its mean is the noise variance), in the image's own intensity units. Additive noise only.
@@ -208,13 +208,13 @@ def _denoise_group(
             stacklevel=3,
         )
     mode = "2d" if spatial_dims == 2 else ("slices" if volume_mode == "auto" else volume_mode)
-    if mode == "volume" and not _volume_fits(target.shape, config, x.device):
-        warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
-        mode = "slices"
     if config.pilot == "network" and not _uses_network(config, field):
         warnings.warn(f"DNA-Prior{_named(name)}: pilot='network' changes only a Rician result (the fit corrects the "
                       f"magnitude's bias); this image's noise is {model.name}, so no network is fitted.", stacklevel=3)
     if _uses_network(config, field):
+        if mode == "volume" and not _volume_fits(target.shape, config, x.device):
+            warnings.warn("The volume is too large to fit as a whole on this device; fitting it slice by slice.")
+            mode = "slices"
         fitted, spread, iterations = _fit_with_fallback(target, field, config, seed, mode, slice_axis, tracker)
     else:
         fitted, spread, iterations = None, torch.zeros_like(target), 0
@@ -275,8 +275,8 @@ PILOTS = ("auto", "thresholded", "network")
 def _uses_network(config: FitConfig, field: NoiseField) -> bool:
     """Whether the network is fitted: where asked (``pilot="network"``) and the observation's mean is not the clean
     image (Rician: the fit's exact likelihood corrects the bias), or where nothing else denoises (``wiener_patch``
-    0). ``"auto"`` fits none: against the model's own inverse of the mean the fit added +0.07 dB on the Rician
-    mean for 3-20x the time, and nothing elsewhere (``benchmarks/results``)."""
+    0). ``"auto"`` fits none: against inverting the Rician mean the fit added +0.04 dB on the five Rician dev slices
+    and lost 0.87 dB on the volume, for about 7x the time (``benchmarks/results``)."""
     check_choice("pilot", config.pilot, PILOTS)
     if config.wiener_patch <= 0:
         return True

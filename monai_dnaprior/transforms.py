@@ -46,7 +46,8 @@ class DNAPriorDenoise(Transform):
         max_iters: cap on iterations (the automatic stop can end the fit earlier); None keeps the preset's.
         seed: seed of the network, its input code and perturbations.
         device: where to fit (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA when available and None.
-        volume_mode: for 3D images, ``"slices"`` (warm-started 2D fits), ``"volume"`` (one 3D fit) or ``"auto"``.
+        volume_mode: for 3D images where a network is fitted, ``"slices"`` (warm-started 2D fits), ``"volume"`` (one
+            3D fit) or ``"auto"``.
         slice_axis: spatial axis the slice mode steps along.
         tv_scale: weight of total variation per unit of noise sigma; None keeps the preset's.
         frequency_power: radial frequency weighting of the spectral fidelity; None keeps the preset's.
