@@ -1,20 +1,21 @@
 """The per-voxel uncertainty map: the expected error of the returned image, in its intensity units.
 
 The returned image is the last collaborative Wiener pass's output (its estimate of the observation's mean, mapped
-to the clean image). Given its pilot that pass is linear in the observation, so its error per voxel is known in closed form up to the clean signal
-(:func:`monai_dnaprior.wiener.collaborative_wiener` with ``return_variance``):
+to the clean image; in 2D averaged with the NL-Bayes step's, whose error is not modelled: the average's is the
+smaller). Given its pilot that pass is linear in the observation, so its error per voxel is known in closed form up
+to the clean signal (:func:`monai_dnaprior.wiener.collaborative_wiener` with ``return_variance``):
 
 - the residual noise variance ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i`` (exact for a pilot independent of the
   noise; coloured noise through its per-coefficient variances);
 - the squared bias, what the shrinkage removed of the signal, ``(B^T (gain - 1) X A)^2``, with the pilot's
   coefficients for the clean ``X`` scaled by :data:`monai_dnaprior.wiener.BIAS_INFLATION` (the pilot is itself shrunk
-  and reads the signal low);
+  and reads the signal low; a thresholded pilot less so: :data:`monai_dnaprior.wiener.THRESHOLDED_BIAS_INFLATION`);
 
 averaged over the overlapping groups with the image's own weights (``sum w e / sum w``, overlaps treated as fully
 correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). Rician maps it through the
-inverse of its mean, or through a fit's linear step plus the bias that step leaves (:func:`clean_error`). The fit-domain error std is
-mapped to the image's intensities through the noise model's inverse by its local slope (delta method) and the
-per-slice levels.
+inverse of its mean, or through a fit's linear step plus the bias that step leaves (:func:`clean_error`). The
+fit-domain error std is mapped to the image's intensities through the noise model's inverse by its local slope
+(delta method) and the per-slice levels.
 
 A global Monte-Carlo SURE rescaling was tried and dropped: it subtracts ``sigma^2`` from a residual about 10x larger
 than the error, so a 2 % error in the estimated noise level moved it by 30 % (and below zero for Poisson/Rician).
