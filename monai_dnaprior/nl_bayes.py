@@ -2,9 +2,10 @@
 
 For each group of patches matched on a pilot, the patches are taken as draws of a Gaussian whose covariance
 ``C`` is that of the pilot's patches and whose mean ``m`` is the mean of the noisy ones; each noisy patch ``y``
-is then replaced by its posterior mean ``m + C (C + sigma^2 I)^-1 (y - m)``. Where a DCT Wiener pass shrinks fixed
-coefficients, this adapts the basis to every group (the eigenvectors of ``C``), so the two make different errors
-and their average beats either. White noise only, 2D or 3D.
+is then replaced by its posterior mean ``m + C (C + sigma^2 N)^-1 (y - m)``, ``N`` the noise's correlation over
+the patch (the identity for white noise; coloured noise from its spectrum, exactly). Where a DCT Wiener pass
+shrinks fixed coefficients, this adapts the basis to every group (the eigenvectors of ``C``), so the two make
+different errors. 2D or 3D.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from monai_dnaprior.block_matching import match_blocks, patch_indices
+from monai_dnaprior.noise.spectrum import NoiseSpectrum
 from monai_dnaprior.wiener import _GROUPED_VOXELS, _slab_width, _slabs
 
 __all__ = ["BayesPass", "bayes_refine", "nl_bayes"]
@@ -34,12 +36,18 @@ class BayesPass:
         return (self.patch,) * spatial_dims, (self.radius,) * spatial_dims, (self.step,) * spatial_dims
 
 
-def nl_bayes(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass = BayesPass()) -> torch.Tensor:
-    """One NL-Bayes step over a single-channel image ``(H, W)`` or ``(H, W, D)`` with white noise of std
-    ``sigma``: groups matched on ``pilot``, every patch's posterior mean, the overlapping estimates averaged."""
+def nl_bayes(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass = BayesPass(),
+    spectrum: NoiseSpectrum | None = None,
+) -> torch.Tensor:
+    """One NL-Bayes step over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma`` (white,
+    or coloured as ``spectrum`` says): groups matched on ``pilot``, every patch's posterior mean, the overlapping
+    estimates averaged."""
     shape = noisy.shape
     patch, radius, step = spec.shapes(noisy.ndim)
     patch = tuple(min(p, s) for p, s in zip(patch, shape))
+    correlation = None if spectrum is None or spectrum.is_white else _positive_definite(spectrum.covariance(patch))
+    correlation = None if correlation is None else correlation.to(noisy)
     groups = match_blocks(pilot, patch, radius, step, spec.group)
     numerator = torch.zeros(noisy.numel(), device=noisy.device)
     count = torch.zeros(noisy.numel(), device=noisy.device)
@@ -47,48 +55,70 @@ def nl_bayes(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: Bayes
     chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * math.prod(patch)))
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
-        estimate = _posterior_mean(noisy_flat[index], pilot_flat[index], sigma)
+        estimate = _posterior_mean(noisy_flat[index], pilot_flat[index], sigma, correlation)
         numerator.index_add_(0, index.flatten(), estimate.flatten())
         count.index_add_(0, index.flatten(), torch.ones_like(estimate).flatten())
     return (numerator / count).view(shape)
 
 
-def _posterior_mean(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float) -> torch.Tensor:
-    """``m + C (C + sigma^2 I)^-1 (y - m)`` for every patch ``y`` of the groups ``(refs, group, voxels)``, ``C``
-    the covariance of the group's pilot patches and ``m`` the mean of its noisy ones; as ``y - sigma^2 (C + sigma^2
-    I)^-1 (y - m)``, one Cholesky solve per group (``C + sigma^2 I`` is positive definite; in float64 where a tiny
-    ``sigma`` leaves it too ill-conditioned for float32)."""
+def _positive_definite(correlation: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
+    """The nearest correlation matrix whose eigenvalues are at least ``floor`` (a spectrum truncated to a few lags,
+    or estimated, can dip below zero at some frequency)."""
+    values, vectors = torch.linalg.eigh(correlation.double())
+    return (vectors * values.clamp_min(floor)) @ vectors.T
+
+
+def _posterior_mean(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``m + C (C + sigma^2 N)^-1 (y - m)`` for every patch ``y`` of the groups ``(refs, group, voxels)``, ``C``
+    the covariance of the group's pilot patches, ``m`` the mean of its noisy ones and ``N`` the noise's
+    ``correlation`` over the patch (None: the identity); as ``y - sigma^2 N (C + sigma^2 N)^-1 (y - m)``, one
+    Cholesky solve per group (``C + sigma^2 N`` is positive definite; in float64 where a tiny ``sigma`` leaves it
+    too ill-conditioned for float32)."""
     centred = pilot - pilot.mean(1, keepdim=True)
     covariance = centred.transpose(1, 2) @ centred / max(1, pilot.shape[1] - 1)
-    covariance.diagonal(dim1=1, dim2=2).add_(sigma**2)
+    if correlation is None:
+        covariance.diagonal(dim1=1, dim2=2).add_(sigma**2)
+    else:
+        covariance = covariance + sigma**2 * correlation.to(covariance)
     factor, failed = torch.linalg.cholesky_ex(covariance)
     if bool(failed.any()):  # in float64 too: sigma is negligible, and the posterior mean is the patch itself
-        return noisy if noisy.dtype == torch.float64 else _posterior_mean(noisy.double(), pilot.double(), sigma).to(
-            noisy.dtype)
-    residual = (noisy - noisy.mean(1, keepdim=True)).transpose(1, 2)
-    return noisy - sigma**2 * torch.cholesky_solve(residual, factor).transpose(1, 2)
+        if noisy.dtype == torch.float64:
+            return noisy
+        wide = None if correlation is None else correlation.double()
+        return _posterior_mean(noisy.double(), pilot.double(), sigma, wide).to(noisy.dtype)
+    residual = torch.cholesky_solve((noisy - noisy.mean(1, keepdim=True)).transpose(1, 2), factor)
+    if correlation is not None:
+        residual = correlation.to(residual) @ residual
+    return noisy - sigma**2 * residual.transpose(1, 2)
 
 
-def _bayes_image(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass) -> torch.Tensor:
+def _bayes_image(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass, spectrum: NoiseSpectrum | None
+) -> torch.Tensor:
     """:func:`nl_bayes` over a single-channel image; a large one in slabs along its last axis (bounded memory)."""
     patch, radius, step = spec.shapes(noisy.ndim)
     slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
     if slab >= noisy.shape[-1]:
-        return nl_bayes(noisy, pilot, sigma, spec)
+        return nl_bayes(noisy, pilot, sigma, spec, spectrum)
     out = torch.empty_like(noisy)
     for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
-        part = nl_bayes(noisy[..., start:stop], pilot[..., start:stop], sigma, spec)
+        part = nl_bayes(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum)
         out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
     return out
 
 
-def bayes_refine(noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass = BayesPass()) -> torch.Tensor:
-    """NL-Bayes step of ``noisy`` ``(B, C, *spatial)`` (white Gaussian noise of std ``sigma``) with ``pilot``, an
-    estimate of the clean image of the same shape, channel by channel."""
+def bayes_refine(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass = BayesPass(),
+    spectrum: NoiseSpectrum | None = None,
+) -> torch.Tensor:
+    """NL-Bayes step of ``noisy`` ``(B, C, *spatial)`` (Gaussian noise of std ``sigma``, white or coloured as
+    ``spectrum`` says) with ``pilot``, an estimate of the clean image of the same shape, channel by channel."""
     if sigma <= 0:
         return noisy.clone()
     out = torch.empty_like(noisy)
     for b in range(noisy.shape[0]):
         for c in range(noisy.shape[1]):
-            out[b, c] = _bayes_image(noisy[b, c], pilot[b, c], sigma, spec)
+            out[b, c] = _bayes_image(noisy[b, c], pilot[b, c], sigma, spec, spectrum)
     return out

@@ -65,13 +65,32 @@ def test_large_images_go_in_slabs(monkeypatch):
     assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
 
 
-def test_the_step_runs_for_white_2d_noise_only():
+def test_the_step_runs_in_2d_only():
     passes = refinement_passes(FitConfig())
     assert bayes_pass(FitConfig(), passes) == BayesPass(patch=7)
     assert bayes_pass(FitConfig(bayes_patch=0), passes) is None
     assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 3), 3) is None
-    assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 2, coloured=True)) is None
+    assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 2, coloured=True)) == BayesPass(patch=7)
     assert bayes_pass(FitConfig(), passes[:1]) is None  # no Wiener pass to average with
+
+
+def test_coloured_noise_takes_its_correlation():
+    """Low-pass noise: the step that knows its correlation beats the one that takes it white, and the Wiener
+    passes' result it is piloted by."""
+    gen = torch.Generator().manual_seed(3)
+    clean = torch.as_tensor(make_phantom((48, 48)))
+    kernel = torch.tensor([0.25, 0.5, 0.25])
+    noise = torch.randn(48, 48, generator=gen, dtype=torch.float64)
+    for dim in (0, 1):
+        noise = sum(w * torch.roll(noise, k - 1, dim) for k, w in enumerate(kernel.double()))
+    noisy = (clean + 0.08 * noise / noise.std()).float()
+    lags = torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6])  # the kernel's correlation
+    spectrum = NoiseSpectrum(torch.outer(lags, lags))
+    field = NoiseField(NoiseModel("gaussian", 0.08), spectrum)
+    with_step = engine._refine(noisy[None], None, field, FitConfig(), 0.0)[0][0]
+    without = engine._refine(noisy[None], None, field, FitConfig(bayes_patch=0), 0.0)[0][0]
+    white = bayes_refine(noisy[None, None], without[None, None], 0.08, BayesPass())[0, 0]
+    assert psnr(with_step, clean) > max(psnr(without, clean), psnr(white, clean))
 
 
 def test_refine_averages_the_step_and_keeps_the_wiener_variance():
