@@ -17,7 +17,7 @@ import torch
 
 from monai_dnaprior.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
-from monai_dnaprior.wiener import _GROUPED_VOXELS, _slab_width, _slabs
+from monai_dnaprior.wiener import _GROUPED_VOXELS, in_slabs
 
 __all__ = ["BayesPass", "bayes_refine", "nl_bayes"]
 
@@ -97,16 +97,10 @@ def _posterior_mean(
 def _bayes_image(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass, spectrum: NoiseSpectrum | None
 ) -> torch.Tensor:
-    """:func:`nl_bayes` over a single-channel image; a large one in slabs along its last axis (bounded memory)."""
+    """:func:`nl_bayes` over a single-channel image, a large one in slabs (:func:`~monai_dnaprior.wiener.in_slabs`)."""
     patch, radius, step = spec.shapes(noisy.ndim)
-    slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
-    if slab >= noisy.shape[-1]:
-        return nl_bayes(noisy, pilot, sigma, spec, spectrum)
-    out = torch.empty_like(noisy)
-    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
-        part = nl_bayes(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum)
-        out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
-    return out
+    return in_slabs(lambda n, p: nl_bayes(n, p, sigma, spec, spectrum), noisy, pilot, patch, radius, step,
+                    spec.group > 1)
 
 
 def bayes_refine(

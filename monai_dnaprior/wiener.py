@@ -13,7 +13,7 @@ beats several after a smooth pilot: each Wiener pass's result reads the signal l
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -194,26 +194,37 @@ def _slab_width(shape: Sequence[int], patch: Sequence[int], radius: Sequence[int
     return max(_MIN_SLAB * step[-1], _MATCH_TABLE * step[-1] // (refs_across * offsets))
 
 
+def in_slabs(
+    filter_part: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
+    noisy: torch.Tensor, pilot: torch.Tensor, patch: Sequence[int], radius: Sequence[int], step: Sequence[int],
+    matched: bool,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """``filter_part(noisy, pilot)`` over a single-channel image; a large one slab by slab along its last axis
+    (bounded memory), each slab with a margin wide enough for its patches and searches. Every output (a tensor
+    or a tuple of them, each shaped like ``noisy``) is put together from the slabs' kept parts."""
+    slab = _slab_width(noisy.shape, patch, radius, step, matched)
+    if slab >= noisy.shape[-1]:
+        return filter_part(noisy, pilot)
+    outs: list[torch.Tensor] | None = None
+    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
+        part = filter_part(noisy[..., start:stop], pilot[..., start:stop])
+        parts = part if isinstance(part, tuple) else (part,)
+        outs = outs or [torch.empty_like(noisy) for _ in parts]
+        for out, p in zip(outs, parts):
+            out[..., start + keep0 : start + keep1] = p[..., keep0:keep1]
+    return tuple(outs) if len(outs) > 1 else outs[0]
+
+
 def _filter_image(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None,
     return_variance: bool = False, bias_inflation: float = BIAS_INFLATION,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """One pass over a single-channel image; a large one goes slab by slab along its last axis (bounded memory),
-    each slab with a margin wide enough for its patches and searches."""
+    """One pass over a single-channel image (:func:`in_slabs`)."""
     patch, radius, step = spec.shapes(noisy.ndim)
-    slab = _slab_width(noisy.shape, patch, radius, step, spec.group > 1)
-    if slab >= noisy.shape[-1]:
-        return collaborative_wiener(noisy, pilot, sigma, spec, spectrum, return_variance, bias_inflation)
-    out = torch.empty_like(noisy)
-    var = torch.empty_like(noisy) if return_variance else None
-    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
-        part = collaborative_wiener(noisy[..., start:stop], pilot[..., start:stop], sigma, spec, spectrum,
-                                    return_variance, bias_inflation)
-        if var is not None:
-            part, part_var = part
-            var[..., start + keep0 : start + keep1] = part_var[..., keep0:keep1]
-        out[..., start + keep0 : start + keep1] = part[..., keep0:keep1]
-    return out if var is None else (out, var)
+    return in_slabs(
+        lambda n, p: collaborative_wiener(n, p, sigma, spec, spectrum, return_variance, bias_inflation),
+        noisy, pilot, patch, radius, step, spec.group > 1,
+    )
 
 
 def wiener_refine(

@@ -146,15 +146,15 @@ def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> to
     return torch.nn.functional.pad(carries[None].float(), pad, mode="replicate")[0].bool()
 
 
-def _repeat_noise(x: torch.Tensor, spatial_dims: int) -> torch.Tensor | None:
+def _repeat_noise(x: torch.Tensor, spatial_dims: int, own: float) -> torch.Tensor | None:
     """The differences of consecutive channels over sqrt(2) where the channels repeat one image (an fMRI series,
     repeated averages): the same noise as one channel's, with the signal cancelled, so its finest scale holds less
     than :data:`_REPEATS` of the channels' own. None for one channel, or channels that differ (DWI b-values,
-    modalities), or that are exact copies."""
+    modalities), or that are exact copies. ``own``: the channels' own level."""
     if x.shape[0] < 2:
         return None
     differences = (x[1:] - x[:-1]) / math.sqrt(2.0)
-    own, left = estimate_noise_level(x, spatial_dims), estimate_noise_level(differences, spatial_dims)
+    left = estimate_noise_level(differences, spatial_dims)
     return differences if 0 < left < _REPEATS * own else None
 
 
@@ -196,7 +196,7 @@ def estimate_noise_field(
     if model.name in ("poisson", "speckle"):
         spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
-    repeats = _repeat_noise(target, spatial_dims) if model.name == "gaussian" and level is None else None
+    repeats = _repeat_noise(target, spatial_dims, model.level) if model.name == "gaussian" and level is None else None
     if repeats is not None:  # repeated frames: their differences are the noise, the signal gone
         spectrum, variance = estimate_noise_spectrum(repeats, spatial_dims, share=0.5)
         level = math.sqrt(variance) if not spectrum.is_white else estimate_noise_level(repeats, spatial_dims)

@@ -88,7 +88,8 @@ class NoiseModel:
         if self.name != "rician":
             return torch.ones_like(x)
         step = 1e-3 * max(self.level, 1e-6)
-        return (self.observe(x + step) - self.observe((x - step).clamp_min(0))) / (x + step - (x - step).clamp_min(0))
+        low, high = (x - step).clamp_min(0), x + step
+        return (self.observe(high) - self.observe(low)) / (high - low)
 
     def inverse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The clean estimate in the [0, 1] image domain from the fit's output ``x`` and the observation ``y``."""
