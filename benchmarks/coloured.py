@@ -59,6 +59,7 @@ if not hasattr(np, "trapz"):  # bm3d's PSD path calls np.trapz, removed in numpy
     np.trapz = np.trapezoid
 
 ORACLE = "BM3D (oracle PSD)"
+ORACLE_RICIAN = "BM3D (oracle PSD) + Rician mean inverse"
 CT_MAX_LINE_INTEGRAL = 4.0  # attenuation scaled so the longest ray through the slice keeps exp(-4) = 1.8% of I0
 CT_DOSE = {"ratlung_ct_2d": 2.0e3, "ct_small_2d": 5.0e3}  # I0, incident photons per detector bin
 KSPACE_SIGMA = {"mri_sagittal_2d": 0.12, "mr_small_2d": 0.12}  # per real/imag component, of the image range
@@ -76,6 +77,7 @@ class Case:
     reference: np.ndarray
     simulate: Callable[[np.random.Generator], np.ndarray]
     rician: bool = False  # magnitude data: DIPY's NL-means runs with its Rician correction
+    component_sigma: float | None = None  # magnitude data: the noise std of each complex component, in the image
 
 
 @dataclass
@@ -144,7 +146,8 @@ def kspace_case(scan: Scan, sigma: float) -> Case:
         return to_image(kspace + noise)
 
     text = f"MRI: complex Gaussian noise in k-space, sigma {sigma} per component, Hann window, magnitude"
-    return Case(f"kspace_{scan.name}", text, to_image(kspace), simulate, rician=True)
+    component_sigma = sigma * float(np.sqrt(np.mean(window**2)))  # the window scales each component's noise
+    return Case(f"kspace_{scan.name}", text, to_image(kspace), simulate, rician=True, component_sigma=component_sigma)
 
 
 def resample(image: np.ndarray, pixdim: float) -> np.ndarray:
@@ -218,13 +221,20 @@ def methods_for(case: Case, psd: np.ndarray, args: argparse.Namespace) -> tuple[
     methods: dict[str, Denoiser] = {blind: dnaprior_denoiser(model, **dna)}
     notes = []
     if has_noise_psd():
-        methods["DNA-Prior (oracle PSD)"] = dnaprior_denoiser("gaussian", noise_psd=psd, **dna)
+        methods["DNA-Prior (oracle PSD)"] = dnaprior_denoiser("rician" if case.rician else "gaussian", noise_psd=psd,
+                                                              **dna)
     else:
         notes.append("DNA-Prior (oracle PSD): skipped, this package's DNAPriorDenoise has no `noise_psd`.")
     sigma = anchors.bright_block_sigma if case.rician else anchors.skimage_sigma
     methods |= {
         ORACLE: timed(lambda y: anchors.bm_denoise(y, psd * psd.size)),
         "BM3D (white, sigma est.)": timed(anchors.gaussian_pipeline),
+    }
+    if case.component_sigma is not None:  # a magnitude: the expert also inverts the Rician mean, with the true sigma
+        methods[ORACLE_RICIAN] = timed(
+            lambda y: anchors.rician_mean_inverse(anchors.bm_denoise(y, psd * psd.size), case.component_sigma)
+        )
+    methods |= {
         "TV (Chambolle)": timed(tv_denoise),
         f"DIPY NL-means{' (Rician)' if case.rician else ''}": timed(
             lambda y: anchors.dipy_nlmeans(y, sigma(y), rician=case.rician)
@@ -396,7 +406,9 @@ magnitude; resampling: MONAI `Spacingd`). PSNR and SSIM against the noiseless re
 range = reference max - min. Oracle PSD = `E|fftn(noisy - reference, norm="ortho")|^2` (unshifted, mean = noise
 variance) over independent draws; `BM3D (oracle PSD)` gets it as `sigma_psd = psd * N` (the `bm3d` package's PSD is
 the unnormalised `E|fft2(noise)|^2`: sigma^2 N for white noise) and `DNA-Prior (oracle PSD)` as
-`noise_psd = psd`. Blind peers: BM3D with the white sigma of `skimage.restoration.estimate_sigma`, TV
+`noise_psd = psd` (with `noise_model="rician"` on the MRI magnitudes). On the magnitudes an expert also removes the
+Rician bias: `BM3D (oracle PSD) + Rician mean inverse` inverts the Rician mean of BM3D's output with the true
+per-component sigma (k-space sigma x the window's RMS). Blind peers: BM3D with the white sigma of `skimage.restoration.estimate_sigma`, TV
 (`denoise_tv_chambolle`, weight = that sigma), DIPY `nlmeans` (blockwise; Rician, with the bright-block sigma, on
 the MRI magnitude). Reference for the ratios: BM3D with the oracle PSD. Ablation: DNA-Prior's network fit alone
 (whitened spectral fidelity, no refinement after it), what the Deep Image Prior does by itself.

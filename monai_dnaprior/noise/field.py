@@ -30,6 +30,9 @@ _SIGNAL_DOMINATED = 0.8  # (noisy dev scans: 0.85-1.01; a sharp real EPI with li
 # Where the level is only a bound, this share of it is used: too high a level smooths real detail away, too low
 # only leaves noise (the real EPI: 1.7x its noise removes -36 % of the noise power, half of it still +4 %)
 UPPER_BOUND_SHARE = 0.5
+# Flat patches holding more than this many times the finest scale's noise variance: strongly coloured noise (a Hann
+# k-space window: 7.9; the anatomy's texture under white Rician noise: up to 1.4)
+_STRONGLY_COLOURED = 2.0
 _REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
 
 
@@ -85,7 +88,9 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
     """The noise model the data allow, from the image as it came (the rules are scale-free).
 
     - ``rician``: a non-negative image whose darkest blocks are Rayleigh (mean about 1.9 times their std, and
-      their std about 0.66 times that of the bright blocks): an MRI magnitude with a background of pure noise;
+      their std about 0.66 times that of the bright blocks): an MRI magnitude with a background of pure noise.
+      Where the noise is coloured (a k-space window), the finest scale sees only part of it and the test reads the
+      darkest blocks' own voxels against the flat patches' noise instead (:func:`_coloured_rayleigh`);
     - ``poisson``/``speckle``: a non-negative image whose noise variance grows with the local mean over its
       brighter half, in proportion to it (counts) or to its square (multiplicative);
     - ``gaussian`` otherwise.
@@ -103,6 +108,8 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
         ratio = float(mean[dark].mean()) / dark_std
         if abs(ratio / _RAYLEIGH_MEAN_TO_STD - 1) < 0.2 and abs(dark_std / bright_std / _RAYLEIGH_STD - 1) < 0.25:
             return "rician"
+    if _coloured_rayleigh(y, spatial_dims):
+        return "rician"
     m, v = binned_variance(y, spatial_dims)
     keep = (m >= m.median()) & (m > 0) & (v > 0)
     if int(keep.sum()) < 4 or float(m[keep].max()) < 1.5 * float(m[keep].min()):
@@ -115,6 +122,62 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> str:
     if slope > 0.6:
         return "poisson"
     return "gaussian"
+
+
+def _flat_patch_spectrum(x: torch.Tensor, spatial_dims: int) -> tuple[NoiseSpectrum, float]:
+    """The noise's spectrum and variance from the flattest patches where the noise is, above the darkest quarter (a
+    magnitude's dark background is Rayleigh, not Gaussian), or anywhere the noise is where too few patches lie
+    there."""
+    noisy = _where_the_noise_is(x, spatial_dims)
+    spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=noisy & _above_darkest(x, spatial_dims))
+    if variance == 0:
+        spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=noisy)
+    return spectrum, variance
+
+
+def _strongly_coloured(spectrum: NoiseSpectrum, variance: float, finest_level: float) -> bool:
+    """Whether the flattest patches hold more than :data:`_STRONGLY_COLOURED` times the noise variance the finest
+    scale sees: noise filtered to a low pass (a k-space window), beyond any texture's weak colour."""
+    return not spectrum.is_white and variance > _STRONGLY_COLOURED * finest_level**2
+
+
+def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple[float, float] | None:
+    """Mean and voxel std over the darkest tenth of the ``block``-sided blocks (4 in 3D) all of whose voxels carry
+    noise; None with too few such blocks. Their voxels' own spread, not the finest scale's, which sees a low-pass
+    noise only in part."""
+    side = [min(block if spatial_dims == 2 else block // 2, n) for n in y.shape[-spatial_dims:]]
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    shape = (-1, 1, *y.shape[-spatial_dims:])
+    _, _, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
+    for dim in range(-spatial_dims, 0):  # blocks back to voxels; an odd last row counts as not noisy
+        noisy = noisy.repeat_interleave(2, dim)
+    pad = [q for s, v in zip(reversed(y.shape[-spatial_dims:]), reversed(noisy.shape[-spatial_dims:])) for q in (0, s - v)]
+    noisy = torch.nn.functional.pad(noisy.float(), pad)
+    mean = pool(y.float().reshape(shape), side)
+    square = pool(y.float().square().reshape(shape), side)
+    full = pool(noisy.reshape(shape), side) == 1.0
+    mean, square = mean[full], square[full]
+    if mean.numel() < 32:
+        return None
+    dark = torch.argsort(mean)[: max(8, mean.numel() // 10)]
+    n = math.prod(side)
+    std = float((square[dark] - mean[dark].square()).clamp_min(0).mean() * n / (n - 1)) ** 0.5
+    return float(mean[dark].mean()), std
+
+
+def _coloured_rayleigh(y: torch.Tensor, spatial_dims: int) -> bool:
+    """Whether strongly coloured noise (:func:`_strongly_coloured`) has a Rayleigh background: in the darkest blocks
+    (:func:`_darkest_blocks`) the mean is about 1.9 times the voxels' std, and that std is no more than the flat
+    patches' noise std (a Rayleigh's is 0.66 of it; on a small image the flattest patches lie in the background
+    itself)."""
+    spectrum, variance = _flat_patch_spectrum(y, spatial_dims)
+    if not _strongly_coloured(spectrum, variance, estimate_noise_level(y, spatial_dims)):
+        return False
+    dark = _darkest_blocks(y, spatial_dims)
+    if dark is None or dark[1] <= 0:
+        return False
+    mean, std = dark
+    return abs(mean / std / _RAYLEIGH_MEAN_TO_STD - 1) < 0.2 and 0.6 * _RAYLEIGH_STD < std / math.sqrt(variance) < 1.2
 
 
 def _box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:
@@ -173,7 +236,7 @@ def estimate_noise_field(
     slice, and where it varies the target is divided by each slice's relative level (Gaussian and Rician noise
     scale with it), so the rest sees even noise. The spectrum is estimated on that target, in the fit domain (after
     Anscombe or log). Coloured noise takes its level from the spectrum's flat patches (the wavelet MAD sees only its
-    high-frequency part). Rician noise is taken white unless its ``psd`` is given. A finest scale full of signal
+    high-frequency part). Rician noise is taken white unless strongly coloured (a k-space window) or its ``psd`` is given. A finest scale full of signal
     gives a white spectrum and half its level's bound (``upper_bound``). A given ``psd`` (normalised image units,
     orthonormal FFT convention) fixes spectrum and level.
 
@@ -208,15 +271,15 @@ def estimate_noise_field(
             return NoiseField(model, white, scale, slice_axis, False), target
         model = NoiseModel(model.name, UPPER_BOUND_SHARE * model.level)
         return NoiseField(model, white, scale, slice_axis, True, upper_bound=True), target
+    spectrum, variance = _flat_patch_spectrum(target, spatial_dims)
     if model.name == "rician":
-        # taken white: a magnitude is Gaussian only where the signal is well above the noise, and there the
-        # anatomy's texture reads as a weak colour (the EPI volume: 0.14, which cost 0.8 dB)
-        return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, level is None), target
-    noisy = _where_the_noise_is(target, spatial_dims)
-    where = noisy & _above_darkest(target, spatial_dims)  # a magnitude's dark background is Rayleigh, not Gaussian
-    spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=where)
-    if variance == 0:  # too few patches there: wherever the noise is
-        spectrum, variance = estimate_noise_spectrum(target, spatial_dims, mask=noisy)
+        # white unless strongly coloured (a k-space window): a magnitude is Gaussian only where the signal is well
+        # above the noise, and there the anatomy's texture reads as a weak colour (the EPI volume: 0.14, which cost
+        # 0.8 dB)
+        if not _strongly_coloured(spectrum, variance, model.level):
+            return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, level is None), target
+        level = model.level if level is not None else math.sqrt(variance)
+        return NoiseField(NoiseModel(model.name, level), spectrum, scale, slice_axis, level is None), target
     if not spectrum.is_white and variance < 0.5 * model.level**2:
         # the flattest patches hold less than the finest scale's noise alone: they are not where the noise is
         # (noise that varies across the image, or a noise-free region), so they say nothing of its spectrum
