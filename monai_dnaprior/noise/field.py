@@ -170,14 +170,13 @@ def _coloured_rayleigh(y: torch.Tensor, spatial_dims: int) -> bool:
     (:func:`_darkest_blocks`) the mean is about 1.9 times the voxels' std, and that std is no more than the flat
     patches' noise std (a Rayleigh's is 0.66 of it; on a small image the flattest patches lie in the background
     itself)."""
+    dark = _darkest_blocks(y, spatial_dims)
+    if dark is None or dark[1] <= 0 or abs(dark[0] / dark[1] / _RAYLEIGH_MEAN_TO_STD - 1) >= 0.2:
+        return False
     spectrum, variance = _flat_patch_spectrum(y, spatial_dims)
     if not _strongly_coloured(spectrum, variance, estimate_noise_level(y, spatial_dims)):
         return False
-    dark = _darkest_blocks(y, spatial_dims)
-    if dark is None or dark[1] <= 0:
-        return False
-    mean, std = dark
-    return abs(mean / std / _RAYLEIGH_MEAN_TO_STD - 1) < 0.2 and 0.6 * _RAYLEIGH_STD < std / math.sqrt(variance) < 1.2
+    return 0.6 * _RAYLEIGH_STD < dark[1] / math.sqrt(variance) < 1.2
 
 
 def _box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:
