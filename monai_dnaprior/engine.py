@@ -363,7 +363,8 @@ def _refine(
 
     The passes estimate the observation's mean ``m``; it is mapped to the clean image by the fit's own step where
     there is a fit (``fitted + m - observe(fitted)``: the fit knows the bias of its expected observation), else by
-    inverting the model's mean (Rician; every other model's mean is the clean image). The filter runs with
+    inverting the model's mean (Rician; every other model's mean is the clean image); a Rician background, whose
+    neighbourhood's mean is at the noise floor, is 0 (:meth:`NoiseModel.no_signal`). The filter runs with
     ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and the
     input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's lower
     end is not. Coloured noise gives every patch coefficient its own noise variance. In 2D an NL-Bayes step follows
@@ -391,6 +392,7 @@ def _refine(
         mean = 0.5 * (mean + bayes_refine(shifted, basic, model.fit_sigma, bayes))
     mean = mean[0] + origin
     clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
+    clean = clean.masked_fill(model.no_signal(mean), 0.0)
     return clean, mean, variance[0]
 
 

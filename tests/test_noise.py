@@ -184,3 +184,17 @@ def test_get_noise_model_estimates_when_no_level():
 def test_get_noise_model_keeps_the_poisson_gain_positive():
     assert get_noise_model("poisson", torch.zeros(1, 4, 4), 2, level=0.0).level == pytest.approx(1e-6)
     assert get_noise_model("poisson", torch.full((1, 32, 32), 0.5), 2).level == pytest.approx(1e-6)
+
+
+def test_no_signal_is_a_background_whose_neighbourhood_mean_is_at_the_rician_floor():
+    """A magnitude's background of pure noise (its mean at the floor, give or take its fluctuations) is found, the
+    fluctuations above the floor included; tissue, however dark, is not; other models find none."""
+    gen = torch.Generator().manual_seed(0)
+    sigma = 0.05
+    floor = sigma * math.sqrt(math.pi / 2)
+    mean = torch.full((1, 64, 64), floor) + 0.03 * floor * torch.randn(1, 64, 64, generator=gen)
+    mean[:, :, 32:] = rician_mean(torch.tensor(0.5 * sigma), sigma) + 0.03 * floor * torch.randn(1, 64, 32, generator=gen)
+    found = NoiseModel("rician", sigma).no_signal(mean)
+    assert bool(found[:, :, :24].all()) and not bool(found[:, :, 40:].any())
+    assert bool((mean[:, :, :24] > floor).any())  # voxels whose own mean is above the floor count as background
+    assert not bool(NoiseModel("gaussian", sigma).no_signal(mean).any())

@@ -80,6 +80,19 @@ def haar_blocks(
     return detail, mean, noisy
 
 
+def box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:
+    """Mean of ``x`` (``(C, *spatial)``) over a box of side ``size`` (no larger than the image) around each voxel,
+    one axis at a time (a box is separable, and so is the count of its voxels inside the image); an even side gives
+    one more voxel along each axis, which callers crop."""
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    out = x[None]
+    for axis, n in enumerate(x.shape[-spatial_dims:]):
+        kernel = [1] * spatial_dims
+        kernel[axis] = min(size, n - 1 + n % 2)
+        out = pool(out, kernel, 1, [k // 2 for k in kernel], count_include_pad=False)
+    return out[0]
+
+
 def robust_sigma(detail: torch.Tensor) -> float:
     """``median |d| / 0.6745``: the std of zero-mean Gaussian coefficients, robust to sparse signal."""
     if detail.numel() == 0:

@@ -11,6 +11,7 @@ import torch
 
 from monai_dnaprior.noise.estimation import (
     binned_variance,
+    box_mean,
     estimate_noise_level,
     finest_scale_quietness,
     haar_blocks,
@@ -179,17 +180,9 @@ def _coloured_rayleigh(y: torch.Tensor, spatial_dims: int) -> bool:
     return 0.6 * _RAYLEIGH_STD < dark[1] / math.sqrt(variance) < 1.2
 
 
-def _box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:
-    """Mean of ``x`` (``(C, *spatial)``) over a box of side ``size`` (no larger than the image) around each voxel;
-    an even side gives one more voxel along each axis, which callers crop."""
-    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
-    kernel = [min(size, n - 1 + n % 2) for n in x.shape[-spatial_dims:]]
-    return pool(x[None], kernel, 1, [k // 2 for k in kernel], count_include_pad=False)[0]
-
-
 def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size: int = 9) -> torch.Tensor:
     """Voxels whose local mean (a ``size`` box) is above the darkest ``share`` of local means."""
-    local = _box_mean(x.float(), spatial_dims, size)
+    local = box_mean(x.float(), spatial_dims, size)
     flat = local.flatten()
     flat = flat[:: max(1, flat.numel() // (1 << 20))]  # a strided sample is as good a quantile
     return local > torch.quantile(flat, share)
@@ -201,7 +194,7 @@ def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> to
     if any(n < 2 for n in x.shape[-spatial_dims:]):
         return torch.ones_like(x, dtype=torch.bool)
     detail, _, _ = haar_blocks(x, spatial_dims)
-    carries = _box_mean(detail.abs(), spatial_dims, size) >= 0.5 * detail.abs().median()
+    carries = box_mean(detail.abs(), spatial_dims, size) >= 0.5 * detail.abs().median()
     for dim in range(-spatial_dims, 0):  # back to voxels; an odd last row or column keeps its neighbour's
         carries = carries.repeat_interleave(2, dim)
     pad = [q for s, c in zip(reversed(x.shape[-spatial_dims:]), reversed(carries.shape[-spatial_dims:])) for q in (0, s - c)]
