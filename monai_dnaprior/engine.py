@@ -275,8 +275,8 @@ PILOTS = ("auto", "thresholded", "network")
 def _uses_network(config: FitConfig, field: NoiseField) -> bool:
     """Whether the network is fitted: where asked (``pilot="network"``) and the observation's mean is not the clean
     image (Rician: the fit's exact likelihood corrects the bias), or where nothing else denoises (``wiener_patch``
-    0). ``"auto"`` fits none: against inverting the Rician mean the fit added +0.04 dB on the five Rician dev slices
-    and lost 0.87 dB on the volume, for about 7x the time (``benchmarks/results``)."""
+    0). ``"auto"`` fits none: against inverting the Rician mean the fit added +0.01 dB on the five Rician dev slices
+    and lost 0.20 dB on the volume, for 5-21x the time (``benchmarks/results``)."""
     check_choice("pilot", config.pilot, PILOTS)
     if config.wiener_patch <= 0:
         return True

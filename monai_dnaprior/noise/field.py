@@ -228,9 +228,9 @@ def estimate_noise_field(
     slice, and where it varies the target is divided by each slice's relative level (Gaussian and Rician noise
     scale with it), so the rest sees even noise. The spectrum is estimated on that target, in the fit domain (after
     Anscombe or log). Coloured noise takes its level from the spectrum's flat patches (the wavelet MAD sees only its
-    high-frequency part). Rician noise is taken white unless strongly coloured (a k-space window) or its ``psd`` is given. A finest scale full of signal
-    gives a white spectrum and half its level's bound (``upper_bound``). A given ``psd`` (normalised image units,
-    orthonormal FFT convention) fixes spectrum and level.
+    high-frequency part). Rician noise is taken white unless strongly coloured (a k-space window) or its ``psd`` is
+    given. A finest scale full of signal gives a white spectrum and half its level's bound (``upper_bound``). A given
+    ``psd`` (normalised image units, orthonormal FFT convention) fixes spectrum and level.
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the per-slice levels.
