@@ -9,7 +9,7 @@ Cases, built from the real scans:
   sinogram (same geometry), so only the noise differs.
 - ``kspace_*``: MRI. Complex white Gaussian noise added to the (orthonormal) k-space of the slice, a Hann apodisation
   window, inverse FFT, magnitude: low-pass noise, Rician where there is no signal. Reference: the magnitude of the
-  windowed noiseless k-space.
+  windowed noiseless k-space. ``kspace_epi_volume_3d`` does the same in 3D on the first EPI frame (BM4D the oracle).
 - ``resampled_*``: a scan with white noise resampled by MONAI ``Spacingd`` to 0.6 of its pixel size (bilinear):
   low-pass noise. Reference: the resampled clean scan.
 - ``epi_two_frames`` (real noise, nothing synthetic): frame 0 of nibabel's ``example4d.nii.gz`` denoised as a volume
@@ -63,6 +63,7 @@ ORACLE_RICIAN = "BM3D (oracle PSD) + Rician mean inverse"
 CT_MAX_LINE_INTEGRAL = 4.0  # attenuation scaled so the longest ray through the slice keeps exp(-4) = 1.8% of I0
 CT_DOSE = {"ratlung_ct_2d": 2.0e3, "ct_small_2d": 5.0e3}  # I0, incident photons per detector bin
 KSPACE_SIGMA = {"mri_sagittal_2d": 0.12, "mr_small_2d": 0.12}  # per real/imag component, of the image range
+KSPACE_VOLUME_SIGMA = {"epi_volume_3d": 0.12}  # a 3D k-space window over the EPI volume (no resampled twin: too big)
 RESAMPLE_SIGMA, RESAMPLE_PIXDIM = 0.07, 0.6
 QUICK_CASE = "kspace_mr_small_2d"
 REAL_CASE = "epi_two_frames"
@@ -172,11 +173,13 @@ def resampled_case(scan: Scan, sigma: float, pixdim: float) -> Case:
 
 def build_cases(data_dir: Path, filters: list[str] | None) -> list[Case]:
     """Every synthetic case, kept when its name contains one of ``filters`` (all when None)."""
-    scans = {s.name: s for s in load_scans(data_dir, list(CT_DOSE) + list(KSPACE_SIGMA))}
+    scans = {s.name: s for s in load_scans(data_dir, list(CT_DOSE) + list(KSPACE_SIGMA) + list(KSPACE_VOLUME_SIGMA))}
     builders: dict[str, Callable[[], Case]] = {}
     for name, dose in CT_DOSE.items():
         builders[f"lowdose_{name}"] = lambda n=name, d=dose: ct_case(scans[n], d)
     for name, sigma in KSPACE_SIGMA.items():
+        builders[f"kspace_{name}"] = lambda n=name, s=sigma: kspace_case(scans[n], s)
+    for name, sigma in KSPACE_VOLUME_SIGMA.items():
         builders[f"kspace_{name}"] = lambda n=name, s=sigma: kspace_case(scans[n], s)
     for name in KSPACE_SIGMA:
         builders[f"resampled_{name}"] = lambda n=name: resampled_case(scans[n], RESAMPLE_SIGMA, RESAMPLE_PIXDIM)

@@ -143,10 +143,10 @@ def _strongly_coloured(spectrum: NoiseSpectrum, variance: float, finest_level: f
 
 
 def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple[float, float] | None:
-    """Mean and voxel std over the darkest tenth of the ``block``-sided blocks (4 in 3D) all of whose voxels carry
+    """Mean and voxel std over the darkest tenth of the ``block``-sided blocks all of whose voxels carry
     noise; None with too few such blocks. Their voxels' own spread, not the finest scale's, which sees a low-pass
     noise only in part."""
-    side = [min(block if spatial_dims == 2 else block // 2, n) for n in y.shape[-spatial_dims:]]
+    side = [min(block, n) for n in y.shape[-spatial_dims:]]
     pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
     shape = (-1, 1, *y.shape[-spatial_dims:])
     _, _, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
