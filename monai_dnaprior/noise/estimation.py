@@ -8,6 +8,7 @@ left out: constant runs (exact zeros of a scanner mask, padding) and blocks touc
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -78,6 +79,17 @@ def haar_blocks(
             if float((x == value).float().mean()) > _CLIPPED_SHARE:
                 noisy &= touches != value
     return detail, mean, noisy
+
+
+def blocks_to_voxels(blocks: torch.Tensor, shape: Sequence[int], replicate: bool = False) -> torch.Tensor:
+    """A map over the finest Haar blocks (:func:`haar_blocks`) back on the voxel grid whose spatial shape is
+    ``shape``: each block's value on its voxels; an odd last row (column, slice) gets 0, or with ``replicate`` its
+    neighbour's value. Float."""
+    out = blocks.float()
+    for dim in range(-len(shape), 0):
+        out = out.repeat_interleave(2, dim)
+    pad = [q for s, v in zip(reversed(shape), reversed(out.shape[-len(shape):])) for q in (0, s - v)]
+    return torch.nn.functional.pad(out[None], pad, mode="replicate" if replicate else "constant")[0]
 
 
 def box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ import torch
 
 from monai_dnaprior.noise.estimation import (
     binned_variance,
+    blocks_to_voxels,
     box_mean,
     estimate_noise_level,
     finest_scale_quietness,
@@ -149,11 +150,7 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
     side = [min(block, n) for n in y.shape[-spatial_dims:]]
     pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
     shape = (-1, 1, *y.shape[-spatial_dims:])
-    _, _, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
-    for dim in range(-spatial_dims, 0):  # blocks back to voxels; an odd last row counts as not noisy
-        noisy = noisy.repeat_interleave(2, dim)
-    pad = [q for s, v in zip(reversed(y.shape[-spatial_dims:]), reversed(noisy.shape[-spatial_dims:])) for q in (0, s - v)]
-    noisy = torch.nn.functional.pad(noisy.float(), pad)
+    noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], y.shape[-spatial_dims:])
     mean = pool(y.float().reshape(shape), side)
     square = pool(y.float().square().reshape(shape), side)
     full = pool(noisy.reshape(shape), side) == 1.0
@@ -195,10 +192,7 @@ def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> to
         return torch.ones_like(x, dtype=torch.bool)
     detail, _, _ = haar_blocks(x, spatial_dims)
     carries = box_mean(detail.abs(), spatial_dims, size) >= 0.5 * detail.abs().median()
-    for dim in range(-spatial_dims, 0):  # back to voxels; an odd last row or column keeps its neighbour's
-        carries = carries.repeat_interleave(2, dim)
-    pad = [q for s, c in zip(reversed(x.shape[-spatial_dims:]), reversed(carries.shape[-spatial_dims:])) for q in (0, s - c)]
-    return torch.nn.functional.pad(carries[None].float(), pad, mode="replicate")[0].bool()
+    return blocks_to_voxels(carries, x.shape[-spatial_dims:], replicate=True).bool()
 
 
 def _repeat_noise(x: torch.Tensor, spatial_dims: int, own: float) -> torch.Tensor | None:

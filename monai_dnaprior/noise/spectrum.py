@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from monai_dnaprior.noise.estimation import haar_blocks
+from monai_dnaprior.noise.estimation import blocks_to_voxels, haar_blocks
 
 __all__ = ["NoiseSpectrum", "estimate_noise_spectrum", "spectrum_from_psd"]
 
@@ -163,12 +163,7 @@ def estimate_noise_spectrum(
     sizes = [min(patch, s) for s in shape]
     if min(sizes) < 2 * max_lag + 2:
         return NoiseSpectrum.white(spatial_dims), 0.0
-    _, _, noisy = haar_blocks(x, spatial_dims)
-    voxel_noisy = noisy.float()
-    for dim in range(-spatial_dims, 0):
-        voxel_noisy = voxel_noisy.repeat_interleave(2, dim)
-    pad = [q for s, v in zip(reversed(shape), reversed(voxel_noisy.shape[-spatial_dims:])) for q in (0, s - v)]
-    voxel_noisy = torch.nn.functional.pad(voxel_noisy, pad)  # odd sizes: the last row counts as not noisy
+    voxel_noisy = blocks_to_voxels(haar_blocks(x, spatial_dims)[2], shape)  # an odd last row counts as not noisy
     if mask is not None:
         voxel_noisy = voxel_noisy * mask.to(voxel_noisy)
     patches, fractions = x.float(), voxel_noisy
