@@ -222,6 +222,7 @@ def test_a_kspace_windowed_magnitude_is_rician_with_a_coloured_field():
     assert detect_noise_model(noisy, 2) == "rician"
     field, _ = estimate_noise_field(noisy / noisy.max(), 2, "rician")
     assert not field.is_white and field.model.level * float(noisy.max()) == pytest.approx(sigma, rel=0.15)
+    assert field.estimated and "estimated" in field.describe()
     gen = torch.Generator().manual_seed(3)
     white = torch.hypot(clean + 0.05 * torch.randn(clean.shape, generator=gen), 0.05 * torch.randn(clean.shape, generator=gen))
     assert estimate_noise_field(white / white.max(), 2, "rician")[0].is_white

@@ -264,8 +264,8 @@ def estimate_noise_field(
         # 0.8 dB)
         if not _strongly_coloured(spectrum, variance, model.level):
             return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, level is None), target
-        level = model.level if level is not None else math.sqrt(variance)
-        return NoiseField(NoiseModel(model.name, level), spectrum, scale, slice_axis, level is None), target
+        coloured = NoiseModel(model.name, model.level if level is not None else math.sqrt(variance))
+        return NoiseField(coloured, spectrum, scale, slice_axis, level is None), target
     if not spectrum.is_white and variance < 0.5 * model.level**2:
         # the flattest patches hold less than the finest scale's noise alone: they are not where the noise is
         # (noise that varies across the image, or a noise-free region), so they say nothing of its spectrum

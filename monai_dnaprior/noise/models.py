@@ -94,7 +94,7 @@ class NoiseModel:
         ``observe(0)``, give or take :data:`FLOOR_TOLERANCE`. Every Rician mean is above the floor, so only a
         background of pure noise, its fluctuations averaged out over the box, falls there; a voxel's own mean
         straddles the floor, where the inverse's slope is infinite (measured on the EPI volume with Rician noise:
-        +0.44 dB; the 2D dev slices -0.03 to 0 dB). All False for the other models."""
+        +0.44 dB; the 2D dev slices -0.04 to 0 dB). All False for the other models."""
         if self.name != "rician":
             return torch.zeros_like(mean, dtype=torch.bool)
         floor = self.observe(torch.zeros((), dtype=mean.dtype, device=mean.device))
