@@ -17,7 +17,7 @@ import torch
 
 from monai_dnaprior.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
-from monai_dnaprior.wiener import _GROUPED_VOXELS, in_slabs
+from monai_dnaprior.wiener import GROUPED_VOXELS, in_slabs
 
 __all__ = ["BayesPass", "bayes_refine", "nl_bayes"]
 
@@ -52,7 +52,7 @@ def nl_bayes(
     numerator = torch.zeros(noisy.numel(), device=noisy.device)
     count = torch.zeros(noisy.numel(), device=noisy.device)
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
-    chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * math.prod(patch)))
+    chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * math.prod(patch)))
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
         estimate = _posterior_mean(noisy_flat[index], pilot_flat[index], sigma, correlation)

@@ -24,7 +24,7 @@ from monai_dnaprior.noise.spectrum import NoiseSpectrum
 __all__ = ["BIAS_INFLATION", "THRESHOLDED_BIAS_INFLATION", "WienerPass", "collaborative_wiener", "dct_matrix",
            "wiener_refine"]
 
-_GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
+GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
 _MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
 _MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
 # The pilot's coefficients read the clean signal's energy low (the pilot is itself shrunk: detail it lost is
@@ -121,7 +121,7 @@ def collaborative_wiener(
     denominator = torch.zeros(noisy.numel(), device=noisy.device)
     error = torch.zeros(noisy.numel(), device=noisy.device) if return_variance else None
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
-    chunk = max(1, _GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
+    chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
     if cross is not None:
         chunk = max(1, chunk // groups.shape[1])
     for a in range(0, groups.shape[0], chunk):

@@ -89,7 +89,6 @@ class NoiseSpectrum:
         b = basis.to(torch.float64)
         return ((b @ cov) * b).sum(1).clamp_min(_PSD_FLOOR).to(basis.dtype)
 
-
     def coefficient_cross_covariances(self, basis: torch.Tensor, patch: Sequence[int]) -> tuple[torch.Tensor, int]:
         """Relative covariance of coefficient ``i`` (a row of ``basis``) between two patches ``delta`` apart, for
         every ``delta`` where it is not zero: ``(2 D + 1,)*d + (coefficients,)`` centred on ``delta = 0``, and ``D``.
