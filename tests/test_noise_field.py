@@ -347,3 +347,40 @@ def test_group_coefficient_variances_count_the_noise_patches_share():
     assert float(near[0, 0, 0]) > 1.5 * float(far[0, 0, 0])  # overlapping patches: their mean keeps more noise
     torch.testing.assert_close(far[0, 0], far[0, 1])  # independent patches: as the patch variances
     torch.testing.assert_close(far[0, 0], table[reach, reach].clamp_min(floor))
+
+
+def _textured_magnitude(texture: float, sigma: float = 0.05, seed: int = 11) -> torch.Tensor:
+    """A Rician magnitude: a zero background on the left third, bright tissue whose fine texture has std
+    ``texture`` (white, so the finest scale reads it as noise)."""
+    gen = torch.Generator().manual_seed(seed)
+    clean = 0.6 + texture * torch.randn(1, 128, 128, generator=gen)
+    clean[:, :, :43] = 0.0
+    real, imaginary = (sigma * torch.randn(clean.shape, generator=gen) for _ in range(2))
+    return torch.hypot(clean + real, imaginary)
+
+
+def test_rician_sigma_comes_from_the_background_where_the_tissue_is_textured():
+    sigma = 0.05
+    noisy = _textured_magnitude(texture=0.6 * sigma)
+    assert estimate_rician_sigma(noisy, 2) == pytest.approx(sigma, rel=0.03)
+    no_background = noisy[..., 43:]  # the bright blocks alone read the texture too
+    assert estimate_rician_sigma(no_background, 2) > 1.1 * sigma
+
+
+def test_a_textured_rician_magnitude_is_still_rician():
+    """Texture in the bright tissue raises the bright blocks' std over the Rayleigh background's: the darkest blocks'
+    std then reads well under 0.655 of it (here 0.69 of that, outside the former 0.75-1.25), and the model must
+    still be Rician."""
+    assert detect_noise_model(_textured_magnitude(texture=0.03), 2) == "rician"
+
+
+def test_rician_sigma_of_a_masked_magnitude_is_not_zero():
+    """A skull-stripped or masked magnitude has exact zeros where the background was: they carry no noise, so they are
+    no background to read sigma from (their second moment is 0)."""
+    sigma = 0.05
+    noisy = _textured_magnitude(texture=0.0)
+    masked, part = noisy.clone(), noisy.clone()
+    masked[..., :43] = 0.0  # all of the background masked: sigma from the bright blocks
+    part[..., :20] = 0.0  # part of it: sigma from the rest
+    assert estimate_rician_sigma(masked, 2) == pytest.approx(sigma, rel=0.05)
+    assert estimate_rician_sigma(part, 2) == pytest.approx(sigma, rel=0.03)

@@ -177,11 +177,14 @@ def finest_scale_quietness(x: torch.Tensor, spatial_dims: int) -> float:
 
 
 def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:
-    """Per-component sigma of Rician (MRI magnitude) noise, from the bright blocks where Rician is close to Gaussian.
+    """Per-component sigma of Rician (MRI magnitude) noise: from the background where there is one, else from the
+    bright blocks where Rician is close to Gaussian.
 
     Over the whole image the Rayleigh background (std ``0.655 sigma``) pulls the wavelet MAD low; the blocks whose
-    mean is above ``snr`` times the running estimate are near Gaussian with the full sigma. Two refinements of the
-    threshold from the all-block estimate; falls back to it where too few blocks are bright.
+    mean is above ``snr`` times the running estimate are near Gaussian with the full sigma (two refinements of the
+    threshold from the all-block estimate; the all-block estimate where too few blocks are bright). That reading
+    takes the anatomy's fine texture for noise too (a rat's lung: 9 % high over noise draws), so where a background
+    of pure noise is found (:func:`_background_sigma`) its voxels give sigma instead.
     """
     if _too_thin(y, spatial_dims):
         return 0.0
@@ -195,6 +198,30 @@ def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) 
         if bright.numel() < max(_MIN_BLOCKS, detail.numel() // 50):
             break
         sigma = robust_sigma(bright)
+    background = _background_sigma(y, spatial_dims, sigma)
+    return sigma if background is None else background
+
+
+_RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # a Rayleigh's mean per unit sigma: the Rician noise floor
+_BACKGROUND_BOX = 7  # side of the local mean that finds the background
+_BACKGROUND_TOLERANCE = 0.1  # local means up to this share above the floor count as background
+_MIN_BACKGROUND_SHARE = 0.05  # a background smaller than this share of the voxels gives no estimate
+
+
+def _background_sigma(y: torch.Tensor, spatial_dims: int, sigma: float, refinements: int = 4) -> float | None:
+    """Per-component sigma from the Rician background, where there is no signal: its voxels are Rayleigh, whose
+    second moment is ``2 sigma^2`` (exact and unbiased, unlike any spread of the skewed Rayleigh). The background is
+    where a 7-voxel box's mean is within 10 % of the floor ``sigma sqrt(pi / 2)``, among the voxels that carry noise
+    (a mask's exact zeros do not); ``sigma`` starts from the given estimate and is refined with the background it
+    finds. None where the background is under 5 % of the voxels that carry noise.
+    """
+    carries = blocks_to_voxels(haar_blocks(y, spatial_dims)[2], y.shape[-spatial_dims:], replicate=True).bool()
+    local = box_mean(y.float(), spatial_dims, _BACKGROUND_BOX)
+    for _ in range(refinements):
+        background = carries & (local <= (1 + _BACKGROUND_TOLERANCE) * _RAYLEIGH_MEAN * sigma)
+        if int(background.sum()) < _MIN_BACKGROUND_SHARE * int(carries.sum()) or not bool(background.any()):
+            return None
+        sigma = float(y[background].double().square().mean() / 2) ** 0.5
     return sigma
 
 
@@ -230,15 +257,16 @@ def binned_variance(x: torch.Tensor, spatial_dims: int, bins: int = 16) -> tuple
 def estimate_poisson_gain(x: torch.Tensor, spatial_dims: int, bins: int = 16) -> float:
     """Gain ``a`` of scaled Poisson noise, ``var(y) = a * E[y]``, from the Haar detail energy against local mean.
 
-    The noisy blocks are binned by mean intensity; in each bin the robust variance ``(median |d| / 0.6745)^2`` is
-    taken, and ``a`` is the least-squares slope through the origin of those variances against the bin means.
+    The noisy blocks are binned by mean intensity; in each bin the robust variance ``(median |d| / 0.6745)^2`` over
+    the bin's mean is one reading of ``a``, and ``a`` is the median of those readings. Every bin counts alike (a
+    least-squares slope leans on the brightest few, a 64x64 slice's gain then spreads by 12 % over noise draws
+    against 9 %), and a bin whose texture adds to its variance is outvoted.
     """
     if _too_thin(x, spatial_dims):
         return 0.0
     m, v = binned_variance(x, spatial_dims, bins)
-    if m.numel() == 0:
-        return 0.0
-    return float((m * v).sum() / (m.square().sum() + 1e-12))
+    readings = v[m > 0] / m[m > 0]
+    return float(readings.median()) if readings.numel() else 0.0
 
 
 def slice_noise_scale(
