@@ -111,7 +111,7 @@ save_figure(fig, "03_volume_slices.png")
 # noise the last Wiener pass leaves plus the signal its shrinkage removes, mapped through the noise model's inverse
 # (see `monai_dnaprior/uncertainty.py`). Where it says 0.02, the error is about 0.02 on average: its mean matches
 # the actual RMS error within 0.8-1.25x on the benchmark scans, and it ranks 8x8 blocks by their error with a
-# Spearman correlation of 0.38-0.96 (lowest for Rician noise). Below: how it lines up with the actual error.
+# Spearman correlation of 0.34-0.96 (lowest for Rician noise). Below: how it lines up with the actual error.
 
 # %%
 fig, axes = plt.subplots(len(results), 3, figsize=(12, 4 * len(results)))
