@@ -384,3 +384,21 @@ def test_rician_sigma_of_a_masked_magnitude_is_not_zero():
     part[..., :20] = 0.0  # part of it: sigma from the rest
     assert estimate_rician_sigma(masked, 2) == pytest.approx(sigma, rel=0.05)
     assert estimate_rician_sigma(part, 2) == pytest.approx(sigma, rel=0.03)
+
+
+def test_a_masked_sharp_magnitude_given_as_rician_gets_an_upper_bound():
+    """A skull-stripped magnitude has no background to read sigma from, and its bright blocks are fine anatomy: as
+    for Gaussian noise, the level is only the quiet windows' bound (before, the anatomy read as strongly coloured
+    noise of several times the level, and the scan was smoothed away)."""
+    sigma = 0.01
+    gen = torch.Generator().manual_seed(3)
+    real, imaginary = (sigma * torch.randn(1, 96, 96, generator=gen) for _ in range(2))
+    masked = torch.hypot(_sharp_scan(0.0) + real, imaginary)
+    masked[..., :32] = 0.0
+    field, _ = estimate_noise_field(masked, 2, "rician")
+    assert field.upper_bound and field.is_white
+    assert field.model.level == pytest.approx(UPPER_BOUND_SHARE * estimate_noise_level(masked, 2))
+    assert field.model.level < 0.5 * estimate_rician_sigma(masked, 2)  # the bright blocks read the anatomy
+    with pytest.warns(UserWarning, match=r"at most .*noise_level="):
+        denoise(masked, "rician", config=small_config(3, wiener_patch=8, pilot="auto"))
+    assert not estimate_noise_field(masked, 2, "rician", level=sigma)[0].upper_bound  # a given level stands

@@ -12,6 +12,7 @@ from monai_dnaprior.noise.estimation import (
     finest_scale_quietness,
     haar_blocks,
     haar_finest_detail,
+    rician_background_sigma,
     robust_sigma,
     slice_noise_scale,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "get_noise_model",
     "haar_blocks",
     "haar_finest_detail",
+    "rician_background_sigma",
     "rician_mean",
     "robust_sigma",
     "slice_noise_scale",

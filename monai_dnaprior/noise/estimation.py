@@ -22,6 +22,7 @@ __all__ = [
     "finest_scale_quietness",
     "haar_blocks",
     "haar_finest_detail",
+    "rician_background_sigma",
     "robust_sigma",
     "slice_noise_scale",
 ]
@@ -177,15 +178,29 @@ def finest_scale_quietness(x: torch.Tensor, spatial_dims: int) -> float:
 
 
 def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:
-    """Per-component sigma of Rician (MRI magnitude) noise: from the background where there is one, else from the
-    bright blocks where Rician is close to Gaussian.
+    """Per-component sigma of Rician (MRI magnitude) noise: from the background where there is one
+    (:func:`rician_background_sigma`), else from the bright blocks where Rician is close to Gaussian.
 
     Over the whole image the Rayleigh background (std ``0.655 sigma``) pulls the wavelet MAD low; the blocks whose
     mean is above ``snr`` times the running estimate are near Gaussian with the full sigma (two refinements of the
     threshold from the all-block estimate; the all-block estimate where too few blocks are bright). That reading
-    takes the anatomy's fine texture for noise too (a rat's lung: 9 % high over noise draws), so where a background
-    of pure noise is found (:func:`_background_sigma`) its voxels give sigma instead.
+    takes the anatomy's fine texture for noise too (a rat's lung: 9 % high over noise draws), which a background of
+    pure noise does not hold.
     """
+    bright = _bright_block_sigma(y, spatial_dims, snr)
+    background = _background_sigma(y, spatial_dims, bright)
+    return bright if background is None else background
+
+
+def rician_background_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float | None:
+    """Per-component sigma of Rician noise read from a background of pure noise (:func:`_background_sigma`), or
+    None where the image has none (too little of it, or masked to exact zeros)."""
+    return _background_sigma(y, spatial_dims, _bright_block_sigma(y, spatial_dims, snr))
+
+
+def _bright_block_sigma(y: torch.Tensor, spatial_dims: int, snr: float) -> float:
+    """The wavelet MAD over the blocks whose mean is above ``snr`` times the running estimate (see
+    :func:`estimate_rician_sigma`); 0 where too few blocks carry noise."""
     if _too_thin(y, spatial_dims):
         return 0.0
     detail, mean, noisy = haar_blocks(y, spatial_dims)
@@ -198,8 +213,7 @@ def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) 
         if bright.numel() < max(_MIN_BLOCKS, detail.numel() // 50):
             break
         sigma = robust_sigma(bright)
-    background = _background_sigma(y, spatial_dims, sigma)
-    return sigma if background is None else background
+    return sigma
 
 
 _RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # a Rayleigh's mean per unit sigma: the Rician noise floor
@@ -213,8 +227,11 @@ def _background_sigma(y: torch.Tensor, spatial_dims: int, sigma: float, refineme
     second moment is ``2 sigma^2`` (exact and unbiased, unlike any spread of the skewed Rayleigh). The background is
     where a 7-voxel box's mean is within 10 % of the floor ``sigma sqrt(pi / 2)``, among the voxels that carry noise
     (a mask's exact zeros do not); ``sigma`` starts from the given estimate and is refined with the background it
-    finds. None where the background is under 5 % of the voxels that carry noise.
+    finds. None where the background is under 5 % of the voxels that carry noise, or ``sigma`` is 0 (too few
+    blocks carry noise).
     """
+    if sigma <= 0:
+        return None
     carries = blocks_to_voxels(haar_blocks(y, spatial_dims)[2], y.shape[-spatial_dims:], replicate=True).bool()
     local = box_mean(y.float(), spatial_dims, _BACKGROUND_BOX)
     for _ in range(refinements):

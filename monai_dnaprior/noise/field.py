@@ -16,6 +16,7 @@ from monai_dnaprior.noise.estimation import (
     estimate_noise_level,
     finest_scale_quietness,
     haar_blocks,
+    rician_background_sigma,
     robust_sigma,
     slice_noise_scale,
 )
@@ -207,6 +208,16 @@ def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> to
     return blocks_to_voxels(carries, x.shape[-spatial_dims:], replicate=True).bool()
 
 
+def _level_may_be_signal(model: NoiseModel, y: torch.Tensor, spatial_dims: int, level: float | None) -> bool:
+    """Whether the level was read where signal detail may fill the finest scale: always for Gaussian noise; for
+    Rician noise where it was estimated without a background of pure noise (the bright blocks, as on a masked or
+    skull-stripped magnitude). A Rayleigh background's own quiet windows would read as a signal-filled finest scale,
+    but sigma read there is the noise's alone."""
+    if model.name == "gaussian":
+        return True
+    return model.name == "rician" and level is None and rician_background_sigma(y, spatial_dims) is None
+
+
 def _repeat_noise(x: torch.Tensor, spatial_dims: int, own: float) -> torch.Tensor | None:
     """The differences of consecutive channels over sqrt(2) where the channels repeat one image (an fMRI series,
     repeated averages): the same noise as one channel's, with the signal cancelled, so its finest scale holds less
@@ -262,12 +273,14 @@ def estimate_noise_field(
         spectrum, variance = estimate_noise_spectrum(repeats, spatial_dims, share=0.5)
         level = math.sqrt(variance) if not spectrum.is_white else estimate_noise_level(repeats, spatial_dims)
         return NoiseField(NoiseModel(model.name, level), spectrum, scale, slice_axis, True, from_repeats=True), target
-    if model.name == "gaussian" and finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED:
+    signal_filled = finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED
+    if signal_filled and _level_may_be_signal(model, y, spatial_dims, level):
         # the flattest patches are signal too: no spectrum from them, and the level is below the quiet windows'
         white = NoiseSpectrum.white(spatial_dims)
         if level is not None:
             return NoiseField(model, white, scale, slice_axis, False), target
-        model = NoiseModel(model.name, UPPER_BOUND_SHARE * model.level)
+        bound = min(model.level, estimate_noise_level(target, spatial_dims))  # Rician: not the bright blocks' MAD
+        model = NoiseModel(model.name, UPPER_BOUND_SHARE * bound)
         return NoiseField(model, white, scale, slice_axis, True, upper_bound=True), target
     spectrum, variance = _flat_patch_spectrum(target, spatial_dims)
     if model.name == "rician":
