@@ -219,7 +219,7 @@ def _bright_block_sigma(y: torch.Tensor, spatial_dims: int, snr: float) -> float
 _RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # a Rayleigh's mean per unit sigma: the Rician noise floor
 _BACKGROUND_BOX = 7  # side of the local mean that finds the background
 _BACKGROUND_TOLERANCE = 0.1  # local means up to this share above the floor count as background
-_MIN_BACKGROUND_SHARE = 0.05  # a background smaller than this share of the voxels gives no estimate
+_MIN_BACKGROUND_SHARE = 0.05  # a background under this share of the voxels that carry noise gives no estimate
 
 
 def _background_sigma(y: torch.Tensor, spatial_dims: int, sigma: float, refinements: int = 4) -> float | None:
