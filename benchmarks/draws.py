@@ -18,7 +18,6 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import anchors
 import numpy as np
 from common import (
     NOISE_DESCRIPTIONS,
@@ -31,10 +30,9 @@ from common import (
     markdown_table,
     noise_seed,
     psnr,
-    timed,
     warm_up,
 )
-from run import anchor_methods, naive_name
+from run import expert_methods
 
 DRAW_SEED_STEP = 1000
 
@@ -76,8 +74,7 @@ def run_draws(args: argparse.Namespace) -> list[Draw]:
     draws = []
     for scan in load_scans(args.data_dir, None, filters):
         for noise in args.noises.split(","):
-            naive = {naive_name(scan.is_volume): timed(anchors.gaussian_pipeline)}
-            classical = {**naive, **anchor_methods(noise, scan.is_volume)}
+            classical = expert_methods(noise, scan.is_volume)
             for k in range(args.volume_draws if scan.is_volume else args.draws):
                 noisy = add_noise(scan.image, noise, noise_seed(scan.name, noise, DRAW_SEED_STEP * k))
                 scores = {name: psnr(scan.image, method(noisy).output) for name, method in classical.items()}

@@ -80,9 +80,14 @@ def anchor_methods(noise: str, is_volume: bool) -> dict[str, Denoiser]:
     return {}
 
 
+def expert_methods(noise: str, is_volume: bool) -> dict[str, Denoiser]:
+    """Naive BM3D/BM4D and the anchors for ``noise``: the candidates for the best classical pipeline."""
+    return {naive_name(is_volume): timed(anchors.gaussian_pipeline), **anchor_methods(noise, is_volume)}
+
+
 def classical_methods(noise: str, is_volume: bool) -> dict[str, Denoiser]:
     """Naive BM3D/BM4D, the anchors for ``noise``, BM3D slice by slice (volumes), TV and NL-means."""
-    methods = {naive_name(is_volume): timed(anchors.gaussian_pipeline), **anchor_methods(noise, is_volume)}
+    methods = expert_methods(noise, is_volume)
     if is_volume:
         methods["BM3D slices (white, no VST)"] = timed(bm3d_denoise)
     return {**methods, "TV (Chambolle)": timed(tv_denoise), "NL-means": timed(nlm_denoise)}

@@ -187,33 +187,14 @@ def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) 
     takes the anatomy's fine texture for noise too (a rat's lung: 9 % high over noise draws), which a background of
     pure noise does not hold.
     """
-    bright = _bright_block_sigma(y, spatial_dims, snr)
-    background = _background_sigma(y, spatial_dims, bright)
+    bright, background = _rician_readings(y, spatial_dims, snr)
     return bright if background is None else background
 
 
 def rician_background_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float | None:
-    """Per-component sigma of Rician noise read from a background of pure noise (:func:`_background_sigma`), or
-    None where the image has none (too little of it, or masked to exact zeros)."""
-    return _background_sigma(y, spatial_dims, _bright_block_sigma(y, spatial_dims, snr))
-
-
-def _bright_block_sigma(y: torch.Tensor, spatial_dims: int, snr: float) -> float:
-    """The wavelet MAD over the blocks whose mean is above ``snr`` times the running estimate (see
-    :func:`estimate_rician_sigma`); 0 where too few blocks carry noise."""
-    if _too_thin(y, spatial_dims):
-        return 0.0
-    detail, mean, noisy = haar_blocks(y, spatial_dims)
-    detail, mean = detail[noisy], mean[noisy]
-    if detail.numel() < _MIN_BLOCKS:
-        return 0.0
-    sigma = robust_sigma(detail)
-    for _ in range(3):
-        bright = detail[mean > snr * sigma]
-        if bright.numel() < max(_MIN_BLOCKS, detail.numel() // 50):
-            break
-        sigma = robust_sigma(bright)
-    return sigma
+    """Per-component sigma of Rician noise read from a background of pure noise (see :func:`estimate_rician_sigma`),
+    or None where the image has none (too little of it, or masked to exact zeros)."""
+    return _rician_readings(y, spatial_dims, snr)[1]
 
 
 _RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # a Rayleigh's mean per unit sigma: the Rician noise floor
@@ -222,24 +203,41 @@ _BACKGROUND_TOLERANCE = 0.1  # local means up to this share above the floor coun
 _MIN_BACKGROUND_SHARE = 0.05  # a background under this share of the voxels that carry noise gives no estimate
 
 
-def _background_sigma(y: torch.Tensor, spatial_dims: int, sigma: float, refinements: int = 4) -> float | None:
-    """Per-component sigma from the Rician background, where there is no signal: its voxels are Rayleigh, whose
-    second moment is ``2 sigma^2`` (exact and unbiased, unlike any spread of the skewed Rayleigh). The background is
-    where a 7-voxel box's mean is within 10 % of the floor ``sigma sqrt(pi / 2)``, among the voxels that carry noise
-    (a mask's exact zeros do not); ``sigma`` starts from the given estimate and is refined with the background it
-    finds. None where the background is under 5 % of the voxels that carry noise, or ``sigma`` is 0 (too few
-    blocks carry noise).
+def _rician_readings(
+    y: torch.Tensor, spatial_dims: int, snr: float, refinements: int = 4
+) -> tuple[float, float | None]:
+    """The bright blocks' sigma (0 with too few blocks that carry noise) and the background's (None without one).
+
+    Bright blocks: the wavelet MAD over the blocks whose mean is above ``snr`` times the running estimate.
+    Background: its voxels are Rayleigh, whose second moment is ``2 sigma^2`` (exact and unbiased, unlike any
+    spread of the skewed Rayleigh); it is where a 7-voxel box's mean is within 10 % of the floor
+    ``sigma sqrt(pi / 2)``, among the voxels that carry noise (a mask's exact zeros do not), ``sigma`` starting
+    from the bright blocks' and refined with the background it finds; none where it is under 5 % of the voxels
+    that carry noise.
     """
-    if sigma <= 0:
-        return None
-    carries = blocks_to_voxels(haar_blocks(y, spatial_dims)[2], y.shape[-spatial_dims:], replicate=True).bool()
+    if _too_thin(y, spatial_dims):
+        return 0.0, None
+    detail, mean, noisy = haar_blocks(y, spatial_dims)
+    detail, mean = detail[noisy], mean[noisy]
+    if detail.numel() < _MIN_BLOCKS:
+        return 0.0, None
+    bright = robust_sigma(detail)
+    for _ in range(3):
+        above = detail[mean > snr * bright]
+        if above.numel() < max(_MIN_BLOCKS, detail.numel() // 50):
+            break
+        bright = robust_sigma(above)
+    if bright <= 0:
+        return bright, None
+    carries = blocks_to_voxels(noisy, y.shape[-spatial_dims:], replicate=True).bool()
     local = box_mean(y.float(), spatial_dims, _BACKGROUND_BOX)
+    sigma = bright
     for _ in range(refinements):
         background = carries & (local <= (1 + _BACKGROUND_TOLERANCE) * _RAYLEIGH_MEAN * sigma)
-        if int(background.sum()) < _MIN_BACKGROUND_SHARE * int(carries.sum()) or not bool(background.any()):
-            return None
+        if int(background.sum()) < max(1.0, _MIN_BACKGROUND_SHARE * int(carries.sum())):
+            return bright, None
         sigma = float(y[background].double().square().mean() / 2) ** 0.5
-    return sigma
+    return bright, sigma
 
 
 def estimate_log_noise_level(y: torch.Tensor, spatial_dims: int, offset: float, floor: float = 0.05) -> float:

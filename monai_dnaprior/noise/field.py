@@ -279,7 +279,9 @@ def estimate_noise_field(
         white = NoiseSpectrum.white(spatial_dims)
         if level is not None:
             return NoiseField(model, white, scale, slice_axis, False), target
-        bound = min(model.level, estimate_noise_level(target, spatial_dims))  # Rician: not the bright blocks' MAD
+        bound = model.level  # Gaussian: this bound already; Rician: the bright blocks' MAD, which the anatomy fills
+        if model.name == "rician":
+            bound = min(bound, estimate_noise_level(target, spatial_dims))
         model = NoiseModel(model.name, UPPER_BOUND_SHARE * bound)
         return NoiseField(model, white, scale, slice_axis, True, upper_bound=True), target
     spectrum, variance = _flat_patch_spectrum(target, spatial_dims)
