@@ -28,8 +28,8 @@ from monai_dnaprior.noise import (
     get_noise_model,
     haar_blocks,
 )
-from monai_dnaprior.nl_bayes import BayesPass, bayes_refine
-from monai_dnaprior.uncertainty import clean_error, to_image_domain
+from monai_dnaprior.nl_bayes import BayesPass, bayes_refine, bayes_variance
+from monai_dnaprior.uncertainty import averaged_error, clean_error, to_image_domain
 from monai_dnaprior.validation import check_choice, check_image
 from monai_dnaprior.wiener import WienerPass, wiener_refine
 
@@ -50,14 +50,15 @@ class DenoiseResult:
 
     Attributes:
         image: the denoised image, same shape as the input.
-        uncertainty: per-voxel expected error of ``image`` (root mean square, in its intensity units): the last
-            Wiener pass's residual noise plus squared bias, mapped through the noise model's inverse (see
-            :mod:`monai_dnaprior.uncertainty`); the fit's spread where there is no refinement.
+        uncertainty: per-voxel expected error of ``image`` (root mean square, in its intensity units): the
+            refinement's residual noise plus squared bias, mapped through the noise model's inverse (see
+            :mod:`monai_dnaprior.uncertainty`); the fit's spread where there is no refinement. None where it was
+            not asked for.
         info: noise model, estimated level and colour, iterations, seconds, device and volume mode.
     """
 
     image: torch.Tensor
-    uncertainty: torch.Tensor
+    uncertainty: torch.Tensor | None
     info: dict = field(default_factory=dict)
 
 
@@ -74,6 +75,7 @@ def denoise(
     noise_psd: torch.Tensor | None = None,
     name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    uncertainty: bool = True,
 ) -> DenoiseResult:
     """Denoise a channel-first ``(C, H, W)`` or ``(C, H, W, D)`` image with the DNA-Prior test-time fit.
 
@@ -96,6 +98,8 @@ def denoise(
             (unshifted; its mean is the noise variance), in the image's own intensity units. Additive noise only.
         name: what to call the image in the log and in warnings (a file name).
         progress: called as ``progress(done, total)`` in voxels as the work goes on.
+        uncertainty: also compute the per-voxel uncertainty map (:attr:`DenoiseResult.uncertainty`); with it a
+            2D image takes about 1.5x the time, a volume 1.1-1.4x (``benchmarks/results/uncertainty``).
     """
     check_image(img)
     check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
@@ -114,11 +118,12 @@ def denoise(
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = _Progress(progress, x.numel())
     results = [
-        _denoise_group(x[g], noise_model, noise_level, config, seed, volume_mode, slice_axis, psd, name, tracker)
+        _denoise_group(x[g], noise_model, noise_level, config, seed, volume_mode, slice_axis, psd, name, tracker,
+                       uncertainty)
         for g in groups
     ]
     image = torch.cat([r[0] for r in results]).reshape(img.shape).to(img.device)
-    uncertainty = torch.cat([r[1] for r in results]).reshape(img.shape).to(img.device)
+    error_map = torch.cat([r[1] for r in results]).reshape(img.shape).to(img.device) if uncertainty else None
     info = dict(results[0][2])
     if len(results) > 1:
         info["groups"] = [r[2] for r in results]
@@ -126,7 +131,7 @@ def denoise(
                 iterations=sum(r[2]["iterations"] for r in results))
     logger.info("DNA-Prior%s: %d iterations in %.1f s on %s", _named(name), info["iterations"], info["seconds"],
                 run_device)
-    return DenoiseResult(image, uncertainty, info)
+    return DenoiseResult(image, error_map, info)
 
 
 CHANNEL_GROUP = 4  # channels fitted together by one network (a 4D series: time points in groups)
@@ -175,14 +180,16 @@ def _denoise_group(
     psd: torch.Tensor | None,
     name: str | None,
     tracker: _Progress,
-) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Denoise ``(C, *spatial)`` channels that share one noise field and one fit."""
+    with_map: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """Denoise ``(C, *spatial)`` channels that share one noise field and one fit (and make their uncertainty map
+    where ``with_map``)."""
     spatial_dims = x.ndim - 1
     if IntensityWindow.from_image(x).is_degenerate:  # constant image: nothing to denoise
         tracker.advance(x.numel())
         info = {"noise_model": noise_model, "asked_noise_model": noise_model, "noise_level": 0.0, "coloured": False,
                 "iterations": 0, "volume_mode": "none", "pilot": "none"}
-        return x.clone(), torch.zeros_like(x), info
+        return x.clone(), torch.zeros_like(x) if with_map else None, info
     chosen = _resolve_model(noise_model, x, spatial_dims, psd is not None)
     window = IntensityWindow.from_image(x, zero_based=chosen != "gaussian")
     info: dict = {"noise_model": chosen, "asked_noise_model": noise_model}
@@ -196,7 +203,7 @@ def _denoise_group(
         _warn_no_noise(name, x, spatial_dims)
         tracker.advance(x.numel())
         info.update(iterations=0, volume_mode="none")
-        return x.clone(), torch.zeros_like(x), info
+        return x.clone(), torch.zeros_like(x) if with_map else None, info
     logger.info("DNA-Prior%s: %s%s", _named(name), "auto: " if noise_model == "auto" else "", field.describe())
     if field.upper_bound:
         warnings.warn(
@@ -221,15 +228,18 @@ def _denoise_group(
         tracker.advance(target.numel() // 2)
     scale = field.slice_scale_map(target.shape, target.device)
     origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
-    refined, mean, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale)
+    refined, mean, error = _refine(target, fitted, field, config, origin if scale is None else origin / scale,
+                                   with_map)
     tracker.advance(target.numel() - target.numel() // 2)  # the refinement: the other half of the work
+    info.update(iterations=iterations, volume_mode=mode, pilot="network" if fitted is not None else "thresholded")
+    if not with_map:
+        return window.restore(model.inverse(refined if scale is None else refined * scale, y)), None, info
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
         spread = clean_error(model, mean, refined, error, fitted is not None)
     if scale is not None:
         refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))
     uncertainty = to_image_domain(model, refined, spread, y) * (window.high - window.low)
-    info.update(iterations=iterations, volume_mode=mode, pilot="network" if fitted is not None else "thresholded")
     return restored, uncertainty, info
 
 
@@ -356,10 +366,11 @@ def bayes_pass(config: FitConfig, passes: Sequence[WienerPass], spatial_dims: in
 
 def _refine(
     target: torch.Tensor, fitted: torch.Tensor | None, field: NoiseField, config: FitConfig,
-    origin: float | torch.Tensor,
+    origin: float | torch.Tensor, with_error: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The refinement of the observation: the clean estimate, the estimated observation mean it came from, and the
-    latter's expected squared error per voxel (both None without refinement; see :mod:`monai_dnaprior.uncertainty`).
+    latter's expected squared error per voxel (both None without refinement, the error None unless
+    ``with_error``; see :mod:`monai_dnaprior.uncertainty`).
 
     The passes estimate the observation's mean ``m``; it is mapped to the clean image by the fit's own step where
     there is a fit (``fitted + m - observe(fitted)``: the fit knows the bias of its expected observation), else by
@@ -370,8 +381,9 @@ def _refine(
     end is not. Coloured noise gives every patch coefficient its own noise variance. In 2D an NL-Bayes step follows
     (:func:`bayes_pass`): with white noise piloted by the thresholding pass and averaged with the Wiener result;
     with coloured noise, whose correlation it takes exactly, piloted by the Wiener result in its place. The
-    uncertainty keeps the Wiener pass's expected error (the step's is not modelled; measured, the step's result is
-    the better).
+    expected error is the Wiener pass's; with white noise in 2D, that of the average of the Wiener pass's and the
+    NL-Bayes model's of the result (:func:`~monai_dnaprior.nl_bayes.bayes_variance`; coloured: the Wiener pass's,
+    the step's is not modelled).
     """
     passes = refinement_passes(config, target.ndim - 1, coloured=not field.is_white)
     if not passes:
@@ -381,19 +393,23 @@ def _refine(
     shifted = target[None] - origin
     pilot = shifted if field.is_white else GaussianFilter(target.ndim - 1, config.code_blur).to(target.device)(shifted)
     bayes = bayes_pass(config, passes, target.ndim - 1)
+    variance = None
     if bayes is None or not field.is_white:
-        mean, variance = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=True)
+        mean = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=with_error)
+        mean, variance = mean if with_error else (mean, None)
         if bayes is not None:  # coloured: the step, piloted by the Wiener passes' result, takes its place
             mean = bayes_refine(shifted, mean, model.fit_sigma, bayes, spectrum)
     else:
         basic = wiener_refine(shifted, pilot, model.fit_sigma, passes[:1])
-        mean, variance = wiener_refine(shifted, basic, model.fit_sigma, passes[1:], return_variance=True,
-                                       thresholded_pilot=True)
+        mean = wiener_refine(shifted, basic, model.fit_sigma, passes[1:], return_variance=with_error)
+        mean, variance = mean if with_error else (mean, None)
         mean = 0.5 * (mean + bayes_refine(shifted, basic, model.fit_sigma, bayes))
+        if with_error:
+            variance = averaged_error(variance, bayes_variance(mean, model.fit_sigma, bayes))
     mean = mean[0] + origin
     clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
     clean = clean.masked_fill(model.no_signal(mean), 0.0)
-    return clean, mean, variance[0]
+    return clean, mean, None if variance is None else variance[0]
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:

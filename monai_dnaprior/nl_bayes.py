@@ -6,6 +6,9 @@ is then replaced by its posterior mean ``m + C (C + sigma^2 N)^-1 (y - m)``, ``N
 the patch (the identity for white noise; coloured noise from its spectrum, exactly). Where a DCT Wiener pass
 shrinks fixed coefficients, this adapts the basis to every group (the eigenvectors of ``C``), so the two make
 different errors. 2D or 3D.
+
+The same model gives the error of an estimate (:func:`bayes_variance`): a patch's posterior covariance is
+``C - C (C + sigma^2 N)^-1 C``, its diagonal the expected squared error of every voxel of the posterior mean.
 """
 
 from __future__ import annotations
@@ -19,7 +22,12 @@ from monai_dnaprior.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 from monai_dnaprior.wiener import GROUPED_VOXELS, in_slabs
 
-__all__ = ["BayesPass", "bayes_refine", "nl_bayes"]
+__all__ = ["POSTERIOR_INFLATION", "BayesPass", "bayes_refine", "bayes_variance", "nl_bayes"]
+
+# The model's covariance is that of a shrunk estimate's patches, which lack the detail it lost, so its posterior
+# variance reads the error low; scaled by this, measured against the actual error of the 2D dev scans
+# (benchmarks/uncertainty.py, with the Wiener pass's error: the map's RMS over the RMSE near 1).
+POSTERIOR_INFLATION = 1.5
 
 
 @dataclass(frozen=True)
@@ -76,13 +84,7 @@ def _posterior_mean(
     ``correlation`` over the patch (None: the identity); as ``y - sigma^2 N (C + sigma^2 N)^-1 (y - m)``, one
     Cholesky solve per group (``C + sigma^2 N`` is positive definite; in float64 where a tiny ``sigma`` leaves it
     too ill-conditioned for float32)."""
-    centred = pilot - pilot.mean(1, keepdim=True)
-    covariance = centred.transpose(1, 2) @ centred / max(1, pilot.shape[1] - 1)
-    if correlation is None:
-        covariance.diagonal(dim1=1, dim2=2).add_(sigma**2)
-    else:
-        covariance = covariance + sigma**2 * correlation.to(covariance)
-    factor, failed = torch.linalg.cholesky_ex(covariance)
+    factor, failed = torch.linalg.cholesky_ex(_noisy_covariance(pilot, sigma, correlation))
     if bool(failed.any()):  # in float64 too: sigma is negligible, and the posterior mean is the patch itself
         if noisy.dtype == torch.float64:
             return noisy
@@ -92,6 +94,45 @@ def _posterior_mean(
     if correlation is not None:
         residual = correlation.to(residual) @ residual
     return noisy - sigma**2 * residual.transpose(1, 2)
+
+
+def _noisy_covariance(pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None) -> torch.Tensor:
+    """``C + sigma^2 N`` for the groups ``(refs, group, voxels)``: ``C`` the covariance of their ``pilot`` patches,
+    ``N`` the noise's ``correlation`` over the patch (None: the identity)."""
+    centred = pilot - pilot.mean(1, keepdim=True)
+    covariance = centred.transpose(1, 2) @ centred / max(1, pilot.shape[1] - 1)
+    if correlation is None:
+        covariance.diagonal(dim1=1, dim2=2).add_(sigma**2)
+        return covariance
+    return covariance + sigma**2 * correlation.to(covariance)
+
+
+def _posterior_variance(patches: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Per group of ``patches`` ``(refs, group, voxels) -> (refs, voxels)``, white noise: the diagonal of the
+    posterior covariance ``sigma^2 (I - sigma^2 (C + sigma^2 I)^-1)``, plus the variance of the group's mean,
+    ``sigma^2 / group`` (in float64: a nearly singular ``C + sigma^2 I``; where even that cannot be factored, sigma
+    is negligible and so is the posterior variance)."""
+    factor, failed = torch.linalg.cholesky_ex(_noisy_covariance(patches.double(), sigma, None))
+    precision = torch.cholesky_inverse(factor).diagonal(dim1=1, dim2=2)
+    variance = (sigma**2 * (1 - sigma**2 * precision)).clamp_min(0).masked_fill(failed[:, None] != 0, 0.0)
+    return (variance + sigma**2 / patches.shape[1]).to(patches.dtype)
+
+
+def _variance_image(estimate: torch.Tensor, sigma: float, spec: BayesPass) -> torch.Tensor:
+    """:func:`bayes_variance` over a single-channel image ``(H, W)`` or ``(H, W, D)``."""
+    patch, radius, step = spec.shapes(estimate.ndim)
+    patch = tuple(min(p, s) for p, s in zip(patch, estimate.shape))
+    groups = match_blocks(estimate, patch, radius, step, spec.group)
+    total = torch.zeros(estimate.numel(), device=estimate.device)
+    count = torch.zeros(estimate.numel(), device=estimate.device)
+    flat = estimate.flatten()
+    chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * math.prod(patch)))
+    for a in range(0, groups.shape[0], chunk):
+        index = patch_indices(groups[a : a + chunk], patch, estimate.shape)  # (refs, group, voxels)
+        variance = _posterior_variance(flat[index], sigma)[:, None].expand(index.shape)
+        total.index_add_(0, index.flatten(), variance.flatten())
+        count.index_add_(0, index.flatten(), torch.ones_like(variance).flatten())
+    return (total / count).view(estimate.shape)
 
 
 def _bayes_image(
@@ -116,3 +157,22 @@ def bayes_refine(
         for c in range(noisy.shape[1]):
             out[b, c] = _bayes_image(noisy[b, c], pilot[b, c], sigma, spec, spectrum)
     return out
+
+
+def bayes_variance(estimate: torch.Tensor, sigma: float, spec: BayesPass = BayesPass()) -> torch.Tensor:
+    """Expected squared error per voxel of ``estimate`` ``(B, C, *spatial)``, an image denoised of white Gaussian
+    noise of std ``sigma``, under the NL-Bayes model of its own groups (matched on it; every patch's posterior
+    variance, the overlapping ones averaged, times :data:`POSTERIOR_INFLATION`).
+
+    Where Wiener shrinkage of fixed coefficients sees only the detail the estimate kept, the groups' covariance also
+    counts how much their patches differ, so textured groups, whose detail is partly lost, read a larger error.
+    """
+    out = torch.zeros_like(estimate)
+    if sigma <= 0:
+        return out
+    patch, radius, step = spec.shapes(estimate.ndim - 2)
+    for b in range(estimate.shape[0]):
+        for c in range(estimate.shape[1]):
+            out[b, c] = in_slabs(lambda e, _: _variance_image(e, sigma, spec), estimate[b, c], estimate[b, c], patch,
+                                 radius, step, spec.group > 1)
+    return POSTERIOR_INFLATION * out

@@ -1,4 +1,5 @@
-"""Tests of the NL-Bayes step: it denoises, keeps a flat image, is deterministic, and the config turns it off."""
+"""Tests of the NL-Bayes step: it denoises, keeps a flat image, is deterministic, the config turns it off, and its
+model's posterior variance predicts its error."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from conftest import make_phantom, psnr
 from monai_dnaprior import FitConfig, NoiseModel, engine, wiener
 from monai_dnaprior.engine import bayes_pass, refinement_passes
 from monai_dnaprior.noise import NoiseField, NoiseSpectrum
-from monai_dnaprior.nl_bayes import BayesPass, bayes_refine, nl_bayes
+from monai_dnaprior.nl_bayes import POSTERIOR_INFLATION, BayesPass, bayes_refine, bayes_variance, nl_bayes
+from monai_dnaprior.uncertainty import averaged_error
 from monai_dnaprior.wiener import wiener_refine
 
 SMALL = BayesPass(patch=5, group=24, radius=6, step=3)
@@ -93,7 +95,7 @@ def test_coloured_noise_takes_its_correlation():
     assert psnr(with_step, clean) > max(psnr(without, clean), psnr(white, clean))
 
 
-def test_refine_averages_the_step_and_keeps_the_wiener_variance():
+def test_refine_averages_the_step_and_its_error():
     clean = torch.as_tensor(make_phantom((32, 32)))
     noisy = _noisy(clean, 0.1)
     field = NoiseField(NoiseModel("gaussian", 0.1), NoiseSpectrum.white(2))
@@ -103,9 +105,32 @@ def test_refine_averages_the_step_and_keeps_the_wiener_variance():
     plain = wiener_refine(noisy[None, None], noisy[None, None], 0.1, refinement_passes(off_config),
                           return_variance=True)
     torch.testing.assert_close(off[0], plain[0][0])  # 0 disables the step: today's result
-    torch.testing.assert_close(on[2], off[2])  # the uncertainty is the Wiener pass's either way
+    torch.testing.assert_close(off[2], plain[1][0])  # and the Wiener pass's error
     assert not torch.allclose(on[0], off[0])
     assert psnr(on[0][0], clean) > psnr(noisy, clean) + 6
+    # with the step: the error of the average, the Wiener pass's and the NL-Bayes model's of the result
+    step = bayes_variance(on[1][None], 0.1, bayes_pass(FitConfig(), refinement_passes(FitConfig())))[0]
+    torch.testing.assert_close(on[2], averaged_error(off[2], step))
+
+
+def test_posterior_variance_predicts_the_step_error():
+    """Given the clean image as its model, the posterior variance is the step's expected squared error: about it on
+    a texture, near 0 on a flat region (only the group mean's ``sigma^2 / group``)."""
+    generator = torch.Generator().manual_seed(0)
+    clean = torch.full((32, 32), 0.5)
+    texture = torch.nn.functional.avg_pool2d(torch.randn(1, 1, 32, 32, generator=generator), 3, 1, 1)[0, 0]
+    clean[:, 16:] += 0.6 * texture[:, 16:]
+    predicted = bayes_variance(clean[None, None], 0.1, SMALL)[0, 0] / POSTERIOR_INFLATION
+    actual = torch.stack([(nl_bayes(_noisy(clean, 0.1, seed), clean, 0.1, SMALL) - clean).square()
+                          for seed in range(1, 17)]).mean(0)
+    flat, textured = (slice(None), slice(2, 14)), (slice(None), slice(18, 30))
+    assert 0.7 < float(predicted[textured].mean() / actual[textured].mean()) < 2.0
+    assert float(predicted[textured].mean()) > 3 * float(predicted[flat].mean())
+    assert float(predicted[flat].mean()) < 0.1 * 0.1**2
+    flat_image = torch.full((1, 1, 20, 20), 0.3)
+    torch.testing.assert_close(bayes_variance(flat_image, 0.1, SMALL),
+                               torch.full_like(flat_image, POSTERIOR_INFLATION * 0.1**2 / SMALL.group))
+    assert torch.equal(bayes_variance(flat_image, 0.0, SMALL), torch.zeros_like(flat_image))
 
 
 @pytest.mark.parametrize("noise_model", ["gaussian", "rician"])

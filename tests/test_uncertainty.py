@@ -10,7 +10,7 @@ from conftest import make_phantom
 from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, denoise
 from monai_dnaprior.engine import refinement_passes
 from monai_dnaprior.noise.models import NoiseModel
-from monai_dnaprior.uncertainty import clean_error, observation_bias, to_image_domain
+from monai_dnaprior.uncertainty import averaged_error, clean_error, observation_bias, to_image_domain
 from monai_dnaprior.wiener import wiener_refine
 
 THRESHOLDED = FitConfig(pilot="thresholded")  # no network fit: fast
@@ -113,14 +113,34 @@ def test_rician_bias_is_largest_at_the_noise_floor():
     assert torch.equal(observation_bias(NoiseModel("gaussian", 0.1), mean, clean), torch.zeros(3))
 
 
-def test_inverting_the_rician_mean_scales_the_error_by_its_slope():
+def test_the_rician_inverse_carries_the_error_of_the_mean():
+    """The error of ``unobserve(mean)`` for a mean of error std ``s``: the slope's where the inverse is nearly
+    linear, the Monte-Carlo root mean square of ``unobserve(mean + e) - clean`` everywhere, the noise floor too."""
     model = NoiseModel("rician", 0.1)
-    clean = torch.tensor([0.0, 0.1, 0.3, 1.0])
-    error = torch.full((4,), 1e-4)
-    std = clean_error(model, model.observe(clean), clean, error, by_fit=False)
-    slope = (model.observe(clean + 1e-4) - model.observe(clean)) / 1e-4
-    torch.testing.assert_close(std[1:], 1e-2 / slope[1:], rtol=2e-2, atol=0)
-    assert float(std[0]) == pytest.approx(1e-2 / 0.1)  # the slope's floor at the noise floor
-    assert float(std[1]) > float(std[3]) and float(std[3]) == pytest.approx(1e-2, rel=1e-2)
+    clean = torch.tensor([0.0, 0.05, 0.1, 0.3, 1.0], dtype=torch.float64)
+    mean, error = model.observe(clean), torch.full((5,), 1e-4, dtype=torch.float64)
+    std = clean_error(model, mean, clean, error, by_fit=False)
+    draws = 1e-2 * torch.randn(20000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    monte_carlo = (model.unobserve(mean + draws) - clean).square().mean(0).sqrt()
+    torch.testing.assert_close(std, monte_carlo, rtol=0.1, atol=0)
+    slope = (model.observe(clean + 1e-6) - model.observe(clean)) / 1e-6
+    assert float(std[4]) == pytest.approx(1e-2 / float(slope[4]), rel=1e-2)
+    assert float(std[0]) > float(std[3]) > float(std[4])
     gaussian = clean_error(NoiseModel("gaussian", 0.1), clean, clean, error, by_fit=False)
-    torch.testing.assert_close(gaussian, torch.full((4,), 1e-2))
+    torch.testing.assert_close(gaussian, torch.full((5,), 1e-2, dtype=torch.float64))
+
+
+def test_averaged_error_takes_the_errors_as_correlated():
+    first, second = torch.tensor([4.0, 1.0, 0.0]), torch.tensor([4.0, 9.0, 1.0])
+    torch.testing.assert_close(averaged_error(first, second), torch.tensor([4.0, 4.0, 0.25]))
+
+
+def test_the_map_is_made_only_when_asked():
+    _, noisy = _noisy((32, 32), 0.1)
+    img = torch.from_numpy(noisy)
+    with_map = denoise(img, noise_model="rician", config=THRESHOLDED)
+    without = denoise(img, noise_model="rician", config=THRESHOLDED, uncertainty=False)
+    assert without.uncertainty is None and with_map.uncertainty is not None
+    torch.testing.assert_close(without.image, with_map.image, rtol=0, atol=0)
+    transform = DNAPriorDenoise(noise_model="gaussian", pilot="thresholded")
+    np.testing.assert_array_equal(transform(noisy), transform.denoise_with_uncertainty(noisy)[0])

@@ -108,10 +108,12 @@ save_figure(fig, "03_volume_slices.png")
 # %% [markdown]
 # ## 3. The uncertainty map
 # `image_unc` is the expected error (RMS) of the returned image, per voxel, in its intensity units: the residual
-# noise the last Wiener pass leaves plus the signal its shrinkage removes, mapped through the noise model's inverse
-# (see `monai_dnaprior/uncertainty.py`). Where it says 0.02, the error is about 0.02 on average: its mean matches
-# the actual RMS error within 0.8-1.25x on the benchmark scans, and it ranks 8x8 blocks by their error with a
-# Spearman correlation of 0.34-0.96 (lowest for Rician noise). Below: how it lines up with the actual error.
+# noise the refinement leaves plus the signal its shrinkage removes (in 2D also the NL-Bayes step's posterior
+# variance), mapped through the noise model's inverse (see `monai_dnaprior/uncertainty.py`). Where it says 0.02,
+# the error is about 0.02 on average: its RMS matches the actual RMS error within 0.83-1.20x on the benchmark scans,
+# and it ranks 8x8 blocks by their error with a Spearman correlation of 0.59-0.97 (lowest for Rician noise). It is
+# made only when asked (`uncertainty_key`), for about 1.5x the time of a slice. Below: how it lines up with the
+# actual error.
 
 # %%
 fig, axes = plt.subplots(len(results), 3, figsize=(12, 4 * len(results)))
