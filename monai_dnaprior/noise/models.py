@@ -100,14 +100,6 @@ class NoiseModel:
         floor = self.observe(torch.zeros((), dtype=mean.dtype, device=mean.device))
         return box_mean(mean, mean.ndim - 1, size) <= (1 + FLOOR_TOLERANCE) * floor
 
-    def observe_slope(self, x: torch.Tensor) -> torch.Tensor:
-        """``d observe / dx`` at ``x`` (1 but for Rician, where it falls towards 0 at the noise floor)."""
-        if self.name != "rician":
-            return torch.ones_like(x)
-        step = 1e-3 * max(self.level, 1e-6)
-        low, high = (x - step).clamp_min(0), x + step
-        return (self.observe(high) - self.observe(low)) / (high - low)
-
     def inverse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The clean estimate in the [0, 1] image domain from the fit's output ``x`` and the observation ``y``."""
         lo, hi = self._span()
