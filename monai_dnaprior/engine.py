@@ -232,15 +232,14 @@ def _denoise_group(
                                    with_map)
     tracker.advance(target.numel() - target.numel() // 2)  # the refinement: the other half of the work
     info.update(iterations=iterations, volume_mode=mode, pilot="network" if fitted is not None else "thresholded")
-    if not with_map:
-        return window.restore(model.inverse(refined if scale is None else refined * scale, y)), None, info
     if error is not None:  # the refinement's expected squared error (see monai_dnaprior.uncertainty)
         spread = clean_error(model, mean, refined, error, fitted is not None)
     if scale is not None:
         refined, spread = refined * scale, spread * scale
     restored = window.restore(model.inverse(refined, y))
-    uncertainty = to_image_domain(model, refined, spread, y) * (window.high - window.low)
-    return restored, uncertainty, info
+    if not with_map:
+        return restored, None, info
+    return restored, to_image_domain(model, refined, spread, y) * (window.high - window.low), info
 
 
 def _warn_no_noise(name: str | None, x: torch.Tensor, spatial_dims: int) -> None:
@@ -393,16 +392,15 @@ def _refine(
     shifted = target[None] - origin
     pilot = shifted if field.is_white else GaussianFilter(target.ndim - 1, config.code_blur).to(target.device)(shifted)
     bayes = bayes_pass(config, passes, target.ndim - 1)
-    variance = None
     if bayes is None or not field.is_white:
-        mean = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=with_error)
-        mean, variance = mean if with_error else (mean, None)
+        filtered = wiener_refine(shifted, pilot, model.fit_sigma, passes, spectrum, return_variance=with_error)
+        mean, variance = filtered if with_error else (filtered, None)
         if bayes is not None:  # coloured: the step, piloted by the Wiener passes' result, takes its place
             mean = bayes_refine(shifted, mean, model.fit_sigma, bayes, spectrum)
     else:
         basic = wiener_refine(shifted, pilot, model.fit_sigma, passes[:1])
-        mean = wiener_refine(shifted, basic, model.fit_sigma, passes[1:], return_variance=with_error)
-        mean, variance = mean if with_error else (mean, None)
+        filtered = wiener_refine(shifted, basic, model.fit_sigma, passes[1:], return_variance=with_error)
+        mean, variance = filtered if with_error else (filtered, None)
         mean = 0.5 * (mean + bayes_refine(shifted, basic, model.fit_sigma, bayes))
         if with_error:
             variance = averaged_error(variance, bayes_variance(mean, model.fit_sigma, bayes))

@@ -97,9 +97,9 @@ def collaborative_wiener(
     ``(B^T (gain - 1) G A)_kj^2`` with ``G = gain Y`` the group's own estimate standing for the clean coefficients
     (hard thresholding: the removed coefficients themselves), times :data:`BIAS_INFLATION`. The estimate stands in
     better than the pilot: measured on the 2D dev scans, the map's rank correlation with the error rose by 0.02 on
-    average and by 0.09 on the worst case. Both are averaged over the overlapping groups with the image's weights (``sum w e / sum
-    w``: the overlapping estimates share their noise, so their errors are treated as fully correlated; see
-    :mod:`monai_dnaprior.uncertainty`).
+    average and by 0.08 on the worst case. Both are averaged over the overlapping groups with the image's weights
+    (``sum w e / sum w``: the overlapping estimates share their noise, so their errors are treated as fully
+    correlated; see :mod:`monai_dnaprior.uncertainty`).
     """
     shape = noisy.shape
     patch, radius, step = spec.shapes(noisy.ndim)
