@@ -14,6 +14,7 @@ The same model gives the error of an estimate (:func:`bayes_variance`): a patch'
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,22 +52,37 @@ def nl_bayes(
     """One NL-Bayes step over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma`` (white,
     or coloured as ``spectrum`` says): groups matched on ``pilot``, every patch's posterior mean, the overlapping
     estimates averaged."""
-    shape = noisy.shape
-    patch, radius, step = spec.shapes(noisy.ndim)
-    patch = tuple(min(p, s) for p, s in zip(patch, shape))
+    patch = _patch_shape(spec, noisy.shape)
     correlation = None if spectrum is None or spectrum.is_white else _positive_definite(spectrum.covariance(patch))
     correlation = None if correlation is None else correlation.to(noisy)
-    groups = match_blocks(pilot, patch, radius, step, spec.group)
-    numerator = torch.zeros(noisy.numel(), device=noisy.device)
-    count = torch.zeros(noisy.numel(), device=noisy.device)
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
+    return _over_groups(pilot, spec, lambda index: _posterior_mean(noisy_flat[index], pilot_flat[index], sigma,
+                                                                   correlation))
+
+
+def _patch_shape(spec: BayesPass, shape: Sequence[int]) -> tuple[int, ...]:
+    """The pass's patch, no larger than the image ``shape``."""
+    return tuple(min(p, s) for p, s in zip(spec.shapes(len(shape))[0], shape))
+
+
+def _over_groups(
+    guide: torch.Tensor, spec: BayesPass, per_patch: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """Groups of similar patches matched on ``guide`` (a single-channel image), ``per_patch(index)`` a value for
+    every voxel of every patch of the groups whose voxel indices are ``index`` ``(refs, group, voxels)``, and the
+    overlapping values averaged voxel by voxel (in chunks of bounded memory)."""
+    patch = _patch_shape(spec, guide.shape)
+    _, radius, step = spec.shapes(guide.ndim)
+    groups = match_blocks(guide, patch, radius, step, spec.group)
+    total = torch.zeros(guide.numel(), device=guide.device)
+    count = torch.zeros(guide.numel(), device=guide.device)
     chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * math.prod(patch)))
     for a in range(0, groups.shape[0], chunk):
-        index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
-        estimate = _posterior_mean(noisy_flat[index], pilot_flat[index], sigma, correlation)
-        numerator.index_add_(0, index.flatten(), estimate.flatten())
-        count.index_add_(0, index.flatten(), torch.ones_like(estimate).flatten())
-    return (numerator / count).view(shape)
+        index = patch_indices(groups[a : a + chunk], patch, guide.shape)
+        values = per_patch(index)
+        total.index_add_(0, index.flatten(), values.flatten())
+        count.index_add_(0, index.flatten(), torch.ones_like(values).flatten())
+    return (total / count).view(guide.shape)
 
 
 def _positive_definite(correlation: torch.Tensor, floor: float = 0.01) -> torch.Tensor:
@@ -120,19 +136,9 @@ def _posterior_variance(patches: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def _variance_image(estimate: torch.Tensor, sigma: float, spec: BayesPass) -> torch.Tensor:
     """:func:`bayes_variance` over a single-channel image ``(H, W)`` or ``(H, W, D)``."""
-    patch, radius, step = spec.shapes(estimate.ndim)
-    patch = tuple(min(p, s) for p, s in zip(patch, estimate.shape))
-    groups = match_blocks(estimate, patch, radius, step, spec.group)
-    total = torch.zeros(estimate.numel(), device=estimate.device)
-    count = torch.zeros(estimate.numel(), device=estimate.device)
     flat = estimate.flatten()
-    chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * math.prod(patch)))
-    for a in range(0, groups.shape[0], chunk):
-        index = patch_indices(groups[a : a + chunk], patch, estimate.shape)  # (refs, group, voxels)
-        variance = _posterior_variance(flat[index], sigma)[:, None].expand(index.shape)
-        total.index_add_(0, index.flatten(), variance.flatten())
-        count.index_add_(0, index.flatten(), torch.ones_like(variance).flatten())
-    return (total / count).view(estimate.shape)
+    return _over_groups(estimate, spec,
+                        lambda index: _posterior_variance(flat[index], sigma)[:, None].expand(index.shape))
 
 
 def _bayes_image(
