@@ -23,7 +23,7 @@ from monai_dnaprior.presets import PRESETS, preset_config
 from monai_dnaprior.stopping import OutputAverager
 from monai_dnaprior.transforms import DNAPriorDenoise, DNAPriorDenoised, DNAPriorDenoiseD, DNAPriorDenoiseDict
 
-__version__ = "0.7.0"
+__version__ = "0.7.1"
 
 __all__ = [
     "DIPHourglass",

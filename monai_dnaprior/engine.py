@@ -374,7 +374,8 @@ def _refine(
     The passes estimate the observation's mean ``m``; it is mapped to the clean image by the fit's own step where
     there is a fit (``fitted + m - observe(fitted)``: the fit knows the bias of its expected observation), else by
     inverting the model's mean (Rician; every other model's mean is the clean image); a Rician background, whose
-    neighbourhood's mean is at the noise floor, is 0 (:meth:`NoiseModel.no_signal`). The filter runs with
+    neighbourhood's mean is at the noise floor, is 0 (:meth:`NoiseModel.no_signal`), its mean returned as the floor
+    with no error: the rule's claim is that no signal is there. The filter runs with
     ``origin``, the fit-domain value of the input's own zero, at zero: the shrinkage pulls towards zero, and the
     input's zero (an MRI background, say) is a level that means "no signal", where the percentile window's lower
     end is not. Coloured noise gives every patch coefficient its own noise variance. In 2D an NL-Bayes step follows
@@ -405,9 +406,11 @@ def _refine(
         if with_error:
             variance = averaged_error(variance, bayes_variance(mean, model.fit_sigma, bayes))
     mean = mean[0] + origin
+    no_signal = model.no_signal(mean)
+    mean = torch.where(no_signal, model.observe(torch.zeros_like(mean)), mean)  # the floor, whose clean value is 0
     clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
-    clean = clean.masked_fill(model.no_signal(mean), 0.0)
-    return clean, mean, None if variance is None else variance[0]
+    clean = clean.masked_fill(no_signal, 0.0)
+    return clean, mean, None if variance is None else variance[0].masked_fill(no_signal, 0.0)
 
 
 def _volume_fits(shape: torch.Size, config: FitConfig, device: torch.device) -> bool:

@@ -101,6 +101,27 @@ def test_delta_method_matches_each_inverse():
     got = to_image_domain(speckle, x, std, y)
     small = (speckle.inverse(torch.stack([x - 1e-5, x + 1e-5]), y)).diff(dim=0)[0] / 2e-5 * std
     torch.testing.assert_close(got, small.abs(), rtol=1e-2, atol=1e-7)
+    rician = NoiseModel("rician", 0.1)  # |x|: slope 1 on both sides of its kink at a background's 0
+    x = torch.tensor([[-0.2, 0.0, 0.3]])
+    torch.testing.assert_close(to_image_domain(rician, x, std[:, 0, :3], y[:, 0, :3]), std[:, 0, :3])
+
+
+def test_a_rician_background_is_mapped_as_the_rule_claims():
+    """Where the background rule returns a Rician background as 0 (its neighbourhood's mean at the noise floor) the
+    map reads 0 (to the inverse's bisection tolerance): the rule claims no signal, as on this true-zero background.
+    Every other voxel carries its error."""
+    clean = np.zeros((1, 64, 64), np.float32)
+    clean[:, 20:44, 20:44] = 0.6
+    rng = np.random.default_rng(0)
+    noisy = np.abs(clean + 0.1 * rng.standard_normal(clean.shape) + 0.1j * rng.standard_normal(clean.shape))
+    result = denoise(torch.from_numpy(noisy.astype(np.float32)), noise_model="rician", config=THRESHOLDED)
+    zero, unc = result.image == 0, result.uncertainty
+    assert float(zero.float().mean()) > 0.1
+    assert float(unc[zero].max()) < 1e-6
+    assert float(unc[~zero].min()) > 0.005
+    square = torch.from_numpy(clean) > 0
+    actual = float((result.image - torch.from_numpy(clean))[square].square().mean().sqrt())
+    assert 0.5 < float(unc[square].square().mean().sqrt()) / actual < 2.0
 
 
 def test_rician_bias_is_largest_at_the_noise_floor():

@@ -111,7 +111,8 @@ save_figure(fig, "03_volume_slices.png")
 # noise the refinement leaves plus the signal its shrinkage removes (in 2D also the NL-Bayes step's posterior
 # variance), mapped through the noise model's inverse (see `monai_dnaprior/uncertainty.py`). Where it says 0.02,
 # the error is about 0.02 on average: its RMS matches the actual RMS error within 0.83-1.20x on the benchmark scans,
-# and it ranks 8x8 blocks by their error with a Spearman correlation of 0.59-0.97 (lowest for Rician noise). It is
+# and it ranks 8x8 blocks by their error with a Spearman correlation of 0.58-0.97 (lowest for Rician noise). Where
+# the Rician background rule returns a background as 0 the map reads 0: the rule claims no signal there. It is
 # made only when asked (`uncertainty_key`), for about 1.5x the time of a slice. Below: how it lines up with the
 # actual error.
 
