@@ -99,7 +99,7 @@ def denoise(
         name: what to call the image in the log and in warnings (a file name).
         progress: called as ``progress(done, total)`` in voxels as the work goes on.
         uncertainty: also compute the per-voxel uncertainty map (:attr:`DenoiseResult.uncertainty`); with it a
-            2D image takes about 1.5x the time, a volume 1.1-1.4x (``benchmarks/results/uncertainty``).
+            2D image takes about 1.5x the time, a volume 1.2-1.5x (``benchmarks/results/uncertainty``).
     """
     check_image(img)
     check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)

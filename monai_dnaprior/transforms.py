@@ -109,9 +109,10 @@ class DNAPriorDenoise(Transform):
         intensity units): where it reads 20 HU, the denoised value is expected to be about 20 HU off the clean one.
         It is the refinement's residual noise plus the detail its shrinkage removed, mapped through the noise
         model's inverse (see :mod:`monai_dnaprior.uncertainty`); over 8x8 blocks of the dev scans it ranks the
-        actual error with a Spearman correlation of 0.59-0.97 and its RMS matches the actual RMSE to 0.83-1.20x
-        (``benchmarks/results/uncertainty``). It reads high on very smooth images at low noise.
-        With it a 2D image takes about 1.5x the time, a volume 1.1-1.4x; the image is the same.
+        actual error with a Spearman correlation of 0.58-0.97 and its RMS matches the actual RMSE to 0.83-1.20x
+        (``benchmarks/results/uncertainty``). It reads high on very smooth images at low noise, and 0 where the
+        Rician background rule returns a background as 0 (the rule claims no signal there).
+        With it a 2D image takes about 1.5x the time, a volume 1.2-1.5x; the image is the same.
         """
         return self._denoise(img, with_map=True)
 
