@@ -21,8 +21,8 @@ its mean by quadrature, or through a fit's linear step plus the bias that step l
 background that the background rule returns as 0 (its neighbourhood's mean at the noise floor) has a map of 0 there:
 the rule claims no signal. Where a reference holds signal below the floor, the map misses it. The spread of the clean
 values whose mean lies within the estimate's error of the floor was tried in its place: measured on the dev scans,
-it read a true-zero background (the EPI volume's) 5x too high, and the Spearman fell on both scans that have such a
-background (the sagittal slice 0.60 -> 0.58, the volume 0.96 -> 0.77). The
+it read a true-zero background (the EPI volume's) 5x too high, and the Spearman fell on both scans whose background
+the rule zeroes (over 8 draws: the sagittal slice 0.59 -> 0.57, the volume 0.97 -> 0.74). The
 fit-domain error std is mapped to the image's intensities through the noise model's inverse by its local slope
 (delta method) and the per-slice levels.
 
