@@ -407,7 +407,7 @@ def _refine(
             variance = averaged_error(variance, bayes_variance(mean, model.fit_sigma, bayes))
     mean = mean[0] + origin
     no_signal = model.no_signal(mean)
-    mean = torch.where(no_signal, model.observe(torch.zeros_like(mean)), mean)  # the floor, whose clean value is 0
+    mean = torch.where(no_signal, model.noise_floor(mean), mean)  # the floor, whose clean value is 0
     clean = model.unobserve(mean) if fitted is None else fitted + mean - model.observe(fitted)
     clean = clean.masked_fill(no_signal, 0.0)
     return clean, mean, None if variance is None else variance[0].masked_fill(no_signal, 0.0)

@@ -88,6 +88,11 @@ class NoiseModel:
             low, high = torch.where(below, mid, low), torch.where(below, high, mid)
         return (low + high) / 2
 
+    def noise_floor(self, like: torch.Tensor) -> torch.Tensor:
+        """The expected fit-domain observation of no signal, ``observe(0)`` (Rician: the Rayleigh mean; 0 for the
+        other models), as a scalar tensor of ``like``'s dtype and device."""
+        return self.observe(torch.zeros((), dtype=like.dtype, device=like.device))
+
     def no_signal(self, mean: torch.Tensor, size: int = 15) -> torch.Tensor:
         """Where the estimated observation mean ``mean`` (``(C, *spatial)``, fit domain) says there is no signal:
         Rician, the voxels whose neighbourhood (a box of side ``size``) has a mean at most the noise floor
@@ -97,8 +102,7 @@ class NoiseModel:
         +0.44 dB; the 2D dev slices -0.04 to 0 dB). All False for the other models."""
         if self.name != "rician":
             return torch.zeros_like(mean, dtype=torch.bool)
-        floor = self.observe(torch.zeros((), dtype=mean.dtype, device=mean.device))
-        return box_mean(mean, mean.ndim - 1, size) <= (1 + FLOOR_TOLERANCE) * floor
+        return box_mean(mean, mean.ndim - 1, size) <= (1 + FLOOR_TOLERANCE) * self.noise_floor(mean)
 
     def inverse(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The clean estimate in the [0, 1] image domain from the fit's output ``x`` and the observation ``y``."""
