@@ -80,7 +80,7 @@ def evaluate(clean: np.ndarray, denoised: np.ndarray, unc: np.ndarray) -> dict:
     }
 
 
-def expected_error_spearman(draws: list[dict]) -> tuple[float, float, float]:
+def reach_spearman(draws: list[dict]) -> tuple[float, float, float]:
     """Mean over draws of Spearman(the draw's actual block errors, the expected error), Spearman(the draw's map, the
     expected error), the expected error of each draw's blocks estimated as the other draws' RMS, and Spearman(the
     next draw's map, the draw's actual block errors): a map made the same way from an independent noise draw."""
@@ -173,7 +173,7 @@ def main() -> None:
             calibration = float(np.mean([d["calibration"] for d in draws]))
             row = [name, noise, fmt(float(np.mean(spearman)), 3), fmt(min(spearman)), fmt(calibration)]
             if args.draws >= 3:
-                row += [fmt(v, 3) for v in expected_error_spearman(draws)]
+                row += [fmt(v, 3) for v in reach_spearman(draws)]
             draw_rows.append(row + ["yes" if _meets(float(np.mean(spearman)), calibration) else "no"])
 
     options = dict(preset=args.preset, max_iters=args.max_iters, pilot=args.pilot, device=args.device)
