@@ -193,15 +193,15 @@ def labelled_fit(sync: bool = False) -> Iterator[None]:
     import torch
 
     from monai_dnaprior import engine, fit, wiener
-    from monai_dnaprior.losses import SpectralFidelity
-    from monai_dnaprior.networks import DIPHourglass
-    from monai_dnaprior.stopping import OutputAverager
+    from monai_dnaprior.network.losses import SpectralFidelity
+    from monai_dnaprior.network.hourglass import DIPHourglass
+    from monai_dnaprior.network.stopping import OutputAverager
 
     targets = [(DIPHourglass, "forward", "dnaprior::forward"), (SpectralFidelity, "forward", "dnaprior::fidelity"),
                (fit, "total_variation", "dnaprior::tv"), (torch.Tensor, "backward", "dnaprior::backward"),
                (OutputAverager, "update", "dnaprior::ema"), (engine, "_resolve_model", "dnaprior::auto"),
                (engine, "estimate_noise_field", "dnaprior::field"), (wiener, "match_blocks", "dnaprior::matching"),
-               (engine, "wiener_refine", "dnaprior::refinement"), (engine, "bayes_refine", "dnaprior::bayes")]
+               (engine, "collaborative_refine", "dnaprior::refinement"), (engine, "bayes_refine", "dnaprior::bayes")]
     with contextlib.ExitStack() as stack:
         for owner, name, label in targets:
             stack.enter_context(mock.patch.object(owner, name, labelled(getattr(owner, name), label, sync)))

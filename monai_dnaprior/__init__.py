@@ -1,17 +1,29 @@
-"""DNA-Prior for MONAI: training-free denoising of medical images by a dual-domain Deep Image Prior."""
+"""DNA-Prior for MONAI: denoising of medical images with no training data, from the noise field estimated from each
+image: a collaborative filter by default, the DNA-Prior network (an untrained encoder-decoder fitted under a
+dual-domain objective) on request."""
 
 from __future__ import annotations
 
-from monai_dnaprior.engine import VOLUME_MODES, DenoiseResult, denoise
-from monai_dnaprior.fit import FitConfig, FitResult, PriorState, fit_prior
+from monai_dnaprior.denoising import DenoiseResult, denoise
+from monai_dnaprior.filters import CollaborativePass, filter_observation
 from monai_dnaprior.intensity import IntensityWindow
-from monai_dnaprior.losses import SpectralFidelity, radial_frequency, spatial_fft, total_variation
-from monai_dnaprior.networks import DIPHourglass
+from monai_dnaprior.network import (
+    DIPHourglass,
+    FitResult,
+    OutputAverager,
+    PriorState,
+    SpectralFidelity,
+    fit_prior,
+    radial_frequency,
+    spatial_fft,
+    total_variation,
+)
 from monai_dnaprior.noise import (
     NOISE_MODELS,
     NoiseField,
     NoiseModel,
     NoiseSpectrum,
+    choose_noise_model,
     detect_noise_model,
     estimate_noise_field,
     estimate_noise_level,
@@ -19,41 +31,58 @@ from monai_dnaprior.noise import (
     estimate_poisson_gain,
     get_noise_model,
 )
-from monai_dnaprior.presets import PRESETS, preset_config
-from monai_dnaprior.stopping import OutputAverager
+from monai_dnaprior.progress import reporting_progress
+from monai_dnaprior.settings import (
+    PRESETS,
+    FilterConfig,
+    NetworkConfig,
+    NoiseModelName,
+    Preset,
+    Prior,
+    VolumeMode,
+    preset_settings,
+)
 from monai_dnaprior.transforms import DNAPriorDenoise, DNAPriorDenoised, DNAPriorDenoiseD, DNAPriorDenoiseDict
 
-__version__ = "0.7.1"
+__version__ = "0.8.0"
 
 __all__ = [
+    "CollaborativePass",
     "DIPHourglass",
     "DNAPriorDenoise",
     "DNAPriorDenoiseD",
     "DNAPriorDenoiseDict",
     "DNAPriorDenoised",
     "DenoiseResult",
-    "FitConfig",
+    "FilterConfig",
     "FitResult",
     "IntensityWindow",
     "NOISE_MODELS",
+    "NetworkConfig",
     "NoiseField",
     "NoiseModel",
+    "NoiseModelName",
     "NoiseSpectrum",
     "OutputAverager",
     "PRESETS",
+    "Preset",
+    "Prior",
     "PriorState",
     "SpectralFidelity",
-    "VOLUME_MODES",
+    "VolumeMode",
+    "choose_noise_model",
     "denoise",
     "detect_noise_model",
     "estimate_noise_field",
-    "estimate_noise_spectrum",
     "estimate_noise_level",
+    "estimate_noise_spectrum",
     "estimate_poisson_gain",
+    "filter_observation",
     "fit_prior",
     "get_noise_model",
-    "preset_config",
+    "preset_settings",
     "radial_frequency",
+    "reporting_progress",
     "spatial_fft",
     "total_variation",
 ]

@@ -1,6 +1,6 @@
 """Where a fit runs: device choice, the forked-worker CUDA trap, and how many CPU threads one fit takes.
 
-CPU thread policy (:func:`cpu_threads`, applied around every :func:`monai_dnaprior.engine.denoise` call on the CPU):
+CPU thread policy (:func:`cpu_threads`, applied around every :func:`monai_dnaprior.denoising.denoise` call on the CPU):
 
 - the user's choice wins: ``torch.set_num_threads`` called after ``monai_dnaprior`` was imported, or
   ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` in the environment (torchrun sets ``OMP_NUM_THREADS=1`` itself);

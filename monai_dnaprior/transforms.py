@@ -1,7 +1,8 @@
-"""MONAI transforms that denoise with DNA-Prior: thin wrappers over :func:`monai_dnaprior.engine.denoise`."""
+"""The MONAI transforms: thin wrappers over :func:`monai_dnaprior.denoising.denoise`."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -12,20 +13,20 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms.transform import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
-from monai_dnaprior.engine import NOISE_MODEL_CHOICES, PILOTS, VOLUME_MODES, denoise
-from monai_dnaprior.fit import FitConfig
-from monai_dnaprior.presets import PRESETS, preset_config
+from monai_dnaprior.denoising import denoise
 from monai_dnaprior.progress import active_progress
-from monai_dnaprior.validation import check_choice, check_image, check_options
+from monai_dnaprior.settings import NoiseModelName, Preset, Prior, VolumeMode, preset_settings, resolve_prior
+from monai_dnaprior.validation import check_image, check_network_settings, check_option, check_options
 
 __all__ = ["DNAPriorDenoise", "DNAPriorDenoised", "DNAPriorDenoiseD", "DNAPriorDenoiseDict"]
 
 
 class DNAPriorDenoise(Transform):
-    """Denoise a channel-first image with no training data and no weights: the noise field estimated from the
-    image, a collaborative hard-thresholding pass for the first pilot, block-matching Wiener passes, and for Rician
-    noise with ``pilot="network"`` an untrained network fitted to the image (DNA-Prior, a Deep Image Prior with a
-    whitened Fourier-domain fidelity and a total-variation regulariser) that corrects the magnitude's bias.
+    """Denoise a channel-first image with no training data and no weights, from the noise field estimated from the
+    image itself (model, level, spectrum): by default a collaborative filter (a hard-thresholding pass, a Wiener pass
+    and an NL-Bayes step over groups of similar patches, each coefficient with its own noise variance); on request
+    the DNA-Prior network, an untrained encoder-decoder fitted to the image under a whitened Fourier-domain fidelity
+    and total variation.
 
     Deterministic for a given ``seed`` and device, and not randomizable, so ``CacheDataset`` caches the result
     and the work runs once per image. Numpy in gives numpy out, a ``MetaTensor`` keeps its metadata,
@@ -37,35 +38,42 @@ class DNAPriorDenoise(Transform):
             white from its estimated spectrum), ``"gaussian"`` (additive), ``"poisson"`` (photon counting,
             low-dose CT), ``"rician"`` (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
         noise_level: noise parameter on the image normalised to [0, 1]; estimated from the image when None.
+        preset: ``"fast"``, ``"default"`` or ``"quality"``: the filter's reference step (4, 3, 2 px) and, where a
+            network is fitted, its iteration budget (60, 150, 400) and width.
+        max_iters: network only: cap on iterations (the automatic stop can end the fit earlier).
+        seed: network only: seed of its weights, input code and perturbations (0 where None). The filter has no
+            randomness.
+        device: where to run (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA when available and None.
+        volume_mode: network only, 3D: ``"slices"`` (warm-started 2D fits), ``"volume"`` (one 3D fit) or ``"auto"``.
+        slice_axis: spatial axis along which a volume's noise level is checked slice by slice (and a network's slice
+            fits step).
+        tv_scale: network only: total-variation weight per unit of noise sigma.
+        frequency_power: network only: radial frequency weighting of the spectral fidelity.
+        amplitude_weight: network only: weight of the spectral amplitude term.
+        phase_weight: network only: weight of the spectral phase term.
         noise_psd: the noise power spectrum where it is known (additive noise): ``E|fftn(noise, norm="ortho")|^2``
             over the spatial axes, unshifted, in the image's intensity units (its mean is the noise variance);
             estimated from the image when None.
-        pilot: ``"network"`` (fit the network where it changes the result: Rician), ``"thresholded"`` or
-            ``"auto"`` (no network: the measured best); None keeps the preset's.
-        preset: ``"fast"``, ``"default"`` or ``"quality"``: the network size, iteration budget and refinement passes.
-        max_iters: cap on iterations (the automatic stop can end the fit earlier); None keeps the preset's.
-        seed: seed of the network, its input code and perturbations.
-        device: where to fit (``"cpu"``, ``"cuda"``, ``"cuda:1"``); CUDA when available and None.
-        volume_mode: for 3D images where a network is fitted, ``"slices"`` (warm-started 2D fits), ``"volume"`` (one
-            3D fit) or ``"auto"``.
-        slice_axis: spatial axis the slice mode steps along.
-        tv_scale: weight of total variation per unit of noise sigma; None keeps the preset's.
-        frequency_power: radial frequency weighting of the spectral fidelity; None keeps the preset's.
-        amplitude_weight: weight of the spectral amplitude term; None keeps the preset's.
-        phase_weight: weight of the spectral phase term; None keeps the preset's.
+        pilot: deprecated since 0.8.0, use ``prior`` (``"network"`` is ``prior="network+filter"``).
+        prior: ``"auto"`` (the measured best: the filter), ``"filter"``, ``"network"`` (the network alone, the
+            paper's method) or ``"network+filter"`` (the network's fit guides the filter: changes a Rician result
+            only). The settings marked "network only" are refused where no network is fitted.
+
+    Raises:
+        ValueError: an unknown option (naming the closest), a bad value, or a network setting without a network.
     """
 
     backend = [TransformBackends.TORCH]
 
     def __init__(
         self,
-        noise_model: str = "auto",
+        noise_model: str = NoiseModelName.AUTO,
         noise_level: float | None = None,
-        preset: str = "default",
+        preset: str = Preset.DEFAULT,
         max_iters: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         device: str | torch.device | None = None,
-        volume_mode: str = "auto",
+        volume_mode: str | None = None,
         slice_axis: int = -1,
         tv_scale: float | None = None,
         frequency_power: float | None = None,
@@ -73,30 +81,28 @@ class DNAPriorDenoise(Transform):
         phase_weight: float | None = None,
         noise_psd: NdarrayOrTensor | None = None,
         pilot: str | None = None,
+        prior: str = Prior.AUTO,
     ) -> None:
-        check_options(noise_level=noise_level, seed=seed, device=device)
-        check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
-        check_choice("preset", preset, tuple(PRESETS))
-        check_choice("volume_mode", volume_mode, VOLUME_MODES)
-        if pilot is not None:
-            check_choice("pilot", pilot, PILOTS)
-        if max_iters is not None and (not isinstance(max_iters, int) or max_iters < 1):
+        check_options(noise_level=noise_level, seed=0 if seed is None else seed, device=device)
+        self.noise_model = str(check_option("noise_model", noise_model, NoiseModelName))
+        self.preset = str(check_option("preset", preset, Preset))
+        self.prior = str(check_option("prior", _prior_from_pilot(pilot, prior), Prior))
+        if volume_mode is not None:
+            volume_mode = str(check_option("volume_mode", volume_mode, VolumeMode))
+        if max_iters is not None and (isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1):
             raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}.")
-        if noise_level is not None and not noise_level >= 0:
-            raise ValueError(f"noise_level must be a non-negative number or None (estimate), got {noise_level!r}.")
         if slice_axis not in (-3, -2, -1, 0, 1, 2):
             raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}.")
-        self.noise_model = noise_model
+        network = dict(max_iters=max_iters, volume_mode=volume_mode, tv_scale=tv_scale,
+                       frequency_power=frequency_power, amplitude_weight=amplitude_weight, phase_weight=phase_weight)
+        check_network_settings(self.prior, seed=seed, **network)
         self.noise_level = noise_level
         self.noise_psd = None if noise_psd is None else np.asarray(noise_psd, dtype=np.float64)
-        self.seed = seed
+        self.seed = 0 if seed is None else seed
         self.device = str(device) if device is not None else None
-        self.volume_mode = volume_mode
         self.slice_axis = slice_axis
-        self.config: FitConfig = preset_config(
-            preset, max_iters=max_iters, tv_scale=tv_scale, frequency_power=frequency_power,
-            amplitude_weight=amplitude_weight, phase_weight=phase_weight, pilot=pilot,
-        )
+        self.filter_config, network_config = preset_settings(self.preset, **network)
+        self.network_config = network_config if resolve_prior(self.prior) != Prior.FILTER else None
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """Denoise ``img``, channel-first ``(C, H, W)`` or ``(C, H, W, D)`` (no uncertainty map: it costs time)."""
@@ -121,10 +127,10 @@ class DNAPriorDenoise(Transform):
         check_image(img_t)
         result = denoise(
             img_t.as_tensor() if hasattr(img_t, "as_tensor") else img_t,
-            noise_model=self.noise_model, noise_level=self.noise_level, config=self.config, seed=self.seed,
-            device=self.device, volume_mode=self.volume_mode, slice_axis=self.slice_axis,
-            noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd), name=_source_name(img_t),
-            progress=active_progress(), uncertainty=with_map,
+            noise_model=self.noise_model, noise_level=self.noise_level, prior=self.prior,
+            filter_config=self.filter_config, network_config=self.network_config, seed=self.seed, device=self.device,
+            slice_axis=self.slice_axis, noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd),
+            name=_source_name(img_t), progress=active_progress(), uncertainty=with_map,
         )
         out = _to_input_dtype(result.image, img_t.dtype)
         out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)
@@ -138,6 +144,16 @@ class DNAPriorDenoise(Transform):
                 out_np = np.clip(out_np, info.min, info.max).astype(img.dtype)
             return out_np, None if unc is None else np.asarray(unc)
         return out_img, unc
+
+
+def _prior_from_pilot(pilot: str | None, prior: str) -> str:
+    """``prior``, or for the deprecated ``pilot`` the prior it meant (with a warning)."""
+    if pilot is None:
+        return prior
+    meant = Prior.NETWORK_FILTER if str(pilot) == "network" else Prior.FILTER if str(pilot) == "thresholded" else prior
+    warnings.warn(f"pilot={pilot!r} is deprecated since 0.8.0 and will be removed in 0.9.0; use prior={str(meant)!r}.",
+                  FutureWarning, stacklevel=3)
+    return meant
 
 
 def _source_name(img: torch.Tensor) -> str | None:
@@ -173,13 +189,13 @@ class DNAPriorDenoised(MapTransform):
     def __init__(
         self,
         keys: KeysCollection,
-        noise_model: str = "auto",
+        noise_model: str = NoiseModelName.AUTO,
         noise_level: float | None = None,
-        preset: str = "default",
+        preset: str = Preset.DEFAULT,
         max_iters: int | None = None,
-        seed: int = 0,
+        seed: int | None = None,
         device: str | torch.device | None = None,
-        volume_mode: str = "auto",
+        volume_mode: str | None = None,
         slice_axis: int = -1,
         tv_scale: float | None = None,
         frequency_power: float | None = None,
@@ -187,6 +203,7 @@ class DNAPriorDenoised(MapTransform):
         phase_weight: float | None = None,
         noise_psd: NdarrayOrTensor | None = None,
         pilot: str | None = None,
+        prior: str = Prior.AUTO,
         uncertainty_key: str | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -195,7 +212,7 @@ class DNAPriorDenoised(MapTransform):
             noise_model=noise_model, noise_level=noise_level, preset=preset, max_iters=max_iters, seed=seed,
             device=device, volume_mode=volume_mode, slice_axis=slice_axis, tv_scale=tv_scale,
             frequency_power=frequency_power, amplitude_weight=amplitude_weight, phase_weight=phase_weight,
-            noise_psd=noise_psd, pilot=pilot,
+            noise_psd=noise_psd, pilot=pilot, prior=prior,
         )
         self.uncertainty_key = uncertainty_key
 

@@ -3,18 +3,18 @@
 The returned image is the last collaborative Wiener pass's output (its estimate of the observation's mean, mapped
 to the clean image), in 2D with white noise averaged with the NL-Bayes step's. Given its pilot the Wiener pass is
 linear in the observation, so its error per voxel is known in closed form up to the clean signal
-(:func:`monai_dnaprior.wiener.collaborative_wiener` with ``return_variance``):
+(:func:`monai_dnaprior.filters.collaborative.collaborative_filter` with ``return_variance``):
 
 - the residual noise variance ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i`` (exact for a pilot independent of the
   noise; coloured noise through its per-coefficient variances);
 - the squared bias, what the shrinkage removed of the signal, ``(B^T (gain - 1) X A)^2``, with the group's own
-  estimate's coefficients for the clean ``X``, scaled by :data:`monai_dnaprior.wiener.BIAS_INFLATION` (the estimate
+  estimate's coefficients for the clean ``X``, scaled by :data:`monai_dnaprior.filters.collaborative.BIAS_INFLATION` (the estimate
   is shrunk and reads the signal low);
 
 averaged over the overlapping groups with the image's own weights (``sum w e / sum w``, overlaps treated as fully
 correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). Where the NL-Bayes step is
 averaged in, the map is the average's error (:func:`averaged_error`) with the step's own, the posterior variance of
-the NL-Bayes model of the result (:func:`monai_dnaprior.nl_bayes.bayes_variance`): the groups' covariance sees how
+the NL-Bayes model of the result (:func:`monai_dnaprior.filters.nl_bayes.bayes_variance`): the groups' covariance sees how
 much similar patches differ, which the fixed DCT coefficients miss (measured on the 2D dev scans: Rician CT_small's
 Spearman 0.46 -> 0.60, the mean over the 20 cases 0.752 -> 0.765). Rician maps the error through the inverse of
 its mean by quadrature, or through a fit's linear step plus the bias that step leaves (:func:`clean_error`). A

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import numbers
 
 import torch
-from monai.utils import look_up_option
+from monai.utils import StrEnum, look_up_option
 
-__all__ = ["check_image", "check_choice", "check_device", "check_noise_level", "check_options", "check_seed"]
+from monai_dnaprior.settings import Prior, resolve_prior
+
+__all__ = ["check_image", "check_network_settings", "check_option", "check_device", "check_noise_level", "check_options", "check_seed"]
 
 
-def check_choice(name: str, value: object, choices: tuple) -> None:
-    """Raise a ValueError naming the choices (and the closest one, for a typo) when ``value`` is not one of them;
-    the look-up is MONAI's ``look_up_option``."""
+def check_option(name: str, value: object, options: type[StrEnum]) -> StrEnum:
+    """``value`` as a member of ``options`` (MONAI's ``look_up_option``, whose message names the closest option for a
+    typo), or a ValueError that also names the setting."""
     try:
-        look_up_option(value, choices)
-    except (ValueError, TypeError):
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        options = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"Unknown {name} {value!r}; choose one of {options}.{hint}") from None
+        return look_up_option(value, options)
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{name}: {e}") from None
 
 
 def check_seed(seed: object) -> None:
@@ -128,4 +126,19 @@ def _check_layout(img: torch.Tensor, name: str) -> None:
             f"The {name} has shape {tuple(img.shape)}, which looks like a batch (B, 1, H, W) of {channels} images, "
             "not a channel-first image; denoise the items one by one (e.g. `[t(x) for x in batch]`), or pass a "
             "channel-first (C, H, W) image."
+        )
+
+
+def check_network_settings(prior: str, **settings: object) -> None:
+    """Refuse network settings (those given, not None) where ``prior`` fits no network: they would change nothing.
+
+    Raises:
+        ValueError: naming the settings and the priors that fit a network.
+    """
+    given = sorted(k for k, v in settings.items() if v is not None)
+    if given and resolve_prior(prior) == Prior.FILTER:
+        raise ValueError(
+            f"{', '.join(given)} {'sets' if len(given) == 1 else 'set'} the network fit, and prior={str(prior)!r} "
+            "fits no network (the filter alone). Pass prior='network' (the network alone) or prior='network+filter' "
+            "(Rician: the fit guides the filter), or leave them out."
         )

@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import monai_dnaprior.engine as engine
+import monai_dnaprior.denoising as engine
 from monai_dnaprior.bundle import ImageProgress, naming_the_file
 from monai_dnaprior.bundle.io import is_current, sidecar_path
 from test_bundle import (  # noqa: F401 (one_thread: the autouse fixture)

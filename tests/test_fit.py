@@ -416,7 +416,7 @@ def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
         captured["noisy"] = noisy.clone()
         return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
 
-    monkeypatch.setattr(engine, "wiener_refine", spy)
+    monkeypatch.setattr(engine, "collaborative_refine", spy)
     img = torch.from_numpy(_noisy((20, 18))[1]) + offset
     denoise(img, config=small_config(3, wiener_patch=8, pilot="thresholded"))
     seen = captured["noisy"][0]

@@ -8,11 +8,11 @@ import torch
 from conftest import make_phantom, psnr
 
 from monai_dnaprior import FitConfig, NoiseModel, engine, wiener
-from monai_dnaprior.engine import bayes_pass, refinement_passes
+from monai_dnaprior.denoising import bayes_pass, refinement_passes
 from monai_dnaprior.noise import NoiseField, NoiseSpectrum
-from monai_dnaprior.nl_bayes import POSTERIOR_INFLATION, BayesPass, bayes_refine, bayes_variance, nl_bayes
+from monai_dnaprior.filters.nl_bayes import POSTERIOR_INFLATION, BayesPass, bayes_refine, bayes_variance, nl_bayes
 from monai_dnaprior.uncertainty import averaged_error
-from monai_dnaprior.wiener import wiener_refine
+from monai_dnaprior.filters.collaborative import collaborative_refine
 
 SMALL = BayesPass(patch=5, group=24, radius=6, step=3)
 
@@ -23,7 +23,7 @@ def _noisy(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
 
 def _thresholded(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
     """The refinement's own pilot: the hard-thresholding pass."""
-    return wiener_refine(noisy[None, None], noisy[None, None], sigma, refinement_passes(FitConfig())[:1])[0, 0]
+    return collaborative_refine(noisy[None, None], noisy[None, None], sigma, refinement_passes(FitConfig())[:1])[0, 0]
 
 
 def test_nl_bayes_denoises_a_phantom():
@@ -102,7 +102,7 @@ def test_refine_averages_the_step_and_its_error():
     off_config = FitConfig(bayes_patch=0)
     off = engine._refine(noisy[None], None, field, off_config, 0.0)
     on = engine._refine(noisy[None], None, field, FitConfig(), 0.0)
-    plain = wiener_refine(noisy[None, None], noisy[None, None], 0.1, refinement_passes(off_config),
+    plain = collaborative_refine(noisy[None, None], noisy[None, None], 0.1, refinement_passes(off_config),
                           return_variance=True)
     torch.testing.assert_close(off[0], plain[0][0])  # 0 disables the step: today's result
     torch.testing.assert_close(off[2], plain[1][0])  # and the Wiener pass's error

@@ -91,9 +91,9 @@ def test_white_noise_spectrum_is_white_and_a_given_psd_round_trips():
 
 
 def test_wiener_coefficient_variances_follow_the_spectrum():
-    from monai_dnaprior.wiener import _patch_basis
+    from monai_dnaprior.filters.collaborative import patch_basis
 
-    basis = _patch_basis((8, 8), torch.device("cpu"))
+    basis = patch_basis((8, 8), torch.device("cpu"))
     white = NoiseSpectrum.white(2).coefficient_variances(basis, (8, 8))
     torch.testing.assert_close(white, torch.ones(64))
     low = NoiseSpectrum(torch.outer(torch.tensor([2 / 3, 1.0, 2 / 3]), torch.tensor([2 / 3, 1.0, 2 / 3])))
@@ -320,9 +320,9 @@ def test_the_network_is_fitted_only_where_it_changes_the_result():
 def test_group_coefficient_variances_count_the_noise_patches_share():
     """Two patches ``delta`` apart share coloured noise: the table is ``b_i^T C(delta) b_i``, checked by brute force,
     and a group of overlapping patches gets a larger variance at its group DC than independent patches would."""
-    from monai_dnaprior.wiener import _group_variances, _patch_basis, dct_matrix
+    from monai_dnaprior.filters.collaborative import _group_variances, patch_basis, dct_matrix
 
-    basis = _patch_basis((4, 4), torch.device("cpu"))
+    basis = patch_basis((4, 4), torch.device("cpu"))
     spectrum = NoiseSpectrum(torch.outer(torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6]),
                                          torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6])))
     table, reach = spectrum.coefficient_cross_covariances(basis, (4, 4))

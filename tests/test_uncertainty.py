@@ -8,10 +8,10 @@ import torch
 from conftest import make_phantom
 
 from monai_dnaprior import NOISE_MODELS, DNAPriorDenoise, FitConfig, denoise
-from monai_dnaprior.engine import refinement_passes
+from monai_dnaprior.denoising import refinement_passes
 from monai_dnaprior.noise.models import NoiseModel
 from monai_dnaprior.uncertainty import averaged_error, clean_error, observation_bias, to_image_domain
-from monai_dnaprior.wiener import wiener_refine
+from monai_dnaprior.filters.collaborative import collaborative_refine
 
 THRESHOLDED = FitConfig(pilot="thresholded")  # no network fit: fast
 
@@ -84,8 +84,8 @@ def test_wiener_refine_variance_is_optional():
     y = torch.from_numpy(noisy)[None]
     pilot = torch.nn.functional.avg_pool2d(y, 3, 1, 1)
     passes = refinement_passes(THRESHOLDED)
-    plain = wiener_refine(y, pilot, 0.1, passes)
-    image, variance = wiener_refine(y, pilot, 0.1, passes, return_variance=True)
+    plain = collaborative_refine(y, pilot, 0.1, passes)
+    image, variance = collaborative_refine(y, pilot, 0.1, passes, return_variance=True)
     assert isinstance(plain, torch.Tensor)
     torch.testing.assert_close(image, plain)
     assert variance.shape == plain.shape and bool((variance >= 0).all())

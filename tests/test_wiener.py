@@ -13,12 +13,12 @@ from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior import FitConfig
 from monai_dnaprior import block_matching, wiener
-from monai_dnaprior.block_matching import grid_positions, match_blocks, patch_indices
-from monai_dnaprior.engine import refinement_passes
-from monai_dnaprior.wiener import WienerPass, collaborative_wiener, dct_matrix, wiener_refine
+from monai_dnaprior.filters.block_matching import grid_positions, match_blocks, patch_indices
+from monai_dnaprior.denoising import refinement_passes
+from monai_dnaprior.filters.collaborative import CollaborativePass, collaborative_filter, dct_matrix, collaborative_refine
 
-LOCAL = WienerPass(patch=4)
-MATCHED = WienerPass(patch=4, group=8, radius=6, step=2)
+LOCAL = CollaborativePass(patch=4)
+MATCHED = CollaborativePass(patch=4, group=8, radius=6, step=2)
 SAMPLE = Path(__file__).resolve().parents[1] / "bundle" / "sample_data" / "mr_small_2d.nii.gz"
 
 
@@ -84,7 +84,7 @@ def test_block_matching_fills_small_windows_with_the_reference():
 @pytest.mark.parametrize("spec", [LOCAL, MATCHED], ids=["local", "matched"])
 def test_wiener_keeps_the_observation_when_the_noise_vanishes(spec):
     noisy = torch.rand(19, 17)
-    torch.testing.assert_close(collaborative_wiener(noisy, noisy, 1e-6, spec), noisy, atol=1e-4, rtol=0)
+    torch.testing.assert_close(collaborative_filter(noisy, noisy, 1e-6, spec), noisy, atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (24, 20, 8)])
@@ -92,7 +92,7 @@ def test_wiener_with_a_good_pilot_removes_most_noise(shape):
     clean = torch.as_tensor(make_phantom(shape))
     noisy = _noisy(clean, 0.1)
     for spec in (LOCAL, MATCHED):
-        out = collaborative_wiener(noisy, clean, 0.1, spec)
+        out = collaborative_filter(noisy, clean, 0.1, spec)
         assert out.shape == clean.shape
         assert psnr(out, clean) > psnr(noisy, clean) + 6
 
@@ -101,8 +101,8 @@ def test_collaborative_beats_local_on_repeated_structure():
     """Similar patches average out each other's noise: grouping must pay on a repeating texture."""
     clean = _periodic((40, 40))
     noisy = _noisy(clean, 0.2)
-    local = collaborative_wiener(noisy, clean, 0.2, WienerPass(patch=5))
-    grouped = collaborative_wiener(noisy, clean, 0.2, WienerPass(patch=5, group=16, radius=10, step=2))
+    local = collaborative_filter(noisy, clean, 0.2, CollaborativePass(patch=5))
+    grouped = collaborative_filter(noisy, clean, 0.2, CollaborativePass(patch=5, group=16, radius=10, step=2))
     assert psnr(grouped, clean) > psnr(local, clean) + 1.0
 
 
@@ -112,26 +112,26 @@ def test_passes_improve_a_blurred_pilot():
     clean = torch.as_tensor((image - image.min()) / (image.max() - image.min()))
     noisy = _noisy(clean, 0.1)
     pilot = GaussianFilter(2, 1.0)(noisy[None, None])
-    scores = [psnr(wiener_refine(noisy[None, None], pilot, 0.1, [MATCHED] * n)[0, 0], clean) for n in (1, 2, 3)]
+    scores = [psnr(collaborative_refine(noisy[None, None], pilot, 0.1, [MATCHED] * n)[0, 0], clean) for n in (1, 2, 3)]
     assert psnr(noisy, clean) + 5 < psnr(pilot[0, 0], clean) + 2 < scores[0] < scores[1] < scores[2]
 
 
 @pytest.mark.parametrize(
     "shape, spec, slabs",
     [
-        ((16, 16, 12), WienerPass(patch=4, group=4, radius=3, step=2, depth=2), 3),  # 4 slices a slab
-        ((24, 40), WienerPass(patch=4, group=4, radius=3, step=2), 5),  # 8 columns a slab
+        ((16, 16, 12), CollaborativePass(patch=4, group=4, radius=3, step=2, depth=2), 3),  # 4 slices a slab
+        ((24, 40), CollaborativePass(patch=4, group=4, radius=3, step=2), 5),  # 8 columns a slab
     ],
 )
 def test_large_images_are_filtered_in_slabs(monkeypatch, shape, spec, slabs):
     clean = torch.as_tensor(make_phantom(shape))
     noisy = _noisy(clean, 0.1)
-    whole = collaborative_wiener(noisy, clean, 0.1, spec)
+    whole = collaborative_filter(noisy, clean, 0.1, spec)
     calls = []
-    original = wiener.collaborative_wiener
+    original = wiener.collaborative_filter
     monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum width
-    monkeypatch.setattr(wiener, "collaborative_wiener", lambda *a: calls.append(a[0].shape) or original(*a))
-    slabbed = wiener_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
+    monkeypatch.setattr(wiener, "collaborative_filter", lambda *a: calls.append(a[0].shape) or original(*a))
+    slabbed = collaborative_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
     assert len(calls) == slabs and all(s[-1] < shape[-1] for s in calls)
     assert slabbed.shape == clean.shape
     assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
@@ -140,12 +140,12 @@ def test_large_images_are_filtered_in_slabs(monkeypatch, shape, spec, slabs):
 def test_refine_leaves_its_inputs_alone_and_handles_channels():
     noisy, pilot = torch.rand(1, 2, 12, 12), torch.rand(1, 2, 12, 12)
     before = noisy.clone(), pilot.clone()
-    out = wiener_refine(noisy, pilot, 0.1, [LOCAL, MATCHED])
+    out = collaborative_refine(noisy, pilot, 0.1, [LOCAL, MATCHED])
     assert out.shape == noisy.shape
     torch.testing.assert_close((noisy, pilot), before)
-    torch.testing.assert_close(out[0, 1:], wiener_refine(noisy[:, 1:], pilot[:, 1:], 0.1, [LOCAL, MATCHED])[0])
-    torch.testing.assert_close(wiener_refine(noisy, pilot, 0.0, [LOCAL]), noisy)
-    torch.testing.assert_close(wiener_refine(noisy, pilot, 0.1, []), noisy)
+    torch.testing.assert_close(out[0, 1:], collaborative_refine(noisy[:, 1:], pilot[:, 1:], 0.1, [LOCAL, MATCHED])[0])
+    torch.testing.assert_close(collaborative_refine(noisy, pilot, 0.0, [LOCAL]), noisy)
+    torch.testing.assert_close(collaborative_refine(noisy, pilot, 0.1, []), noisy)
 
 
 def test_block_matching_memory_chunks_agree(monkeypatch):
@@ -171,12 +171,12 @@ def test_hard_thresholding_needs_no_pilot_and_keeps_the_mean():
     energy in the groups' means) comes back as it was."""
     clean = torch.as_tensor(make_phantom((40, 40)))
     noisy = _noisy(clean, 0.1)
-    spec = WienerPass(patch=8, group=16, radius=10, step=3, threshold=2.7)
-    out = collaborative_wiener(noisy, torch.zeros_like(noisy), 0.1, spec)
-    torch.testing.assert_close(out, collaborative_wiener(noisy, torch.rand(40, 40), 0.1, spec))
+    spec = CollaborativePass(patch=8, group=16, radius=10, step=3, threshold=2.7)
+    out = collaborative_filter(noisy, torch.zeros_like(noisy), 0.1, spec)
+    torch.testing.assert_close(out, collaborative_filter(noisy, torch.rand(40, 40), 0.1, spec))
     assert psnr(out, clean) > psnr(noisy, clean) + 5
     flat = torch.full((24, 24), 0.3)
-    torch.testing.assert_close(collaborative_wiener(flat, flat, 0.1, spec), flat)
+    torch.testing.assert_close(collaborative_filter(flat, flat, 0.1, spec), flat)
 
 
 def test_a_wiener_pass_improves_the_thresholded_pilot():
@@ -186,6 +186,6 @@ def test_a_wiener_pass_improves_the_thresholded_pilot():
     clean = torch.as_tensor((image - image.min()) / (image.max() - image.min()))
     noisy = _noisy(clean, 0.1)[None, None]
     passes = refinement_passes(FitConfig())
-    thresholded = wiener_refine(noisy, noisy, 0.1, passes[:1])[0, 0]
-    refined = wiener_refine(noisy, noisy, 0.1, passes)[0, 0]
+    thresholded = collaborative_refine(noisy, noisy, 0.1, passes[:1])[0, 0]
+    refined = collaborative_refine(noisy, noisy, 0.1, passes)[0, 0]
     assert psnr(noisy[0, 0], clean) + 5 < psnr(thresholded, clean) < psnr(refined, clean) - 0.3

@@ -12,8 +12,8 @@ import nibabel as nib
 
 from monai_dnaprior.bundle.io import check_input, find_inputs
 from monai_dnaprior.bundle.runner import _as_bool, _root_cause
-from monai_dnaprior.engine import NOISE_MODEL_CHOICES, VOLUME_MODES
-from monai_dnaprior.presets import PRESETS
+from monai_dnaprior.denoising import NOISE_MODEL_CHOICES, VOLUME_MODES
+from monai_dnaprior.settings import PRESETS
 from monai_dnaprior.validation import check_choice, check_options
 
 __all__ = ["ReadableInputs", "check_settings", "run_evaluator"]

@@ -21,7 +21,7 @@ def _duration(seconds: float) -> str:
 
 
 class ImageProgress:
-    """A ``progress(done, total)`` callback for :func:`monai_dnaprior.engine.denoise` (which counts in voxels) that
+    """A ``progress(done, total)`` callback for :func:`monai_dnaprior.denoising.denoise` (which counts in voxels) that
     logs, at most every ``interval`` seconds and at the end,
     ``<file>: 30% (98304 of 327680 voxels), about 2 min left in this image, 25 min in all``.
 

@@ -19,6 +19,7 @@ from monai_dnaprior.noise.estimation import (
 from monai_dnaprior.noise.models import NOISE_MODELS, SPECKLE_OFFSET, NoiseModel, get_noise_model, rician_mean
 from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
 from monai_dnaprior.noise.field import UPPER_BOUND_SHARE, NoiseField, detect_noise_model, estimate_noise_field
+from monai_dnaprior.noise.auto import choose_noise_model
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -29,6 +30,7 @@ __all__ = [
     "NoiseModel",
     "NoiseSpectrum",
     "binned_variance",
+    "choose_noise_model",
     "detect_noise_model",
     "estimate_log_noise_level",
     "estimate_noise_field",

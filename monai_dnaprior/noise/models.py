@@ -120,6 +120,40 @@ class NoiseModel:
         return x
 
     @property
+    def min_level(self) -> float:
+        """The level at or below which the image is taken as free of noise (the Poisson gain is kept at 1e-6)."""
+        return 1e-6 if self.name == "poisson" else 0.0
+
+    @property
+    def fit_changes_filter(self) -> bool:
+        """Whether a network's fit changes the filter's result: only where the observation's mean is not the clean
+        image (Rician: the fit's exact likelihood corrects the magnitude's bias)."""
+        return self.name == "rician"
+
+    @property
+    def is_magnitude(self) -> bool:
+        """Whether the clean image is a magnitude (Rician): a network's output is taken as ``|output|``."""
+        return self.name == "rician"
+
+    def clean_estimate(
+        self, mean: torch.Tensor, fitted: torch.Tensor | None = None, variance: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The clean fit-domain image from an estimate ``mean`` of the observation's mean: by inverting the mean
+        (:meth:`unobserve`), or by a network fit's own step where there is one (``fitted + mean - observe(fitted)``:
+        the fit knows the bias of its expected observation). A background whose neighbourhood's mean is at the noise
+        floor (:meth:`no_signal`) is 0, its mean returned as the floor and its ``variance`` as 0: the rule's claim is
+        that no signal is there.
+
+        Returns:
+            ``(clean, mean, variance)`` with the background rule applied to all three.
+        """
+        no_signal = self.no_signal(mean)
+        mean = torch.where(no_signal, self.noise_floor(mean), mean)
+        clean = self.unobserve(mean) if fitted is None else fitted + mean - self.observe(fitted)
+        clean = clean.masked_fill(no_signal, 0.0)
+        return clean, mean, None if variance is None else variance.masked_fill(no_signal, 0.0)
+
+    @property
     def fit_sigma(self) -> float:
         """Standard deviation of the noise in the fit domain."""
         lo, hi = self._span()

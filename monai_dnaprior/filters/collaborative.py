@@ -13,19 +13,20 @@ beats several after a smooth pilot: each Wiener pass's result reads the signal l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from monai_dnaprior.block_matching import match_blocks, patch_indices
+from monai_dnaprior.filters.block_matching import match_blocks, patch_indices
+from monai_dnaprior.filters.slabs import in_slabs
+from monai_dnaprior.progress import report_share
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 
-__all__ = ["BIAS_INFLATION", "WienerPass", "collaborative_wiener", "dct_matrix", "wiener_refine"]
+__all__ = ["BIAS_INFLATION", "CollaborativePass", "collaborative_filter", "collaborative_refine", "dct_matrix",
+           "patch_basis"]
 
 GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
-_MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
-_MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
 # The group's own estimate reads the clean signal's energy low (detail it shrank away is invisible to it), so the
 # squared bias it gives is scaled up by this, per number of spatial dimensions; measured against the actual error of
 # the Wiener pass alone (benchmarks/uncertainty.py: the map's RMS over the RMSE, 0.84-1.22 on the 2D dev scans,
@@ -42,7 +43,7 @@ def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor
     return d.to(device=device, dtype=torch.float32)
 
 
-def _patch_basis(patch: Sequence[int], device: torch.device) -> torch.Tensor:
+def patch_basis(patch: Sequence[int], device: torch.device) -> torch.Tensor:
     """Separable DCT of a row-major flattened patch."""
     basis = dct_matrix(patch[0], device)
     for p in patch[1:]:
@@ -51,13 +52,15 @@ def _patch_basis(patch: Sequence[int], device: torch.device) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class WienerPass:
-    """One pass: patch side, and for block matching the search radius, reference step and group size.
+class CollaborativePass:
+    """One collaborative pass: patch side, and for block matching the search radius, reference step and group size.
 
-    ``group=1`` filters every patch on its own (a local DCT filter, no search). In 3D, ``depth`` is the patch size
-    along the last axis (1: flat patches; ``patch``: cubes), ``depth_radius`` the search radius along it, and the
-    references step through every slice. ``threshold > 0`` makes it a hard-thresholding pass (no pilot: groups
-    matched on the noisy image, coefficients below ``threshold`` times their noise std zeroed); else a Wiener pass.
+    Its shrinkage is hard thresholding where ``threshold > 0`` (:meth:`hard_threshold`: no pilot, groups matched on
+    the noisy image, coefficients below ``threshold`` times their noise std zeroed) and else empirical Wiener
+    (:meth:`wiener`: groups matched on the pilot, gains from its coefficients). ``group=1`` filters every patch on
+    its own (a local DCT filter, no search). In 3D, ``depth`` is the patch size along the last axis (1: flat
+    patches; ``patch``: cubes), ``depth_radius`` the search radius along it, and the references step through every
+    slice.
     """
 
     patch: int = 8
@@ -68,6 +71,22 @@ class WienerPass:
     depth_radius: int = 1
     threshold: float = 0.0
 
+    @classmethod
+    def hard_threshold(cls, threshold: float, **shape: int) -> CollaborativePass:
+        """A hard-thresholding pass (BM3D's first stage), ``threshold`` in noise stds."""
+        if threshold <= 0:
+            raise ValueError(f"A hard-thresholding pass needs a positive threshold, got {threshold!r}.")
+        return cls(threshold=threshold, **shape)
+
+    @classmethod
+    def wiener(cls, **shape: int) -> CollaborativePass:
+        """An empirical Wiener pass (BM3D's second stage; ``group=1``: a local DCT Wiener filter)."""
+        return cls(**shape)
+
+    @property
+    def is_hard_threshold(self) -> bool:
+        return self.threshold > 0
+
     def shapes(self, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Patch shape, search radius and reference step per axis."""
         if spatial_dims == 2:
@@ -76,8 +95,8 @@ class WienerPass:
             self.step, self.step, 1)
 
 
-def collaborative_wiener(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None = None,
+def collaborative_filter(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: CollaborativePass, spectrum: NoiseSpectrum | None = None,
     return_variance: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``: Wiener
@@ -104,9 +123,9 @@ def collaborative_wiener(
     shape = noisy.shape
     patch, radius, step = spec.shapes(noisy.ndim)
     patch = tuple(min(p, s) for p, s in zip(patch, shape))
-    hard = spec.threshold > 0
+    hard = spec.is_hard_threshold
     groups = match_blocks(noisy if hard else pilot, patch, radius, step, spec.group)
-    basis = _patch_basis(patch, noisy.device)
+    basis = patch_basis(patch, noisy.device)
     variance = torch.full((basis.shape[0],), sigma**2, device=noisy.device)
     if spectrum is not None and not spectrum.is_white:
         variance = sigma**2 * spectrum.coefficient_variances(basis, patch)
@@ -143,6 +162,7 @@ def collaborative_wiener(
             kept = coef if hard else gain * coef
             bias = _inverse_group_transform((gain - 1) * kept, basis, across).square()
             error.index_add_(0, index.flatten(), ((noise + inflation * bias) * weight).flatten())
+        report_share(min(a + chunk, groups.shape[0]) / groups.shape[0])
     out = (numerator / denominator).view(shape)
     if error is None:
         return out
@@ -174,62 +194,23 @@ def _inverse_group_transform(coef: torch.Tensor, basis: torch.Tensor, across: to
     return voxels if across.shape[0] == 1 else torch.matmul(across.T, voxels)
 
 
-def _slabs(depth: int, slab: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """``(start, stop, keep_start, keep_stop)`` of overlapping slabs covering ``depth`` along an axis."""
-    out = []
-    for k in range(0, depth, slab):
-        start, stop = max(0, k - margin), min(depth, k + slab + margin)
-        out.append((start, stop, k - start, min(k + slab, depth) - start))
-    return out
-
-
-def _slab_width(shape: Sequence[int], patch: Sequence[int], radius: Sequence[int], step: Sequence[int],
-                matched: bool) -> int:
-    """Positions along the last axis per slab such that the block matching's distance table, references x offsets,
-    stays bounded (2D: columns of a large image; 3D: slices of a large volume)."""
-    refs_across = math.prod(-(-max(1, s - p + 1) // t) for s, p, t in zip(shape[:-1], patch[:-1], step[:-1]))
-    offsets = math.prod(2 * r + 1 for r in radius) if matched else 1
-    return max(_MIN_SLAB * step[-1], _MATCH_TABLE * step[-1] // (refs_across * offsets))
-
-
-def in_slabs(
-    filter_part: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | tuple[torch.Tensor, ...]],
-    noisy: torch.Tensor, pilot: torch.Tensor, patch: Sequence[int], radius: Sequence[int], step: Sequence[int],
-    matched: bool,
-) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """``filter_part(noisy, pilot)`` over a single-channel image; a large one slab by slab along its last axis
-    (bounded memory), each slab with a margin wide enough for its patches and searches. Every output (a tensor
-    or a tuple of them, each shaped like ``noisy``) is put together from the slabs' kept parts."""
-    slab = _slab_width(noisy.shape, patch, radius, step, matched)
-    if slab >= noisy.shape[-1]:
-        return filter_part(noisy, pilot)
-    outs: list[torch.Tensor] | None = None
-    for start, stop, keep0, keep1 in _slabs(noisy.shape[-1], slab, patch[-1] + radius[-1]):
-        part = filter_part(noisy[..., start:stop], pilot[..., start:stop])
-        parts = part if isinstance(part, tuple) else (part,)
-        outs = outs or [torch.empty_like(noisy) for _ in parts]
-        for out, p in zip(outs, parts):
-            out[..., start + keep0 : start + keep1] = p[..., keep0:keep1]
-    return tuple(outs) if len(outs) > 1 else outs[0]
-
-
 def _filter_image(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: WienerPass, spectrum: NoiseSpectrum | None,
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: CollaborativePass, spectrum: NoiseSpectrum | None,
     return_variance: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image (:func:`in_slabs`)."""
     patch, radius, step = spec.shapes(noisy.ndim)
     return in_slabs(
-        lambda n, p: collaborative_wiener(n, p, sigma, spec, spectrum, return_variance),
+        lambda n, p: collaborative_filter(n, p, sigma, spec, spectrum, return_variance),
         noisy, pilot, patch, radius, step, spec.group > 1,
     )
 
 
-def wiener_refine(
+def collaborative_refine(
     noisy: torch.Tensor,
     pilot: torch.Tensor,
     sigma: float,
-    passes: Sequence[WienerPass],
+    passes: Sequence[CollaborativePass],
     spectrum: NoiseSpectrum | None = None,
     return_variance: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
@@ -243,7 +224,7 @@ def wiener_refine(
         spectrum: the noise's correlation (coloured noise), with as many axes as the image has spatial ones;
             None or white: white noise.
         return_variance: also return the expected squared error of the result per voxel (noise variance plus
-            squared bias of the last pass; see :func:`collaborative_wiener`), same shape; computed in the last pass
+            squared bias of the last pass; see :func:`collaborative_filter`), same shape; computed in the last pass
             only.
     """
     if sigma <= 0 or not passes:

@@ -10,94 +10,16 @@ from dataclasses import dataclass, field
 import torch
 from monai.networks.layers import GaussianFilter
 
-from monai_dnaprior.losses import SpectralFidelity, total_variation
-from monai_dnaprior.networks import DIPHourglass
+from monai_dnaprior.network.losses import SpectralFidelity, total_variation
+from monai_dnaprior.network.hourglass import DIPHourglass
 from monai_dnaprior.noise import NoiseModel
-from monai_dnaprior.stopping import OutputAverager
+from monai_dnaprior.progress import report_share
+from monai_dnaprior.settings import NetworkConfig
+from monai_dnaprior.network.stopping import OutputAverager
 
-__all__ = ["FitConfig", "FitResult", "PriorState", "fit_prior"]
+__all__ = ["FitResult", "PriorState", "fit_prior"]
 
 _BACKTRACK_WARMUP = 50  # the loss of a fresh network may jump in its first steps; that is no divergence
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Everything that shapes one fit. Plain values only, so it pickles and hashes.
-
-    Attributes:
-        max_iters: hard cap on iterations; the automatic stop can end the fit before (after ``min_iters``).
-        min_iters: iterations before the automatic stop may end the fit.
-        patience: iterations without a new output-variance minimum before the fit stops.
-        lr: Adam learning rate.
-        code_channels: channels of the fixed random input code.
-        channels: feature channels per level of the hourglass, finest first.
-        skip_channels: channels of each skip branch.
-        code_noise: std of the perturbation added to the code at every iteration.
-        ema_decay: weight of the past in the output average.
-        tv_scale: TV weight per unit of noise sigma (in the fit domain, normalised to [0, 1]).
-        amplitude_weight: weight of the spectral amplitude term.
-        phase_weight: weight of the spectral phase term.
-        frequency_power: exponent of the radial frequency weighting of the spectral fidelity.
-        backtrack_factor: a loss above this multiple of the best loss so far restores the last good state.
-        warm_iters_fraction: share of ``max_iters`` (and of the patience) given to a warm-started fit.
-        code_blur: the code's first channels hold the observation blurred by a Gaussian of this std (pixels),
-            which starts the fit from the image's coarse structure (far fewer iterations); 0 gives the plain
-            random code of the original Deep Image Prior. Also the blur of the first pilot for coloured noise.
-        min_change: the fit is done when its average moves less than this share of the noise sigma (RMS)
-            over 50 iterations.
-        wiener_patch: square patch side of the refinement of 2D images; 0 disables the refinement (2D and 3D),
-            and the network's fit is then the result.
-        wiener_passes: block-matching (collaborative) Wiener passes after the thresholding pass, each with the last
-            result as its pilot. More than one reads the signal lower each time (measured: one is best).
-        coloured_passes: block-matching Wiener passes for coloured noise, after a local one, from the blurred
-            observation (see :func:`monai_dnaprior.engine.refinement_passes`).
-        threshold: the hard-thresholding pass that makes the refinement's first pilot zeroes every coefficient
-            below this many noise stds (BM3D's 2.7).
-        threshold_radius: its search radius in 2D, in pixels (3D: ``volume_radius``).
-        match_group: patches per block-matching group.
-        match_radius: search radius of the block matching in 2D, in pixels.
-        match_step: step between the block matching's reference patches (in-plane).
-        bayes_patch: patch side of the NL-Bayes step (:mod:`monai_dnaprior.nl_bayes`) whose result is averaged
-            with the Wiener pass's, for white (or stabilised) noise in 2D; its groups are matched on the
-            thresholding pass's result. 0 disables it (coloured noise and 3D never run it).
-        volume_patch: cube side of the refinement's patches in 3D.
-        volume_radius: in-plane search radius of the block matching in 3D.
-        volume_depth_radius: search radius along the last axis in 3D.
-        pilot: ``"network"`` fits the network where it changes the result (Rician: its fit corrects the
-            magnitude's bias, in place of inverting the Rician mean); ``"thresholded"`` and ``"auto"`` (the
-            measured best) fit none: the hard-thresholded observation is the refinement's only pilot.
-    """
-
-    max_iters: int = 150
-    min_iters: int = 100
-    patience: int = 150
-    lr: float = 0.01
-    code_channels: int = 8
-    channels: tuple[int, ...] = (16, 32, 64, 64)
-    skip_channels: int = 4
-    code_noise: float = 1.0 / 30
-    ema_decay: float = 0.99
-    tv_scale: float = 0.15
-    amplitude_weight: float = 1.0
-    phase_weight: float = 1.0
-    frequency_power: float = 0.0
-    backtrack_factor: float = 3.0
-    warm_iters_fraction: float = 0.1
-    code_blur: float = 2.0
-    min_change: float = 0.02
-    wiener_patch: int = 8
-    wiener_passes: int = 1
-    coloured_passes: int = 4
-    match_group: int = 16
-    match_radius: int = 8
-    threshold: float = 2.7
-    threshold_radius: int = 19
-    match_step: int = 3
-    bayes_patch: int = 7
-    volume_patch: int = 4
-    volume_radius: int = 5
-    volume_depth_radius: int = 2
-    pilot: str = "auto"
 
 
 @dataclass
@@ -119,7 +41,7 @@ class FitResult:
     history: list[float] = field(default_factory=list)
 
 
-def _build_network(config: FitConfig, spatial_dims: int, out_channels: int, seed: int, device: torch.device) -> DIPHourglass:
+def _build_network(config: NetworkConfig, spatial_dims: int, out_channels: int, seed: int, device: torch.device) -> DIPHourglass:
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's global RNG
         torch.manual_seed(seed)
         net = DIPHourglass(spatial_dims, config.code_channels, out_channels, config.channels, config.skip_channels)
@@ -136,7 +58,7 @@ def _blurred_code(target: torch.Tensor, sigma: float, shape: tuple[int, ...]) ->
 def fit_prior(
     target: torch.Tensor,
     noise_model: NoiseModel,
-    config: FitConfig,
+    config: NetworkConfig,
     seed: int = 0,
     warm_start: PriorState | None = None,
     monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
@@ -161,7 +83,7 @@ def fit_prior(
 def _fit(
     target: torch.Tensor,
     noise_model: NoiseModel,
-    config: FitConfig,
+    config: NetworkConfig,
     seed: int,
     warm_start: PriorState | None,
     monitor: Callable[[int, torch.Tensor, torch.Tensor], None] | None,
@@ -198,7 +120,7 @@ def _fit(
         for it in range(max_iters):
             noisy_code = code + config.code_noise * torch.randn(code.shape, generator=generator, device=device)
             output = net(noisy_code, out_shape)
-            if noise_model.name == "rician":
+            if noise_model.is_magnitude:
                 output = output.abs()
             loss = fidelity(noise_model.observe(output), target)
             if tv_weight > 0:
@@ -222,6 +144,7 @@ def _fit(
                 good_state = (copy.deepcopy(net.state_dict()), copy.deepcopy(optimizer.state_dict()))
                 good_loss = value
             averager.update(output)
+            report_share((it + 1) / max_iters)
             if monitor is not None:
                 monitor(it, output.detach(), averager.mean)
             if averager.should_stop():

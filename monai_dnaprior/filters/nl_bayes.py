@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import torch
 
-from monai_dnaprior.block_matching import match_blocks, patch_indices
+from monai_dnaprior.filters.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
-from monai_dnaprior.wiener import GROUPED_VOXELS, in_slabs
+from monai_dnaprior.filters.collaborative import GROUPED_VOXELS
+from monai_dnaprior.filters.slabs import in_slabs
+from monai_dnaprior.progress import report_share
 
 __all__ = ["POSTERIOR_INFLATION", "BayesPass", "bayes_refine", "bayes_variance", "nl_bayes"]
 
@@ -82,6 +84,7 @@ def _over_groups(
         values = per_patch(index)
         total.index_add_(0, index.flatten(), values.flatten())
         count.index_add_(0, index.flatten(), torch.ones_like(values).flatten())
+        report_share(min(a + chunk, groups.shape[0]) / groups.shape[0])
     return (total / count).view(guide.shape)
 
 
@@ -144,7 +147,7 @@ def _variance_image(estimate: torch.Tensor, sigma: float, spec: BayesPass) -> to
 def _bayes_image(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass, spectrum: NoiseSpectrum | None
 ) -> torch.Tensor:
-    """:func:`nl_bayes` over a single-channel image, a large one in slabs (:func:`~monai_dnaprior.wiener.in_slabs`)."""
+    """:func:`nl_bayes` over a single-channel image, a large one in slabs (:func:`~monai_dnaprior.filters.slabs.in_slabs`)."""
     patch, radius, step = spec.shapes(noisy.ndim)
     return in_slabs(lambda n, p: nl_bayes(n, p, sigma, spec, spectrum), noisy, pilot, patch, radius, step,
                     spec.group > 1)

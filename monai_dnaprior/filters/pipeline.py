@@ -1,0 +1,105 @@
+"""The filter pipeline: which collaborative passes run, in what order, and how their estimate of the observation's
+mean becomes the clean image.
+
+White noise (or noise a transform stabilised): a hard-thresholding pass makes the first pilot (BM3D's first stage),
+one block-matching Wiener pass follows, and in 2D it is averaged with an NL-Bayes step piloted by the thresholded
+image. Coloured noise: the first pilot is the observation blurred, since matching on the observation would follow
+the noise's own texture; a local DCT Wiener pass, block-matching Wiener passes, and in 2D an NL-Bayes step that takes
+the noise's correlation exactly has the last word. Each coefficient gets its own noise variance from the spectrum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from monai.networks.layers import GaussianFilter
+
+from monai_dnaprior.filters.collaborative import CollaborativePass, collaborative_refine
+from monai_dnaprior.filters.nl_bayes import BayesPass, bayes_refine, bayes_variance
+from monai_dnaprior.noise.field import NoiseField
+from monai_dnaprior.progress import ProgressTracker
+from monai_dnaprior.settings import FilterConfig
+from monai_dnaprior.uncertainty import averaged_error
+
+__all__ = ["FilterResult", "bayes_pass", "filter_observation", "filter_passes"]
+
+
+def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = False) -> list[CollaborativePass]:
+    """The collaborative passes, in order: square patches in 2D, cubes searched across slices in 3D."""
+    if spatial_dims == 2:
+        patch, depth, depth_radius = config.patch, 1, 0
+        radius, threshold_radius = config.match_radius, config.threshold_radius
+    else:
+        patch, depth, depth_radius = config.volume_patch, config.volume_patch, config.volume_depth_radius
+        radius = threshold_radius = config.volume_radius
+    shape = dict(patch=patch, step=config.match_step, depth=depth)
+    matched = CollaborativePass.wiener(group=config.match_group, radius=radius, depth_radius=depth_radius, **shape)
+    if coloured:
+        return [CollaborativePass.wiener(patch=patch, depth=depth)] + [matched] * config.coloured_passes
+    thresholded = CollaborativePass.hard_threshold(config.threshold, group=config.match_group,
+                                                   radius=threshold_radius, depth_radius=depth_radius, **shape)
+    return [thresholded] + [matched] * config.wiener_passes
+
+
+def bayes_pass(config: FilterConfig, passes: Sequence[CollaborativePass], spatial_dims: int = 2) -> BayesPass | None:
+    """The NL-Bayes step, or None: in 2D, after at least two passes, where ``config.bayes_patch`` is set (measured on
+    the 2D dev scans, ``benchmarks/nl_bayes.py``: it adds with white and coloured noise; in 3D it added nothing)."""
+    if config.bayes_patch <= 0 or spatial_dims != 2 or len(passes) < 2:
+        return None
+    return BayesPass(patch=config.bayes_patch)
+
+
+@dataclass
+class FilterResult:
+    """The filter's estimate of the observation's mean (fit domain, ``(1, C, *spatial)``) and, where asked, its
+    expected squared error per voxel."""
+
+    mean: torch.Tensor
+    variance: torch.Tensor | None
+
+
+def filter_observation(
+    observation: torch.Tensor, field: NoiseField, config: FilterConfig, with_error: bool = False,
+    tracker: ProgressTracker | None = None, units: float = 0.0,
+) -> FilterResult:
+    """Estimate the mean of ``observation`` (``(1, C, *spatial)``, fit domain, its shrinkage target at 0) with the
+    collaborative passes of :func:`filter_passes` and the NL-Bayes step of :func:`bayes_pass`.
+
+    The expected error is the last Wiener pass's; with white noise in 2D, that of the average of the Wiener pass's
+    and the NL-Bayes model's of the result (:func:`~monai_dnaprior.filters.nl_bayes.bayes_variance`; coloured: the
+    Wiener pass's, the step's is not modelled). ``tracker`` gets ``units`` of progress, shared over the passes.
+    """
+    spatial_dims = observation.ndim - 2
+    passes = filter_passes(config, spatial_dims, coloured=not field.is_white)
+    sigma = field.model.fit_sigma
+    spectrum = None if field.is_white else field.spectrum
+    bayes = bayes_pass(config, passes, spatial_dims)
+    stages = len(passes) + (bayes is not None) + (with_error and bayes is not None and field.is_white)
+    tracker = tracker or ProgressTracker(None, 0)
+    share = units / stages
+
+    def run(noisy: torch.Tensor, pilot: torch.Tensor, steps: Sequence[CollaborativePass], variance: bool = False):
+        with tracker.span(share * len(steps)):
+            return collaborative_refine(noisy, pilot, sigma, steps, spectrum, return_variance=variance)
+
+    if bayes is None or not field.is_white:
+        pilot = observation
+        if not field.is_white:
+            pilot = GaussianFilter(spatial_dims, config.coloured_pilot_blur).to(observation.device)(observation)
+        filtered = run(observation, pilot, passes, with_error)
+        mean, variance = filtered if with_error else (filtered, None)
+        if bayes is not None:  # coloured: the step, piloted by the Wiener passes' result, takes its place
+            with tracker.span(share):
+                mean = bayes_refine(observation, mean, sigma, bayes, spectrum)
+        return FilterResult(mean, variance)
+    basic = run(observation, observation, passes[:1])
+    filtered = run(observation, basic, passes[1:], with_error)
+    mean, variance = filtered if with_error else (filtered, None)
+    with tracker.span(share):
+        mean = 0.5 * (mean + bayes_refine(observation, basic, sigma, bayes))
+    if with_error:
+        with tracker.span(share):
+            variance = averaged_error(variance, bayes_variance(mean, sigma, bayes))
+    return FilterResult(mean, variance)

@@ -1,0 +1,189 @@
+"""The settings, grouped by what they govern: the options as ``StrEnum`` s, the collaborative filter's
+:class:`FilterConfig`, the network fit's :class:`NetworkConfig`, and the presets that trade seconds for decibels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+from monai.utils import StrEnum, look_up_option
+
+__all__ = [
+    "NETWORK_SETTINGS",
+    "PRESETS",
+    "FilterConfig",
+    "NetworkConfig",
+    "NoiseModelName",
+    "Preset",
+    "Prior",
+    "VolumeMode",
+    "preset_settings",
+    "resolve_prior",
+]
+
+
+class NoiseModelName(StrEnum):
+    """The noise models; ``auto`` picks one from the image (:func:`monai_dnaprior.noise.auto.choose_noise_model`)."""
+
+    AUTO = "auto"
+    GAUSSIAN = "gaussian"
+    POISSON = "poisson"
+    RICIAN = "rician"
+    SPECKLE = "speckle"
+
+
+class Prior(StrEnum):
+    """What makes the clean estimate.
+
+    - ``filter``: the collaborative filter alone (hard thresholding, Wiener, NL-Bayes), each coefficient with its
+      noise variance from the noise field;
+    - ``network``: the DNA-Prior network alone, an untrained encoder-decoder fitted to the image under the
+      whitened spectral fidelity and total variation (the paper's method);
+    - ``network+filter``: the network's fit as the filter's guide to the observation's bias (it changes the result
+      for a Rician magnitude only, whose exact likelihood the fit takes);
+    - ``auto``: the measured best, today ``filter`` for every input (``docs/design.md``).
+    """
+
+    AUTO = "auto"
+    FILTER = "filter"
+    NETWORK = "network"
+    NETWORK_FILTER = "network+filter"
+
+
+class Preset(StrEnum):
+    """``fast``, ``default`` and ``quality``: see :data:`PRESETS` for what each changes."""
+
+    FAST = "fast"
+    DEFAULT = "default"
+    QUALITY = "quality"
+
+
+class VolumeMode(StrEnum):
+    """How a network is fitted to a 3D image: ``slices`` (2D fits along the slice axis, each warm-started from its
+    neighbour), ``volume`` (one 3D fit, slice by slice where it does not fit in memory); ``auto`` is ``slices``."""
+
+    AUTO = "auto"
+    SLICES = "slices"
+    VOLUME = "volume"
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """The collaborative filter (BM3D's two stages and an NL-Bayes step; :mod:`monai_dnaprior.filters`). Plain
+    values, so it pickles and hashes.
+
+    Attributes:
+        patch: square patch side in 2D.
+        threshold: the hard-thresholding pass zeroes every coefficient below this many noise stds (BM3D's 2.7).
+        threshold_radius: its search radius in 2D, in pixels (3D: ``volume_radius``).
+        wiener_passes: block-matching Wiener passes after the hard-thresholding pass (one is best: each pass's result
+            reads the signal lower).
+        coloured_passes: block-matching Wiener passes for coloured noise, after a local DCT pass.
+        coloured_pilot_blur: std (pixels) of the Gaussian blur that makes the first pilot for coloured noise.
+        match_group: patches per block-matching group.
+        match_radius: search radius of the Wiener passes' block matching in 2D, in pixels.
+        match_step: step between the reference patches (in-plane).
+        bayes_patch: patch side of the NL-Bayes step (2D); 0 leaves it out.
+        volume_patch: cube side in 3D.
+        volume_radius: in-plane search radius in 3D.
+        volume_depth_radius: search radius along the last axis in 3D.
+    """
+
+    patch: int = 8
+    threshold: float = 2.7
+    threshold_radius: int = 19
+    wiener_passes: int = 1
+    coloured_passes: int = 4
+    coloured_pilot_blur: float = 2.0
+    match_group: int = 16
+    match_radius: int = 8
+    match_step: int = 3
+    bayes_patch: int = 7
+    volume_patch: int = 4
+    volume_radius: int = 5
+    volume_depth_radius: int = 2
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """The network fit (:mod:`monai_dnaprior.network`): its size, optimiser, objective and automatic stop. Plain
+    values, so it pickles and hashes.
+
+    Attributes:
+        max_iters: hard cap on iterations; the automatic stop can end the fit before (after ``min_iters``).
+        min_iters: iterations before the automatic stop may end the fit.
+        patience: iterations without a new output-variance minimum before the fit stops.
+        min_change: the fit is done when its average moves less than this share of the noise sigma (RMS) over 50
+            iterations.
+        lr: Adam learning rate.
+        code_channels: channels of the fixed random input code.
+        channels: feature channels per level of the hourglass, finest first.
+        skip_channels: channels of each skip branch.
+        code_noise: std of the perturbation added to the code at every iteration.
+        code_blur: the code's first channels hold the observation blurred by a Gaussian of this std (pixels), which
+            starts the fit from the image's coarse structure; 0 gives the plain random code of the Deep Image Prior.
+        ema_decay: weight of the past in the output average.
+        tv_scale: total-variation weight per unit of noise sigma (fit domain).
+        amplitude_weight: weight of the spectral amplitude term.
+        phase_weight: weight of the spectral phase term.
+        frequency_power: exponent of the radial frequency weighting of the spectral fidelity.
+        backtrack_factor: a loss above this multiple of the best loss so far restores the last good state.
+        warm_iters_fraction: share of ``max_iters`` (and of the patience) given to a warm-started fit.
+        volume_mode: 3D images, see :class:`VolumeMode`.
+    """
+
+    max_iters: int = 150
+    min_iters: int = 100
+    patience: int = 150
+    min_change: float = 0.02
+    lr: float = 0.01
+    code_channels: int = 8
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    skip_channels: int = 4
+    code_noise: float = 1.0 / 30
+    code_blur: float = 2.0
+    ema_decay: float = 0.99
+    tv_scale: float = 0.15
+    amplitude_weight: float = 1.0
+    phase_weight: float = 1.0
+    frequency_power: float = 0.0
+    backtrack_factor: float = 3.0
+    warm_iters_fraction: float = 0.1
+    volume_mode: str = VolumeMode.AUTO
+
+
+# What each preset changes: the filter's reference step (4, 3, 2 px: more overlapping estimates, more time), and where
+# a network is fitted its iteration budget and width.
+PRESETS: dict[str, tuple[FilterConfig, NetworkConfig]] = {
+    Preset.FAST: (FilterConfig(match_step=4), NetworkConfig(max_iters=60, min_iters=40)),
+    Preset.DEFAULT: (FilterConfig(), NetworkConfig()),
+    Preset.QUALITY: (FilterConfig(match_step=2),
+                     NetworkConfig(max_iters=400, min_iters=200, channels=(32, 32, 64, 64))),
+}
+
+FILTER_SETTINGS = frozenset(f.name for f in fields(FilterConfig))
+NETWORK_SETTINGS = frozenset(f.name for f in fields(NetworkConfig))
+"""Settings that act only where a network is fitted (``prior="network"`` or ``"network+filter"``)."""
+
+
+def preset_settings(preset: str = Preset.DEFAULT, **overrides: object) -> tuple[FilterConfig, NetworkConfig]:
+    """The filter and network settings of ``preset``, with every override that is not None applied to whichever of
+    the two it belongs to.
+
+    Raises:
+        ValueError: an unknown preset or setting (the message names the closest known one).
+    """
+    filter_config, network_config = PRESETS[look_up_option(preset, Preset)]
+    given = {k: v for k, v in overrides.items() if v is not None}
+    for key in given:
+        look_up_option(key, sorted(FILTER_SETTINGS | NETWORK_SETTINGS))
+    filter_config = replace(filter_config, **{k: v for k, v in given.items() if k in FILTER_SETTINGS})
+    network_config = replace(network_config, **{k: v for k, v in given.items() if k in NETWORK_SETTINGS})
+    return filter_config, network_config
+
+
+def resolve_prior(prior: str) -> Prior:
+    """The prior that runs for ``prior``: ``auto`` is the filter, the measured best on every input so far
+    (``docs/design.md``: the network alone is far below it on single images, and as the filter's guide it changes
+    only a Rician result, for 5-24x the time)."""
+    prior = look_up_option(prior, Prior)
+    return Prior.FILTER if prior == Prior.AUTO else prior
