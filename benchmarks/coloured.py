@@ -220,7 +220,7 @@ def methods_for(case: Case, psd: np.ndarray, args: argparse.Namespace) -> tuple[
     """Every method on one case, and notes on the rows skipped. ``psd`` is in orthonormal units; the ``bm3d``
     package wants ``E|fft2(noise)|^2`` without normalisation, i.e. ``psd * psd.size`` (white: ``sigma^2 * N``)."""
     model, blind = dna_blind_model()
-    dna = dict(preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
+    dna = dict(preset=args.preset, device=args.device)  # the filter: no network, no iterations, no seed
     methods: dict[str, Denoiser] = {blind: dnaprior_denoiser(model, **dna)}
     notes = []
     if has_noise_psd():
@@ -242,7 +242,8 @@ def methods_for(case: Case, psd: np.ndarray, args: argparse.Namespace) -> tuple[
         f"DIPY NL-means{' (Rician)' if case.rician else ''}": timed(
             lambda y: anchors.dipy_nlmeans(y, sigma(y), rician=case.rician)
         ),
-        FIT_ALONE: fit_alone_denoiser(model, preset=args.preset, device=args.device),
+        FIT_ALONE: fit_alone_denoiser(model, preset=args.preset, device=args.device, max_iters=args.max_iters,
+                                      seed=args.seed),
     }
     return methods, notes
 
@@ -328,7 +329,7 @@ def evaluate_real(args: argparse.Namespace, notes: list[str]) -> tuple[list[Row]
     sigma_pair = float(np.std((f0 - f1)[mask]) / np.sqrt(2.0))
     window = IntensityWindow.from_image(torch.from_numpy(f0)[None])  # DNA-Prior's levels are in its window's units
     model, blind = dna_blind_model()
-    dna = dict(preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
+    dna = dict(preset=args.preset, device=args.device)  # the filter: no network, no iterations, no seed
     methods: dict[str, Denoiser] = {
         blind: dnaprior_denoiser(model, **dna),
         "DNA-Prior (sigma from frame difference)": dnaprior_denoiser(
@@ -400,8 +401,9 @@ def write_markdown(path: Path, args: argparse.Namespace, sections: dict[str, str
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections.items())
     path.write_text(f"""# DNA-Prior on coloured and real noise
 
-DNA-Prior preset `{args.preset}`, max_iters {args.max_iters or "the preset's"}, seed {args.seed}, device
-{args.device or "auto"}; {args.realisations} noise draws per oracle PSD. Machine: {machine_summary()}.
+DNA-Prior preset `{args.preset}` (`prior="auto"`: the filter); the network fit alone with max_iters
+{args.max_iters or "the preset's"}, seed {args.seed}; device {args.device or "auto"}; {args.realisations} noise draws
+per oracle PSD. Machine: {machine_summary()}.
 Total {seconds / 60:.1f} min.
 
 Synthetic cases: noise made by the physics (CT: Poisson counts, log, FBP; MRI: complex k-space noise, Hann window,
@@ -414,7 +416,7 @@ Rician bias: `BM3D (oracle PSD) + Rician mean inverse` inverts the Rician mean o
 per-component sigma (k-space sigma x the window's RMS). Blind peers: BM3D with the white sigma of `skimage.restoration.estimate_sigma`, TV
 (`denoise_tv_chambolle`, weight = that sigma), DIPY `nlmeans` (blockwise; Rician, with the bright-block sigma, on
 the MRI magnitude). Reference for the ratios: BM3D with the oracle PSD. Ablation: DNA-Prior's network fit alone
-(whitened spectral fidelity, no refinement after it), what the Deep Image Prior does by itself.
+(`prior="network"`: whitened spectral fidelity, no filter after it), what the Deep Image Prior does by itself.
 
 Real noise (`{REAL_CASE}`): frame 0 of nibabel's `example4d.nii.gz` denoised as a volume and compared with frame 1;
 noise power removed = `sum(|f0 - f1|^2 - |D(f0) - f1|^2) / (n sigma^2)` over an Otsu brain mask of the frame mean,
@@ -435,10 +437,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=Path("bench_coloured"), help="output folder")
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder of the shared NIfTI scans")
     p.add_argument("--cases", default=None, help=f"comma-separated substrings of the case names ({REAL_CASE}: real)")
-    p.add_argument("--max-iters", type=int, default=None, help="cap DNA-Prior's iterations (smoke tests only)")
+    p.add_argument("--max-iters", type=int, default=None,
+                   help="cap the network's iterations (the fit-alone row; smoke tests only)")
     p.add_argument("--preset", default="default", choices=("fast", "default", "quality"), help="DNA-Prior preset")
     p.add_argument("--device", default=None, help="device of DNA-Prior (default: CUDA when available, else CPU)")
-    p.add_argument("--seed", type=int, default=0, help="DNA-Prior's seed (the noise seeds are fixed per case)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the network's seed (the fit-alone row; the noise seeds are fixed per case)")
     p.add_argument("--realisations", type=int, default=None, help="noise draws per oracle PSD (default 64; quick 16)")
     args = p.parse_args(argv)
     args.realisations = args.realisations or (16 if args.quick else 64)

@@ -268,9 +268,10 @@ def nlm_denoise(noisy: np.ndarray) -> np.ndarray:
 
 @contextlib.contextmanager
 def capture_fit_info() -> Iterator[list[dict]]:
-    """Collect the engine's ``info`` (iterations, estimated level, volume mode) of every transform call inside.
+    """Collect the ``info`` of :func:`monai_dnaprior.denoise` (noise model and level found, prior, iterations,
+    volume mode) of every transform call inside.
 
-    The transform returns only the image, so the engine function it calls is wrapped for the duration.
+    The transform returns only the image, so the ``denoise`` it calls is wrapped for the duration.
     """
     from monai_dnaprior import transforms
 
@@ -288,23 +289,39 @@ def capture_fit_info() -> Iterator[list[dict]]:
         transforms.denoise = original
 
 
+def fits_network(prior: str = "auto") -> bool:
+    """Whether ``prior`` fits a network (``"network"``, ``"network+filter"``): only then do the network's settings
+    (``max_iters``, ``seed``, ...) apply, and the transform refuses them elsewhere."""
+    from monai_dnaprior.settings import Prior, resolve_prior
+
+    return resolve_prior(prior) != Prior.FILTER
+
+
+def network_options(prior: str = "auto", **settings: object) -> dict[str, object]:
+    """``settings`` (the network's: ``max_iters``, ``seed``, ``volume_mode``, ...) where ``prior`` fits a network,
+    else none: a benchmark's ``--max-iters`` and ``--seed`` cap and seed the network rows and leave the filter's
+    rows as they are."""
+    return {k: v for k, v in settings.items() if v is not None} if fits_network(prior) else {}
+
+
 def dnaprior_denoiser(
     noise_model: str,
     preset: str = "default",
     max_iters: int | None = None,
     device: str | None = None,
-    seed: int = 0,
+    seed: int | None = None,
     with_channels: Sequence[np.ndarray] = (),
+    prior: str = "auto",
     **options: object,
 ) -> Denoiser:
-    """``DNAPriorDenoise`` with the matching noise model (and any further ``options`` of the transform); the time is
-    the full transform call on ``noisy[None]``, or on ``noisy`` and ``with_channels`` stacked as channels (its
-    first channel kept)."""
+    """``DNAPriorDenoise`` with the matching noise model, ``prior`` and any further ``options`` of the transform; the
+    time is the full transform call on ``noisy[None]``, or on ``noisy`` and ``with_channels`` stacked as channels
+    (its first channel kept). ``max_iters`` and ``seed`` act where the prior fits a network, and are left out where
+    it does not (the filter has no iterations and no randomness)."""
     from monai_dnaprior import DNAPriorDenoise
 
-    transform = DNAPriorDenoise(
-        noise_model=noise_model, preset=preset, max_iters=max_iters, seed=seed, device=device, **options
-    )
+    transform = DNAPriorDenoise(noise_model=noise_model, preset=preset, device=device, prior=prior,
+                                **network_options(prior, max_iters=max_iters, seed=seed), **options)
 
     def run(noisy: np.ndarray) -> MethodRun:
         with capture_fit_info() as infos:
@@ -323,42 +340,50 @@ ABLATION = "DNA-Prior, model given, no network"
 def refinement_only_denoiser(
     noise_model: str, preset: str = "default", device: str | None = None, **options: object
 ) -> Denoiser:
-    """DNA-Prior with the noise model given and no network (``pilot="thresholded"``): the same noise field,
-    normalisation and refinement as the network rows, so the difference is what the fit itself adds."""
-    return dnaprior_denoiser(noise_model, preset, device=device, pilot="thresholded", **options)
+    """DNA-Prior with the noise model given and no network (``prior="filter"``): the same noise field,
+    normalisation and filter as the network rows, so the difference is what the fit itself adds."""
+    return dnaprior_denoiser(noise_model, preset, device=device, prior="filter", **options)
 
 
 FIT_ALONE = "Ablation: network fit alone (no refinement)"
 
 
 def fit_alone_denoiser(
-    noise_model: str, preset: str = "default", device: str | None = None, **options: object
+    noise_model: str,
+    preset: str = "default",
+    device: str | None = None,
+    max_iters: int | None = None,
+    seed: int = 0,
+    **options: object,
 ) -> Denoiser:
-    """DNA-Prior's network fit with no refinement after it (``wiener_patch=0``: the fit is the result), with
-    ``options`` for :func:`monai_dnaprior.denoise` (``noise_psd=...``): what the Deep Image Prior does alone."""
+    """DNA-Prior's network fit with no filter after it (``prior="network"``: the fit is the result), the preset's
+    network capped at ``max_iters`` where given, with ``options`` for :func:`monai_dnaprior.denoise`
+    (``noise_psd=...``): what the Deep Image Prior does alone."""
     import torch
 
-    from monai_dnaprior import denoise, preset_config
+    from monai_dnaprior import denoise, preset_settings
 
-    config = preset_config(preset, wiener_patch=0)
+    _, network_config = preset_settings(preset, max_iters=max_iters)
 
     def run(noisy: np.ndarray) -> MethodRun:
         start = time.perf_counter()
         result = denoise(torch.from_numpy(np.ascontiguousarray(noisy, dtype=np.float32))[None], noise_model,
-                         config=config, device=device, **options)
+                         prior="network", preset=preset, network_config=network_config, seed=seed, device=device,
+                         **options)
         return MethodRun(result.image[0].cpu().numpy(), time.perf_counter() - start, result.info)
 
     return run
 
 
 def warm_up(device: str | None = None) -> None:
-    """Import the peers' libraries and run one tiny fit, so no method's time includes one-time start-up costs."""
-    import bm3d  # noqa: F401
-    import bm4d  # noqa: F401
-    import skimage.restoration  # noqa: F401
+    """Import the peers' libraries and denoise one tiny image, so no method's time includes one-time start-up
+    costs."""
+    import importlib
 
+    for module in ("bm3d", "bm4d", "skimage.restoration"):
+        importlib.import_module(module)
     tiny = np.random.default_rng(0).random((32, 32), dtype=np.float32)
-    dnaprior_denoiser("gaussian", max_iters=2, device=device)(tiny)
+    dnaprior_denoiser("gaussian", device=device)(tiny)
     bm3d_denoise(tiny)
 
 

@@ -117,12 +117,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help=f"only {QUICK_CASE} with Gaussian noise")
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder (default ./bench_out)")
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder of the shared NIfTI scans")
-    p.add_argument("--max-iters", type=int, default=None, help="cap DNA-Prior's iterations (smoke tests only)")
+    p.add_argument("--max-iters", type=int, default=None,
+                   help="cap the network's iterations where one is fitted (smoke tests only)")
     p.add_argument("--preset", default="default", choices=("fast", "default", "quality"), help="DNA-Prior preset")
     p.add_argument("--cases", default=None, help="comma-separated substrings of the scan names to keep")
     p.add_argument("--noises", default=None, help=f"comma-separated noise models (default: all of {', '.join(NOISES)})")
     p.add_argument("--device", default=None, help="device of DNA-Prior (default: CUDA when available, else CPU)")
-    p.add_argument("--seed", type=int, default=0, help="DNA-Prior's seed (the noise seeds are fixed per case)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="the network's seed where one is fitted (the noise seeds are fixed per case)")
     return p.parse_args(argv)
 
 
@@ -138,15 +140,15 @@ def select(args: argparse.Namespace) -> tuple[list[Scan], list[str]]:
 
 
 def methods_for(scan: Scan, noise: str, args: argparse.Namespace) -> dict[str, Denoiser]:
-    """DNA-Prior as it comes (``noise_model="auto"``, ``pilot="auto"``), the classical methods, DNA-Prior with the
+    """DNA-Prior as it comes (``noise_model="auto"``, ``prior="auto"``), the classical methods, DNA-Prior with the
     matching noise model given and no network (the ablation), and where the fit changes the result (Rician) with
-    the network's fit."""
-    dna = dnaprior_denoiser("auto", preset=args.preset, max_iters=args.max_iters, device=args.device, seed=args.seed)
+    the network's fit guiding the filter (``prior="network+filter"``; ``--max-iters`` and ``--seed`` act on it)."""
+    dna = dnaprior_denoiser("auto", preset=args.preset, device=args.device)
     ablation = refinement_only_denoiser(noise, preset=args.preset, device=args.device)
     methods = {DNA: dna, **classical_methods(noise, scan.is_volume), ABLATION: ablation}
     if noise in NETWORK_MODELS:
         methods[NETWORK] = dnaprior_denoiser(noise, preset=args.preset, max_iters=args.max_iters, device=args.device,
-                                             seed=args.seed, pilot="network")
+                                             seed=args.seed, prior="network+filter")
     return methods
 
 
@@ -256,15 +258,17 @@ def write_markdown(path: Path, rows: list[Row], noises: list[str], args: argpars
     text = f"""# DNA-Prior quality benchmark
 
 Mode: {"quick" if args.quick else "full"}; DNA-Prior preset `{args.preset}`,
-max_iters {args.max_iters or "the preset's"}, seed {args.seed}, device {args.device or "auto"}.
+network max_iters {args.max_iters or "the preset's"}, network seed {args.seed}, device {args.device or "auto"}.
 Machine: {machine_summary()}. Total {seconds / 60:.1f} min.
 
 Clean reference: each real scan scaled to [0, 1] (a real scan carries its own noise, so PSNR is against it).
 PSNR and SSIM with data_range = clean.max() - clean.min(). Noise, fixed seed per (scan, noise):
 {noise_lines}
 
-Methods: DNA-Prior = `DNAPriorDenoise(preset=...)` as it comes (noise model and pilot chosen from the image), time = the whole transform
-call (volumes: the default slice mode). Classical pipelines, as experts run them (`benchmarks/anchors.py`):
+Methods: DNA-Prior = `DNAPriorDenoise(preset=...)` as it comes (noise model chosen from the image, `prior="auto"`:
+the filter), time = the whole transform call. Network row (Rician): `prior="network+filter"`, the network's fit
+guiding the filter (volumes: the default slice mode); max_iters and seed act on it only.
+Classical pipelines, as experts run them (`benchmarks/anchors.py`):
 - Poisson, `y = a Poisson(x / a)` with the gain `a` known: generalized Anscombe `2 sqrt(y / a + 3/8)`, BM3D/BM4D with
   sigma 1, the closed-form unbiased inverse (Makitalo & Foi 2011), times `a`.
 - Rician: BM3D/BM4D on the magnitude with sigma = Haar-MAD over the bright 2x2(x2) blocks (mean above 3 sigma and

@@ -1,13 +1,14 @@
 """Speed benchmark: time, iterations, PSNR and peak memory of DNA-Prior's presets against BM3D and a plain DIP.
 
     python benchmarks/speed.py --out bench_speed                  # the real run (plain DIP: 2500 iterations)
-    python benchmarks/speed.py --max-iters 20 --dip-iters 20 --profile-iters 20 --out /tmp/s   # smoke test
+    python benchmarks/speed.py --dip-iters 20 --profile-iters 20 --out /tmp/s   # smoke test
 
 Real scans with Gaussian noise (sigma 0.1 of the range, fixed seed): the 217x180 MRI slice, pydicom's 128x128
 CT slice and nibabel's 128x96x24 EPI volume. Every method runs in its own fresh Python process, so its peak
 memory is its own: the growth of the peak resident set (``ru_maxrss``) over the process after imports and data
-loading on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. Then one DNA-Prior fit is profiled with
-``torch.profiler`` to show where the time goes. Writes ``speed.md`` into ``--out`` and prints it.
+loading on CPU, ``torch.cuda.max_memory_allocated`` on CUDA. The DNA-Prior rows run ``--prior`` (default ``auto``:
+the filter, no network). Then one DNA-Prior run is profiled with ``torch.profiler`` to show where the time goes.
+Writes ``speed.md`` into ``--out`` and prints it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from common import (
     capture_fit_info,
     default_data_dir,
     dnaprior_denoiser,
+    fits_network,
     fmt,
     fmt_sig,
     load_scans,
@@ -60,14 +62,15 @@ def dip_label(iters: int) -> str:
 
 def plain_dip_denoiser(iters: int, device: str | None, seed: int = 0) -> Denoiser:
     """The original Deep Image Prior recipe through ``fit_prior``: 5 levels of 128 channels, a 32-channel random
-    code (no blurred image in it), pixel MSE (the spectral fidelity with equal weights is MSE by Parseval), no TV, ``iters`` iterations, no stop.
+    code (no blurred image in it), pixel MSE (the spectral fidelity with equal weights is MSE by Parseval), no TV,
+    ``iters`` iterations, no stop.
     """
     import torch
 
-    from monai_dnaprior import FitConfig, NoiseModel, fit_prior
+    from monai_dnaprior import NetworkConfig, fit_prior, get_noise_model
     from monai_dnaprior.devices import resolve_device
 
-    config = FitConfig(
+    config = NetworkConfig(
         max_iters=iters, min_iters=10**9, patience=10**9, tv_scale=0.0, channels=(128,) * 5, skip_channels=4,
         code_channels=32, code_blur=0.0,
     )
@@ -75,7 +78,8 @@ def plain_dip_denoiser(iters: int, device: str | None, seed: int = 0) -> Denoise
     def run(noisy: np.ndarray) -> MethodRun:
         start = time.perf_counter()
         target = torch.as_tensor(noisy)[None, None].to(resolve_device(device))
-        result = fit_prior(target, NoiseModel("gaussian", 0.0), config, seed)
+        model = get_noise_model("gaussian", target[0], target.ndim - 2, 0.0)  # level 0: no TV, no stop by change
+        result = fit_prior(target, model, config, seed)
         out = result.image[0, 0].cpu().numpy()
         return MethodRun(out, time.perf_counter() - start, {"iterations": result.iterations})
 
@@ -88,7 +92,7 @@ def methods_for(scan: Scan, args: argparse.Namespace) -> dict[str, Callable[[], 
     table: dict[str, Callable[[], Denoiser]] = {ref: lambda: peers(scan.is_volume)[ref]}
     for preset in PRESETS:
         table[f"DNA-Prior {preset}"] = functools.partial(
-            dnaprior_denoiser, NOISE, preset=preset, max_iters=args.max_iters, device=args.device
+            dnaprior_denoiser, NOISE, preset=preset, max_iters=args.max_iters, device=args.device, prior=args.prior
         )
     if not scan.is_volume:  # the plain recipe on a volume would be hours on a CPU
         table[dip_label(args.dip_iters)] = functools.partial(plain_dip_denoiser, args.dip_iters, args.device)
@@ -125,7 +129,7 @@ def worker(args: argparse.Namespace) -> None:
     scan = load_scans(args.data_dir, [case])[0]
     noisy = add_noise(scan.image, NOISE, noise_seed(scan.name, NOISE))
     denoiser = methods_for(scan, args)[method]()
-    warm_up(args.device)  # imports and one tiny fit: neither time nor memory baseline includes start-up costs
+    warm_up(args.device)  # imports and one tiny run: neither time nor memory baseline includes start-up costs
     fits = method.startswith(("DNA", "plain"))  # the peers run on the CPU whatever the device
     on_cuda = fits and torch.cuda.is_available() and (args.device or "cuda").startswith("cuda")
     if on_cuda:
@@ -143,6 +147,7 @@ def measure(case: str, method: str, args: argparse.Namespace) -> Measurement:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", case, method, "--data-dir", str(args.data_dir),
            "--dip-iters", str(args.dip_iters)]
     cmd += ["--max-iters", str(args.max_iters)] if args.max_iters else []
+    cmd += ["--prior", args.prior]
     cmd += ["--device", args.device] if args.device else []
     done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     for line in done.stdout.splitlines():
@@ -192,31 +197,37 @@ def labelled_fit(sync: bool = False) -> Iterator[None]:
     """Label the parts of the fit loop for the profiler, for the duration only (``sync``: on CUDA)."""
     import torch
 
-    from monai_dnaprior import engine, fit, wiener
-    from monai_dnaprior.network.losses import SpectralFidelity
+    import monai_dnaprior.denoising as denoising
+    import monai_dnaprior.filters.collaborative as collaborative
+    import monai_dnaprior.filters.pipeline as pipeline
+    import monai_dnaprior.network.fit as network_fit
     from monai_dnaprior.network.hourglass import DIPHourglass
+    from monai_dnaprior.network.losses import SpectralFidelity
     from monai_dnaprior.network.stopping import OutputAverager
 
     targets = [(DIPHourglass, "forward", "dnaprior::forward"), (SpectralFidelity, "forward", "dnaprior::fidelity"),
-               (fit, "total_variation", "dnaprior::tv"), (torch.Tensor, "backward", "dnaprior::backward"),
-               (OutputAverager, "update", "dnaprior::ema"), (engine, "_resolve_model", "dnaprior::auto"),
-               (engine, "estimate_noise_field", "dnaprior::field"), (wiener, "match_blocks", "dnaprior::matching"),
-               (engine, "collaborative_refine", "dnaprior::refinement"), (engine, "bayes_refine", "dnaprior::bayes")]
+               (network_fit, "total_variation", "dnaprior::tv"), (torch.Tensor, "backward", "dnaprior::backward"),
+               (OutputAverager, "update", "dnaprior::ema"), (denoising, "choose_noise_model", "dnaprior::auto"),
+               (denoising, "estimate_noise_field", "dnaprior::field"),
+               (collaborative, "match_blocks", "dnaprior::matching"),
+               (pipeline, "collaborative_refine", "dnaprior::refinement"),
+               (pipeline, "bayes_refine", "dnaprior::bayes")]
     with contextlib.ExitStack() as stack:
         for owner, name, label in targets:
             stack.enter_context(mock.patch.object(owner, name, labelled(getattr(owner, name), label, sync)))
         yield
 
 
-def profile_fit(scan: Scan, args: argparse.Namespace, pilot: str = "network") -> str:
-    """Profile one default DNA-Prior run with the given pilot (``"network"``: the fit; ``"auto"``: as it comes);
-    Markdown tables of the wall time by part of the pipeline and the loop, and by op."""
+def profile_fit(scan: Scan, args: argparse.Namespace, prior: str = "auto") -> str:
+    """Profile one default DNA-Prior run with the given prior (``"auto"``: as it comes, the filter; ``"network"``:
+    the network fit, capped at ``--profile-iters``); Markdown tables of the wall time by part of the pipeline and
+    the loop, and by op."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     noisy = add_noise(scan.image, NOISE, noise_seed(scan.name, NOISE))
     denoiser = dnaprior_denoiser(NOISE, preset="default", max_iters=args.profile_iters, device=args.device,
-                                 pilot=pilot)
+                                 prior=prior)
     warm_up(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     from monai_dnaprior.devices import resolve_device
@@ -243,8 +254,9 @@ def profile_fit(scan: Scan, args: argparse.Namespace, pilot: str = "network") ->
     op_total = sum(e.self_cpu_time_total for e in events if e.key.startswith("aten::")) / 1e6
     op_rows = [[name, fmt_sig(s), fmt(100 * s / wall, 1)] for name, s in ops.items()]
     op_rows.append(["all aten ops (self time)", fmt_sig(op_total), fmt(100 * op_total / wall, 1)])
-    head = (f"One default-preset run of {scan.name} ({scan.shape_str}) with `pilot={pilot!r}`: {iters} iterations "
-            f"(max_iters {args.profile_iters}), {wall:.2f} s under the profiler.")
+    cap = f" (max_iters {args.profile_iters})" if fits_network(prior) else ""
+    head = (f"One default-preset run of {scan.name} ({scan.shape_str}) with `prior={prior!r}`: {iters} network "
+            f"iterations{cap}, {wall:.2f} s under the profiler.")
     return "\n\n".join([
         head, "By part of the loop (wall time of labelled spans):",
         markdown_table(["part", "seconds", "% of wall"], rows),
@@ -286,9 +298,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="output folder (default ./bench_out)")
     p.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder of the shared NIfTI scans")
-    p.add_argument("--max-iters", type=int, default=None, help="cap DNA-Prior's iterations (smoke tests only)")
+    p.add_argument("--prior", default="auto", help="DNA-Prior's prior: auto (the filter), filter, network or "
+                   "network+filter (default auto)")
+    p.add_argument("--max-iters", type=int, default=None,
+                   help="cap the network's iterations where --prior fits one (smoke tests only)")
     p.add_argument("--dip-iters", type=int, default=2500, help="iterations of the plain DIP baseline")
-    p.add_argument("--profile-iters", type=int, default=300, help="max_iters of the profiled fit")
+    p.add_argument("--profile-iters", type=int, default=300, help="max_iters of the profiled run's network, if any")
     p.add_argument("--no-profile", action="store_true", help="skip the profile")
     p.add_argument("--cases", default=None, help=f"comma-separated substrings of {', '.join(CASES)}")
     p.add_argument("--methods", default=None, help="comma-separated substrings of the method names to run")
@@ -313,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         "# DNA-Prior speed benchmark",
         (
             f"Machine: {machine_summary()}. Gaussian noise sigma 0.1 (fixed seed). One fresh process per method, "
-            "warmed up by one tiny fit. Peak memory: the growth of the process's peak resident set during the call "
+            "warmed up by one tiny run. Peak memory: the growth of the process's peak resident set during the call "
             "(CPU), or `torch.cuda.max_memory_allocated` (marked CUDA). Reference: BM3D in 2D, BM4D for the volume."
         ),
         results_table(ms),
@@ -322,8 +337,9 @@ def main(argv: list[str] | None = None) -> None:
     ]
     two_d = [s for s in scans if not s.is_volume]
     if not args.no_profile and two_d:
-        parts += ["## Where the time goes", "The default as it comes (no network for Gaussian noise):",
-                  profile_fit(two_d[0], args, "auto")]
+        what = ("The default as it comes (`prior=\"auto\"`: the filter, no network):" if args.prior == "auto"
+                else f"With `prior={args.prior!r}`:")
+        parts += ["## Where the time goes", what, profile_fit(two_d[0], args, args.prior)]
     text = "\n\n".join(parts) + "\n"
     (args.out / "speed.md").write_text(text)
     print(text)

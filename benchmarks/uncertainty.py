@@ -18,8 +18,9 @@ For every scan (the 2D dev scans, pydicom's CT, optionally nibabel's EPI volume)
 
 The seconds are the whole transform with the map (``denoise_with_uncertainty``) and without it (``__call__``).
 
-    python benchmarks/uncertainty.py --out benchmarks/results/uncertainty [--pilot network] [--volume] [--coloured]
-        [--draws 8]
+    python benchmarks/uncertainty.py --out benchmarks/results/uncertainty [--prior network+filter] [--volume]
+        [--coloured] [--draws 8]
+    python benchmarks/uncertainty.py --out /tmp/u --cases mr_small --noises gaussian     # smoke test
 """
 
 from __future__ import annotations
@@ -39,10 +40,12 @@ from common import (  # noqa: E402
     VOLUME_CASE,
     add_noise,
     default_data_dir,
+    fits_network,
     fmt,
     load_scans,
     machine_summary,
     markdown_table,
+    network_options,
     noise_seed,
 )
 
@@ -130,8 +133,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "uncertainty")
     parser.add_argument("--data", type=Path, default=default_data_dir())
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--pilot", default=None, help="network, thresholded or auto (the preset's when omitted)")
-    parser.add_argument("--max-iters", type=int, default=None)
+    parser.add_argument("--prior", default="auto", help="auto (the filter), filter, network or network+filter")
+    parser.add_argument("--max-iters", type=int, default=None, help="cap the network's iterations where one is fitted")
     parser.add_argument("--noises", nargs="*", default=list(NOISES))
     parser.add_argument("--cases", nargs="*", default=None, help="substrings of the scan names to keep")
     parser.add_argument("--volume", action="store_true", help="also the EPI volume (nibabel example4d, t=0)")
@@ -176,7 +179,8 @@ def main() -> None:
                 row += [fmt(v, 3) for v in reach_spearman(draws)]
             draw_rows.append(row + ["yes" if _meets(float(np.mean(spearman)), calibration) else "no"])
 
-    options = dict(preset=args.preset, max_iters=args.max_iters, pilot=args.pilot, device=args.device)
+    options = dict(preset=args.preset, prior=args.prior, device=args.device,
+                   **network_options(args.prior, max_iters=args.max_iters))
     for scan in scans:
         for noise in args.noises:
             run_case(scan.name, noise, scan.image,
@@ -197,8 +201,9 @@ def main() -> None:
     text = [
         "# Uncertainty map: predicted vs. actual error",
         "",
-        f"DNA-Prior preset `{args.preset}`, pilot `{args.pilot or 'preset default'}`"
-        + (f", max_iters {args.max_iters}" if args.max_iters else "") + f"; {machine_summary()}.",
+        f"DNA-Prior preset `{args.preset}`, prior `{args.prior}`"
+        + (f", max_iters {args.max_iters}" if args.max_iters and fits_network(args.prior) else "")
+        + f"; {machine_summary()}.",
         "Noise: " + "; ".join(f"{n}: {NOISE_DESCRIPTIONS[n]}" for n in args.noises)
         + ("; coloured: `coloured.py`'s 2D cases (low-dose CT by FBP, apodised k-space MRI magnitude, resampled white"
            " noise; seeds `noise_seed(case, 'coloured', 1000 k)`), the noise model and spectrum found by the"

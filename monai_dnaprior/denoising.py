@@ -31,7 +31,7 @@ from monai_dnaprior.settings import (
     resolve_prior,
 )
 from monai_dnaprior.uncertainty import clean_error, to_image_domain
-from monai_dnaprior.validation import check_image, check_option
+from monai_dnaprior.validation import check_image, check_option, check_options
 
 __all__ = ["CHANNEL_GROUP", "DenoiseResult", "denoise"]
 
@@ -103,6 +103,7 @@ def denoise(
         ValueError: a bad image or setting, or ``network_config`` where no network is fitted.
     """
     check_image(img)
+    check_options(noise_level=noise_level, seed=seed, device=device, slice_axis=slice_axis)
     noise_model = check_option("noise_model", noise_model, NoiseModelName)
     run_prior = resolve_prior(check_option("prior", prior, Prior))
     if noise_psd is not None and noise_model in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):

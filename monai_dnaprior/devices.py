@@ -24,6 +24,8 @@ from typing import TypeVar
 
 import torch
 
+from monai_dnaprior.validation import check_device
+
 __all__ = ["LONE_PROCESS_SHARE", "cpu_threads", "planned_threads", "resolve_device", "with_cpu_threads"]
 
 LONE_PROCESS_SHARE = 0.5
@@ -75,6 +77,7 @@ def _user_chose_threads() -> bool:
 def planned_threads(device: str | torch.device | None = "cpu") -> int | None:
     """The intra-op thread count a fit on ``device`` should use, or None to leave torch's setting as it is
     (not the CPU, or the user chose). See the module's docstring for the policy."""
+    check_device(device)
     if device is not None and torch.device(device).type != "cpu":
         return None
     cores = _cores()

@@ -83,7 +83,7 @@ class DNAPriorDenoise(Transform):
         pilot: str | None = None,
         prior: str = Prior.AUTO,
     ) -> None:
-        check_options(noise_level=noise_level, seed=0 if seed is None else seed, device=device)
+        check_options(noise_level=noise_level, seed=0 if seed is None else seed, device=device, slice_axis=slice_axis)
         self.noise_model = str(check_option("noise_model", noise_model, NoiseModelName))
         self.preset = str(check_option("preset", preset, Preset))
         self.prior = str(check_option("prior", _prior_from_pilot(pilot, prior), Prior))
@@ -91,8 +91,6 @@ class DNAPriorDenoise(Transform):
             volume_mode = str(check_option("volume_mode", volume_mode, VolumeMode))
         if max_iters is not None and (isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1):
             raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}.")
-        if slice_axis not in (-3, -2, -1, 0, 1, 2):
-            raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}.")
         network = dict(max_iters=max_iters, volume_mode=volume_mode, tv_scale=tv_scale,
                        frequency_power=frequency_power, amplitude_weight=amplitude_weight, phase_weight=phase_weight)
         check_network_settings(self.prior, seed=seed, **network)
@@ -116,9 +114,9 @@ class DNAPriorDenoise(Transform):
         It is the refinement's residual noise plus the detail its shrinkage removed, mapped through the noise
         model's inverse (see :mod:`monai_dnaprior.uncertainty`); over 8x8 blocks of the dev scans it ranks the
         actual error with a Spearman correlation of 0.58-0.97 and its RMS matches the actual RMSE to 0.83-1.20x
-        (``benchmarks/results/uncertainty``). It reads high on very smooth images at low noise, and 0 where the
-        Rician background rule returns a background as 0 (the rule claims no signal there).
-        With it a 2D image takes about 1.5x the time, a volume 1.2-1.5x; the image is the same.
+        and its time (``benchmarks/results/uncertainty/README.md``). It reads high on very smooth images at low
+        noise, and 0 where the Rician background rule returns a background as 0 (the rule claims no signal there).
+        The image is the same as without the map.
         """
         return self._denoise(img, with_map=True)
 
@@ -147,13 +145,22 @@ class DNAPriorDenoise(Transform):
 
 
 def _prior_from_pilot(pilot: str | None, prior: str) -> str:
-    """``prior``, or for the deprecated ``pilot`` the prior it meant (with a warning)."""
+    """``prior``, or for the deprecated ``pilot`` the prior it meant (with a warning).
+
+    Raises:
+        ValueError: an unknown ``pilot``, or both ``pilot`` and a ``prior`` other than ``"auto"``.
+    """
     if pilot is None:
         return prior
-    meant = Prior.NETWORK_FILTER if str(pilot) == "network" else Prior.FILTER if str(pilot) == "thresholded" else prior
-    warnings.warn(f"pilot={pilot!r} is deprecated since 0.8.0 and will be removed in 0.9.0; use prior={str(meant)!r}.",
-                  FutureWarning, stacklevel=3)
-    return meant
+    meant = {"auto": Prior.AUTO, "thresholded": Prior.FILTER, "network": Prior.NETWORK_FILTER}
+    if pilot not in meant:
+        raise ValueError(f"Unknown pilot {pilot!r} (deprecated: use prior='auto', 'filter' or 'network+filter').")
+    if str(prior) != Prior.AUTO:
+        raise ValueError(f"pilot={pilot!r} and prior={str(prior)!r} were both given; pilot is deprecated: pass prior "
+                         "alone.")
+    warnings.warn(f"pilot={pilot!r} is deprecated since 0.8.0 and will be removed in 0.9.0; use "
+                  f"prior={str(meant[pilot])!r}.", FutureWarning, stacklevel=3)
+    return meant[pilot]
 
 
 def _source_name(img: torch.Tensor) -> str | None:
@@ -181,7 +188,8 @@ class DNAPriorDenoised(MapTransform):
             error of the denoised voxel in the image's intensity units (see
             :meth:`DNAPriorDenoise.denoise_with_uncertainty`).
         allow_missing_keys: don't raise if a key is missing.
-        kwargs: the arguments of :class:`DNAPriorDenoise`.
+        noise_model, noise_level, preset, kwargs: the arguments of :class:`DNAPriorDenoise` (``prior``, ``device``,
+            ``noise_psd``, ``slice_axis`` and the network settings).
     """
 
     backend = DNAPriorDenoise.backend
@@ -192,28 +200,13 @@ class DNAPriorDenoised(MapTransform):
         noise_model: str = NoiseModelName.AUTO,
         noise_level: float | None = None,
         preset: str = Preset.DEFAULT,
-        max_iters: int | None = None,
-        seed: int | None = None,
-        device: str | torch.device | None = None,
-        volume_mode: str | None = None,
-        slice_axis: int = -1,
-        tv_scale: float | None = None,
-        frequency_power: float | None = None,
-        amplitude_weight: float | None = None,
-        phase_weight: float | None = None,
-        noise_psd: NdarrayOrTensor | None = None,
-        pilot: str | None = None,
-        prior: str = Prior.AUTO,
+        *,
         uncertainty_key: str | None = None,
         allow_missing_keys: bool = False,
+        **kwargs,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.denoiser = DNAPriorDenoise(
-            noise_model=noise_model, noise_level=noise_level, preset=preset, max_iters=max_iters, seed=seed,
-            device=device, volume_mode=volume_mode, slice_axis=slice_axis, tv_scale=tv_scale,
-            frequency_power=frequency_power, amplitude_weight=amplitude_weight, phase_weight=phase_weight,
-            noise_psd=noise_psd, pilot=pilot, prior=prior,
-        )
+        self.denoiser = DNAPriorDenoise(noise_model=noise_model, noise_level=noise_level, preset=preset, **kwargs)
         self.uncertainty_key = uncertainty_key
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:

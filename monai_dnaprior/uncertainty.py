@@ -8,28 +8,23 @@ linear in the observation, so its error per voxel is known in closed form up to 
 - the residual noise variance ``sum_il (B_ij A_lk)^2 gain_li^2 variance_i`` (exact for a pilot independent of the
   noise; coloured noise through its per-coefficient variances);
 - the squared bias, what the shrinkage removed of the signal, ``(B^T (gain - 1) X A)^2``, with the group's own
-  estimate's coefficients for the clean ``X``, scaled by :data:`monai_dnaprior.filters.collaborative.BIAS_INFLATION` (the estimate
-  is shrunk and reads the signal low);
+  estimate's coefficients for the clean ``X``, scaled by :data:`monai_dnaprior.filters.collaborative.BIAS_INFLATION`
+  (the estimate is shrunk and reads the signal low);
 
-averaged over the overlapping groups with the image's own weights (``sum w e / sum w``, overlaps treated as fully
-correlated: the independent form ``sum w^2 e / (sum w)^2`` came out 10x too small). Where the NL-Bayes step is
-averaged in, the map is the average's error (:func:`averaged_error`) with the step's own, the posterior variance of
-the NL-Bayes model of the result (:func:`monai_dnaprior.filters.nl_bayes.bayes_variance`): the groups' covariance sees how
-much similar patches differ, which the fixed DCT coefficients miss (measured on the 2D dev scans: Rician CT_small's
-Spearman 0.46 -> 0.60, the mean over the 20 cases 0.752 -> 0.765). Rician maps the error through the inverse of
-its mean by quadrature, or through a fit's linear step plus the bias that step leaves (:func:`clean_error`). A
-background that the background rule returns as 0 (its neighbourhood's mean at the noise floor) has a map of 0 there:
-the rule claims no signal. Where a reference holds signal below the floor, the map misses it. The spread of the clean
-values whose mean lies within the estimate's error of the floor was tried in its place: measured on the dev scans,
-it read a true-zero background (the EPI volume's) 5x too high, and the Spearman fell on both scans whose background
-the rule zeroes (over 8 draws: the sagittal slice 0.59 -> 0.57, the volume 0.97 -> 0.74). The
-fit-domain error std is mapped to the image's intensities through the noise model's inverse by its local slope
-(delta method) and the per-slice levels.
+averaged over the overlapping groups with the image's own weights (``sum w e / sum w``: overlaps are taken as fully
+correlated). Where the NL-Bayes step is averaged in, the map is the average's error (:func:`averaged_error`) with the
+step's own, the posterior variance of the NL-Bayes model of the result
+(:func:`monai_dnaprior.filters.nl_bayes.bayes_variance`): the groups' covariance sees how much similar patches
+differ, which the fixed DCT coefficients miss. Where the observation's mean is not the clean image (Rician), the
+error is mapped through the inverse of the mean by quadrature, or through a fit's linear step plus the bias that step
+leaves (:func:`clean_error`). A background that the background rule returns as 0 (its neighbourhood's mean at the
+noise floor) has a map of 0 there: the rule claims no signal, so signal below the floor is missed. The fit-domain
+error std is mapped to the image's intensities through the noise model's inverse by its local slope (delta method)
+and the per-slice levels.
 
-A global Monte-Carlo SURE rescaling was tried and dropped: it subtracts ``sigma^2`` from a residual about 10x larger
-than the error, so a 2 % error in the estimated noise level moved it by 30 % (and below zero for Poisson/Rician).
-The same holds for a local one over 8x8 blocks, and for the noisy coefficients in place of the estimate's in the
-bias (measured: Spearman 0.2-0.3 lower).
+The map is not rescaled by a Monte-Carlo SURE estimate, globally or locally: it subtracts ``sigma^2`` from a
+residual much larger than the error, so a small error in the estimated noise level moves it far. Measured against
+the actual error: ``benchmarks/results/uncertainty/README.md``.
 """
 
 from __future__ import annotations
@@ -73,13 +68,13 @@ def clean_error(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor, erro
     """Fit-domain error std of the clean estimate ``clean`` made from the estimated observation mean ``mean``, whose
     expected squared error is ``error``.
 
-    Where the mean is the clean image (all models but Rician) that is ``sqrt(error)``. A Rician mean inverted
-    exactly: the root mean square of ``unobserve(mean + e) - clean`` over ``e ~ N(0, error)``, by Gauss-Hermite
-    quadrature (near the noise floor the inverse is steep and a mean below the floor maps to 0, where a slope would
-    mislead; measured on the 2D dev scans: Spearman +0.05 on the sagittal slice, at most -0.01 elsewhere). Mapped
-    back by the fit's linear step (``by_fit``) it adds the bias that step leaves (:func:`observation_bias`).
+    Where the mean is the clean image (``model.mean_is_clean``: all models but Rician) that is ``sqrt(error)``. A
+    mean inverted exactly: the root mean square of ``unobserve(mean + e) - clean`` over ``e ~ N(0, error)``, by
+    Gauss-Hermite quadrature (near the noise floor the inverse is steep and a mean below the floor maps to 0, where a
+    slope would mislead). Mapped back by the fit's linear step (``by_fit``) it adds the bias that step leaves
+    (:func:`observation_bias`).
     """
-    if model.name != "rician":
+    if model.mean_is_clean:
         return error.clamp_min(0).sqrt()
     if by_fit:
         return (error + observation_bias(model, mean, clean)).clamp_min(0).sqrt()
@@ -94,8 +89,8 @@ def clean_error(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor, erro
 
 def observation_bias(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
     """Squared fit-domain bias of ``clean``, the observation mean ``mean`` mapped back by one linear step from a fit,
-    against the exact ``unobserve(mean)`` (Rician; 0 for the other models). Near the noise floor the mean's slope
-    falls to 0 and the two part: their squared disagreement is the bias the linear step leaves."""
-    if model.name != "rician":
+    against the exact ``unobserve(mean)`` (0 where the mean is the clean image). Near the Rician noise floor the mean's
+    slope falls to 0 and the two part: their squared disagreement is the bias the linear step leaves."""
+    if model.mean_is_clean:
         return torch.zeros_like(clean)
     return (clean.abs() - model.unobserve(mean)).square()

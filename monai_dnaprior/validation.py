@@ -10,7 +10,7 @@ from monai.utils import StrEnum, look_up_option
 
 from monai_dnaprior.settings import Prior, resolve_prior
 
-__all__ = ["check_image", "check_network_settings", "check_option", "check_device", "check_noise_level", "check_options", "check_seed"]
+__all__ = ["check_image", "check_network_settings", "check_option", "check_slice_axis", "check_device", "check_noise_level", "check_options", "check_seed"]
 
 
 def check_option(name: str, value: object, options: type[StrEnum]) -> StrEnum:
@@ -19,7 +19,7 @@ def check_option(name: str, value: object, options: type[StrEnum]) -> StrEnum:
     try:
         return look_up_option(value, options)
     except (ValueError, TypeError, KeyError) as e:
-        raise ValueError(f"{name}: {e}") from None
+        raise ValueError(f"Unknown {name} {value!r}: {' '.join(str(e).split())}") from None
 
 
 def check_seed(seed: object) -> None:
@@ -68,11 +68,23 @@ def check_device(device: object) -> None:
                          ) from None
 
 
-def check_options(noise_level: object = None, seed: object = 0, device: object = None) -> None:
-    """The settings checks of :class:`monai_dnaprior.transforms.DNAPriorDenoise` that need more than a choice."""
+def check_slice_axis(slice_axis: object) -> None:
+    """A slice axis is a spatial axis, -3 to 2.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if isinstance(slice_axis, bool) or slice_axis not in (-3, -2, -1, 0, 1, 2):
+        raise ValueError(f"slice_axis must be a spatial axis in -3..2, got {slice_axis!r}.")
+
+
+def check_options(noise_level: object = None, seed: object = 0, device: object = None, slice_axis: object = -1) -> None:
+    """The settings checks of :func:`monai_dnaprior.denoising.denoise` and the transforms that need more than a
+    choice."""
     check_noise_level(noise_level)
     check_seed(seed)
     check_device(device)
+    check_slice_axis(slice_axis)
 
 
 def check_image(img: torch.Tensor, name: str = "image") -> None:

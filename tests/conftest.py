@@ -1,17 +1,30 @@
-"""Shared fixtures of the monai_dnaprior unit tests: input types, phantoms, PSNR and small fit settings."""
+"""Shared fixtures of the monai_dnaprior unit tests: input types, phantoms, noise, PSNR, and small network settings.
+
+The default path (``prior="auto"``: the collaborative filter) needs no settings and runs in tens of milliseconds on
+the tiny images here, so the tests call it as a user does. The network path has its own small settings,
+:func:`small_network`, passed with ``prior="network"`` (the network alone) or ``"network+filter"``.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
-import torch
-from monai.data import MetaTensor
+import os
 
-from monai_dnaprior import FitConfig
+import torch
 
 # The test images are tiny (at most 32x32 or 16x16x6): a second intra-op thread buys nothing there, and on a
-# shared 2-core machine OpenMP threads that spin-wait for each other make the fits 10-30x slower.
+# shared 2-core machine OpenMP threads that spin-wait for each other make the fits 10-30x slower. Set before
+# monai_dnaprior is imported, so that one thread is both the count at import and the user's choice (the env var).
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from monai.data import MetaTensor  # noqa: E402
+
+from monai_dnaprior import NetworkConfig, NoiseModelName  # noqa: E402
+
+# The noise models a user can name (``auto`` picks one of them).
+NOISE_MODEL_NAMES = [str(m) for m in NoiseModelName if m != NoiseModelName.AUTO]
 
 
 def _as_metatensor(x: np.ndarray) -> MetaTensor:
@@ -29,6 +42,11 @@ def array_type(request):
     return request.param, ARRAY_TYPES[request.param]
 
 
+def as_numpy(x) -> np.ndarray:
+    """Any array or tensor (MetaTensor too) as a numpy array."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
 def make_phantom(shape: tuple[int, ...], low: float = 0.1) -> np.ndarray:
     """A smooth image of three Gaussian blobs in ``[low, 1]``, shape ``shape`` (no channel), float32."""
     grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
@@ -39,17 +57,52 @@ def make_phantom(shape: tuple[int, ...], low: float = 0.1) -> np.ndarray:
     return (low + (1 - low) * img / img.max()).astype(np.float32)
 
 
+def noisy_phantom(shape: tuple[int, ...], sigma: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(clean, noisy)``, channel-first ``(1, *shape)`` float32: the phantom and it with white Gaussian noise."""
+    clean = make_phantom(shape)[None]
+    rng = np.random.default_rng(seed)
+    return clean, (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
+
+
+def synthesise(noise_model: str, clean: np.ndarray, rng: np.random.Generator, level: float = 0.1) -> np.ndarray:
+    """``clean`` (in about [0, 1]) under ``noise_model`` noise: Gaussian and Rician of std ``level``, Poisson of
+    gain ``level / 5``, speckle of 4 looks. Float32."""
+    if noise_model == "gaussian":
+        noisy = clean + level * rng.standard_normal(clean.shape)
+    elif noise_model == "poisson":
+        gain = level / 5
+        noisy = gain * rng.poisson(clean / gain)
+    elif noise_model == "rician":
+        noisy = np.abs(clean + level * rng.standard_normal(clean.shape) + 1j * level * rng.standard_normal(clean.shape))
+    elif noise_model == "speckle":  # unit-mean gamma, 4 looks
+        noisy = clean * rng.gamma(4.0, 0.25, clean.shape)
+    else:
+        raise ValueError(noise_model)
+    return noisy.astype(np.float32)
+
+
 def psnr(x, clean, data_range: float = 1.0) -> float:
     """PSNR in dB of ``x`` against ``clean`` (numpy or torch)."""
-    x = np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
-    clean = np.asarray(clean.detach().cpu() if isinstance(clean, torch.Tensor) else clean, dtype=np.float64)
+    x = np.asarray(as_numpy(x), dtype=np.float64)
+    clean = np.asarray(as_numpy(clean), dtype=np.float64)
     return float(10 * np.log10(data_range**2 / np.mean((x - clean) ** 2)))
 
 
-def small_config(iters: int = 60, **overrides) -> FitConfig:
-    """A two-level network that runs exactly ``iters`` iterations (no automatic stop before) and, with no
-    refinement after it, makes the result: the fit under test whatever the noise model."""
-    settings = {"max_iters": iters, "min_iters": iters, "patience": iters, "channels": (8, 16), "pilot": "network",
-                "wiener_patch": 0}
+def small_network(iters: int = 60, **overrides) -> NetworkConfig:
+    """A two-level network that runs exactly ``iters`` iterations (no automatic stop before): the network path's
+    settings, for ``denoise(..., prior="network", network_config=small_network())``."""
+    settings = {"max_iters": iters, "min_iters": iters, "patience": iters, "channels": (8, 16)}
     settings.update(overrides)
-    return FitConfig(**settings)
+    return NetworkConfig(**settings)
+
+
+@pytest.fixture(scope="module")
+def noisy_2d():
+    """``(clean, noisy)``: a 32x32 phantom with white Gaussian noise (see :func:`noisy_phantom`)."""
+    return noisy_phantom((32, 32))
+
+
+@pytest.fixture(scope="module")
+def noisy_3d():
+    """``(clean, noisy)``: a 16x16x6 phantom with white Gaussian noise."""
+    return noisy_phantom((16, 16, 6))

@@ -1,4 +1,5 @@
-"""The MONAI Bundle in bundle/: run through MONAI's own API and CLI on tiny images with few iterations."""
+"""The MONAI Bundle in bundle/: run through MONAI's own API and CLI on tiny images (the default prior, the filter:
+no network is fitted)."""
 
 from __future__ import annotations
 
@@ -42,11 +43,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _cli_env() -> dict[str, str]:
+def cli_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def _write(path: Path, shape: tuple[int, ...], seed: int = 0) -> Path:
+def write_nifti(path: Path, shape: tuple[int, ...], seed: int = 0) -> Path:
     img = np.random.default_rng(seed).random(shape).astype(np.float32)
     nib.save(nib.Nifti1Image(img, AFFINE), path)
     return path
@@ -56,7 +57,7 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _run(config: str | list[str], **override) -> list:
+def run_workflow(config: str | list[str], **override) -> list:
     """Initialise, run and finalise a workflow in this process; returns what ``run`` returned."""
     override.setdefault("bundle_root", str(BUNDLE))
     workflow = ConfigWorkflow(config_file=config, meta_file=META, logging_file=False, workflow_type=None, **override)
@@ -67,25 +68,25 @@ def _run(config: str | list[str], **override) -> list:
         workflow.finalize()
 
 
-def _denoise(dataset_dir: Path, output_dir: Path, **override) -> dict[str, list[str]]:
-    override = {"max_iters": 5, "device": "cpu", "exit_on_error": False, **override}
-    return _run(INFERENCE, dataset_dir=str(dataset_dir), output_dir=str(output_dir), **override)[0]
+def denoise_folder(dataset_dir: Path, output_dir: Path, **override) -> dict[str, list[str]]:
+    override = {"device": "cpu", "exit_on_error": False, **override}
+    return run_workflow(INFERENCE, dataset_dir=str(dataset_dir), output_dir=str(output_dir), **override)[0]
 
 
 def _fails_with(exc_type: type[BaseException], match: str, *args, **kwargs) -> None:
-    """``_denoise`` raises ``exc_type`` (MONAI wraps it in a RuntimeError) with ``match`` in its message."""
+    """``denoise_folder`` raises ``exc_type`` (MONAI wraps it in a RuntimeError) with ``match`` in its message."""
     with pytest.raises((exc_type, RuntimeError)) as info:
-        _denoise(*args, **kwargs)
+        denoise_folder(*args, **kwargs)
     error = info.value if isinstance(info.value, exc_type) else info.value.__cause__
     assert isinstance(error, exc_type) and match in str(error), repr(info.value)
 
 
-def _files(folder: Path) -> list[str]:
-    """The files of ``folder`` but the JSON settings sidecars (each output has one: see ``_sidecars``)."""
+def output_files(folder: Path) -> list[str]:
+    """The files of ``folder`` but the JSON settings sidecars (each output has one: see ``sidecar_files``)."""
     return sorted(n for n in os.listdir(folder) if not n.endswith(".json")) if folder.exists() else []
 
 
-def _sidecars(folder: Path) -> list[str]:
+def sidecar_files(folder: Path) -> list[str]:
     return sorted(n for n in os.listdir(folder) if n.endswith(".json"))
 
 
@@ -94,27 +95,27 @@ def test_default_input_through_the_cli(tmp_path):
     sample = BUNDLE / "sample_data" / "mr_small_2d.nii.gz"
     before = _digest(sample)
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", INFERENCE,
-           "--meta_file", META, "--max_iters", "5", "--output_dir", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
+           "--meta_file", META, "--output_dir", str(tmp_path / "out")]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=cli_env(), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[1/1] mr_small_2d.nii.gz: wrote" in proc.stdout  # per-file progress through configs/logging.conf
     out = nib.load(tmp_path / "out" / "mr_small_2d_denoised.nii.gz")
     src = nib.load(sample)
     assert out.shape == src.shape and np.allclose(out.affine, src.affine)
     assert _digest(sample) == before
-    assert _files(tmp_path / "out") == ["mr_small_2d_denoised.nii.gz"]
+    assert output_files(tmp_path / "out") == ["mr_small_2d_denoised.nii.gz"]
 
 
 def test_folder_keeps_shape_and_affine_and_inputs(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     shapes = {"a.nii.gz": (16, 16), "b.nii": (12, 20), "c.nii.gz": (12, 12, 2), "d.nii.gz": (10, 10, 1)}
-    digests = {n: _digest(_write(data / n, s, i)) for i, (n, s) in enumerate(shapes.items())}
+    digests = {n: _digest(write_nifti(data / n, s, i)) for i, (n, s) in enumerate(shapes.items())}
     (data / "notes.txt").write_text("not an image")
     (data / ".hidden.nii.gz").write_bytes(b"ignored")
-    summary = _denoise(data, out)
+    summary = denoise_folder(data, out)
     assert len(summary["written"]) == 4 and not summary["failed"] and not summary["skipped"]
-    assert _files(out) == ["a_denoised.nii.gz", "b_denoised.nii.gz", "c_denoised.nii.gz", "d_denoised.nii.gz"]
+    assert output_files(out) == ["a_denoised.nii.gz", "b_denoised.nii.gz", "c_denoised.nii.gz", "d_denoised.nii.gz"]
     for name, shape in shapes.items():
         stem = name.split(".")[0]
         img = nib.load(out / f"{stem}_denoised.nii.gz")
@@ -126,7 +127,7 @@ def test_folder_keeps_shape_and_affine_and_inputs(tmp_path):
 def test_missing_dataset_dir_is_one_error_line(tmp_path):
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", INFERENCE,
            "--meta_file", META, "--dataset_dir", str(tmp_path / "nope"), "--output_dir", str(tmp_path / "out")]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=cli_env(), timeout=300)
     assert proc.returncode == 1
     output = proc.stdout + proc.stderr
     assert "Traceback" not in output
@@ -139,14 +140,14 @@ def test_empty_dataset_dir_and_unsafe_output_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     _fails_with(ValueError, "No input images", tmp_path / "empty", tmp_path / "out")
     with pytest.raises(SystemExit) as exit_info:
-        _denoise(tmp_path / "empty", tmp_path / "out", exit_on_error=True)
+        denoise_folder(tmp_path / "empty", tmp_path / "out", exit_on_error=True)
     assert exit_info.value.code == 1
     data = tmp_path / "data"
     data.mkdir()
-    digest = _digest(_write(data / "x_denoised.nii.gz", (8, 8)))
+    digest = _digest(write_nifti(data / "x_denoised.nii.gz", (8, 8)))
     _fails_with(ValueError, "input folder", data, data)
-    assert _files(data) == ["x_denoised.nii.gz"] and _digest(data / "x_denoised.nii.gz") == digest
-    _write(data / "x_denoised.nii", (8, 8))
+    assert output_files(data) == ["x_denoised.nii.gz"] and _digest(data / "x_denoised.nii.gz") == digest
+    write_nifti(data / "x_denoised.nii", (8, 8))
     _fails_with(ValueError, "both be written", data, tmp_path / "out")
 
 
@@ -156,14 +157,15 @@ def _torchrun(data: Path, out: Path, *extra: str) -> tuple[int, str]:
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            "-m", "monai.bundle", "run", "--bundle_root", str(BUNDLE), "--config_file", f"['{INFERENCE}','{MULTI}']",
-           "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(out), "--max_iters", "5", *extra]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=_cli_env(), timeout=300)
+           "--meta_file", META, "--dataset_dir", str(data), "--output_dir", str(out), *extra]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, env=cli_env(), timeout=300)
     return proc.returncode, proc.stdout + proc.stderr
 
 
 def test_torchrun_with_a_corrupt_file_writes_every_other_output(tmp_path):
-    """Rank 1 fails on the corrupt file; no rank is killed: every good file is written, the failure is listed once
-    (by rank 0, for every rank), the run exits non-zero, and a rerun gives the same result."""
+    """The files are shared out by size (the corrupt file, one voxel by its header that does not load, goes last
+    onto rank 0); no rank is killed: every good file is written, the failure is listed once (by rank 0, for every
+    rank), the run exits non-zero, and a rerun gives the same result."""
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
     names = ["img0", "img1_corrupt", "img2", "img3", "img4"]
@@ -171,13 +173,13 @@ def test_torchrun_with_a_corrupt_file_writes_every_other_output(tmp_path):
         if "corrupt" in name:
             (data / f"{name}.nii.gz").write_bytes(b"not a NIfTI file")
         else:
-            _write(data / f"{name}.nii.gz", (16, 16), i)
+            write_nifti(data / f"{name}.nii.gz", (16, 16), i)
     good = [f"{n}_denoised.nii.gz" for n in names if "corrupt" not in n]
     for attempt in ("first", "rerun"):
         rc, log = _torchrun(data, out)
         assert rc != 0, log
-        assert _files(out) == good, log
-        assert len(_sidecars(out)) == 4
+        assert output_files(out) == good, log
+        assert len(sidecar_files(out)) == 4
         assert log.count("1 of 5 images failed: img1_corrupt.nii.gz") == 1, log
         assert log.count("img1_corrupt.nii.gz: FAILED") == 1, log
         # both ranks finished their share (torchrun may SIGTERM a rank that is already tearing down, never one
@@ -186,35 +188,37 @@ def test_torchrun_with_a_corrupt_file_writes_every_other_output(tmp_path):
         if attempt == "first":
             for name in good:
                 assert log.count(f"{name} in") == 1, log  # written by exactly one rank
-            assert "[rank 0/2] [3/3] img4.nii.gz: wrote" in log and "[rank 1/2] [2/2] img3.nii.gz: wrote" in log
+            # by size: img0, img3 (and the corrupt one) on rank 0, img2, img4 on rank 1, each share in name order
+            assert "[rank 0/2] [3/3] img3.nii.gz: wrote" in log and "[rank 1/2] [2/2] img4.nii.gz: wrote" in log
+            assert "[rank 0/2] [2/3] img1_corrupt.nii.gz: FAILED" in log
         else:
             assert log.count("exists with the same settings, skipped") == 4, log
 
 
 def test_torchrun_the_failing_rank_waits_for_the_others(tmp_path):
-    """Rank 1's only file is corrupt, so it is done at once while rank 0 still fits; it must wait, not exit."""
+    """Rank 1's only file is corrupt, so it is done at once while rank 0 still denoises; it must wait, not exit."""
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
-    _write(data / "a.nii.gz", (48, 48), 0)
+    write_nifti(data / "a.nii.gz", (96, 96), 0)
     (data / "b_corrupt.nii.gz").write_bytes(b"not a NIfTI file")
-    _write(data / "c.nii.gz", (48, 48), 2)
-    rc, log = _torchrun(data, out, "--max_iters", "20")
+    rc, log = _torchrun(data, out)
     assert rc != 0, log
-    assert _files(out) == ["a_denoised.nii.gz", "c_denoised.nii.gz"], log
-    assert log.count("1 of 3 images failed: b_corrupt.nii.gz") == 1, log
+    assert output_files(out) == ["a_denoised.nii.gz"], log
+    assert "[rank 1/2] [1/1] b_corrupt.nii.gz: FAILED" in log, log
+    assert log.count("1 of 2 images failed: b_corrupt.nii.gz") == 1, log
     assert log.count("[rank 0/2] done") == 1 and log.count("[rank 1/2] done") == 1, log
 
 
 def test_corrupt_file_is_reported_and_the_rest_written(tmp_path, caplog):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
-    _write(data / "a.nii.gz", (16, 16), 1)
+    write_nifti(data / "a.nii.gz", (16, 16), 1)
     (data / "b_corrupt.nii.gz").write_bytes(b"this is not a NIfTI file")
-    _write(data / "c.nii.gz", (16, 16), 2)
+    write_nifti(data / "c.nii.gz", (16, 16), 2)
     with caplog.at_level("INFO", logger="monai_dnaprior"), pytest.raises(SystemExit) as exit_info:
-        _denoise(data, out, exit_on_error=True)
+        denoise_folder(data, out, exit_on_error=True)
     assert exit_info.value.code == 1
-    assert _files(out) == ["a_denoised.nii.gz", "c_denoised.nii.gz"]
+    assert output_files(out) == ["a_denoised.nii.gz", "c_denoised.nii.gz"]
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert any("b_corrupt.nii.gz: FAILED" in e for e in errors)
     assert errors[-1] == "1 of 3 images failed: b_corrupt.nii.gz"
@@ -224,14 +228,14 @@ def test_corrupt_file_is_reported_and_the_rest_written(tmp_path, caplog):
 def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
-    _write(data / "a.nii.gz", (16, 16))
-    _write(data / "b.nii.gz", (16, 16), 1)
-    assert len(_denoise(data, out)["written"]) == 2
+    write_nifti(data / "a.nii.gz", (16, 16))
+    write_nifti(data / "b.nii.gz", (16, 16), 1)
+    assert len(denoise_folder(data, out)["written"]) == 2
     marker = out / "a_denoised.nii.gz"
     marker.write_bytes(b"kept")
-    summary = _denoise(data, out)
+    summary = denoise_folder(data, out)
     assert len(summary["skipped"]) == 2 and not summary["written"] and marker.read_bytes() == b"kept"
-    summary = _denoise(data, out, overwrite="true")  # as `--overwrite true` arrives from the command line
+    summary = denoise_folder(data, out, overwrite="true")  # as `--overwrite true` arrives from the command line
     assert len(summary["written"]) == 2 and nib.load(marker).shape == (16, 16)
 
 
@@ -239,16 +243,16 @@ def test_rerun_skips_existing_outputs_unless_overwrite(tmp_path):
 def test_interrupted_write_leaves_no_partial_output(tmp_path, monkeypatch, error):
     data, out = tmp_path / "data", tmp_path / "out"
     data.mkdir()
-    _write(data / "a.nii.gz", (16, 16))
+    write_nifti(data / "a.nii.gz", (16, 16))
 
     def broken_save(img, filename):
         Path(filename).write_bytes(b"half a file")
         raise error
 
-    monkeypatch.setattr("monai_dnaprior.bundle.io.nib.save", broken_save)
+    monkeypatch.setattr("monai_dnaprior.bundle.outputs.nib.save", broken_save)
     with pytest.raises((type(error), RuntimeError)):
-        _denoise(data, out)
-    assert _files(out) == []  # neither the final name nor the temporary file
+        denoise_folder(data, out)
+    assert output_files(out) == []  # neither the final name nor the temporary file
 
 
 def test_dicom_file_and_series(tmp_path):
@@ -261,9 +265,9 @@ def test_dicom_file_and_series(tmp_path):
     itk.imwrite(img, str(data / "slice.dcm"))
     shutil.copy(data / "slice.dcm", data / "series" / "IM0001")
     before = LoadImage(image_only=True)(data / "slice.dcm")
-    summary = _denoise(data, out, max_iters=3)
-    assert not summary["failed"] and _files(out) == ["series_denoised.nii.gz", "slice_denoised.nii.gz"]
-    for name in _files(out):
+    summary = denoise_folder(data, out)
+    assert not summary["failed"] and output_files(out) == ["series_denoised.nii.gz", "slice_denoised.nii.gz"]
+    for name in output_files(out):
         result = nib.load(out / name)
         assert result.shape == tuple(before.shape) and np.allclose(result.affine, before.affine.numpy())
 
@@ -305,7 +309,11 @@ def test_configs_use_full_dotted_targets_and_user_keys():
     for target in targets:
         assert target.split(".")[0] in ("monai", "monai_dnaprior") and locate(target) is not None, target
     keys = json.loads(Path(INFERENCE).read_text())
-    assert {"dataset_dir", "output_dir", "device", "max_iters", "noise_model", "preset", "overwrite"} <= set(keys)
+    assert {"dataset_dir", "output_dir", "device", "noise_model", "noise_level", "preset", "prior", "max_iters", "seed",
+            "volume_mode", "output_dtype", "overwrite", "exit_on_error", "progress_interval"} <= set(keys)
+    assert keys["prior"] == "auto" and keys["max_iters"] is keys["seed"] is keys["volume_mode"] is None
+    segment = json.loads(Path(SEGMENT).read_text())
+    assert segment["prior"] == "auto" and segment["max_iters"] is segment["seed"] is segment["volume_mode"] is None
     assert "checkpoint" in json.loads(Path(SEGMENT).read_text())
 
 
@@ -313,16 +321,16 @@ def _two_images(tmp_path: Path) -> Path:
     pytest.importorskip("ignite", reason="SupervisedEvaluator needs pytorch-ignite (pip install .[bundle])")
     data = tmp_path / "data"
     data.mkdir()
-    _write(data / "a.nii.gz", (16, 16))
-    _write(data / "b.nii.gz", (20, 12), 1)
+    write_nifti(data / "a.nii.gz", (16, 16))
+    write_nifti(data / "b.nii.gz", (20, 12), 1)
     return data
 
 
 def test_denoise_then_segment_with_a_random_unet(tmp_path):
     """No checkpoint: the UNet is randomly initialised, so this proves the wiring, not the segmentation."""
     data, out = _two_images(tmp_path), tmp_path / "seg"
-    _run(SEGMENT, dataset_dir=str(data), output_dir=str(out), max_iters=3, device="cpu")
-    assert _files(out) == ["a_seg.nii.gz", "b_seg.nii.gz"]
+    run_workflow(SEGMENT, dataset_dir=str(data), output_dir=str(out), device="cpu")
+    assert output_files(out) == ["a_seg.nii.gz", "b_seg.nii.gz"]
     for name, shape in (("a", (16, 16)), ("b", (20, 12))):
         seg = nib.load(out / f"{name}_seg.nii.gz")
         assert seg.shape == shape and np.allclose(seg.affine, AFFINE)
@@ -349,11 +357,11 @@ def test_denoise_then_segment_loads_the_checkpoint_safely(tmp_path, monkeypatch)
     monkeypatch.setattr(torch, "load", spy_load)
     workflow = ConfigWorkflow(
         config_file=SEGMENT, meta_file=META, logging_file=False, workflow_type=None, bundle_root=str(BUNDLE),
-        dataset_dir=str(data), output_dir=str(out), max_iters=3, device="cpu", checkpoint=str(tmp_path / "unet.pt"),
+        dataset_dir=str(data), output_dir=str(out), device="cpu", checkpoint=str(tmp_path / "unet.pt"),
     )
     workflow.initialize()
     workflow.run()
     assert calls == [True]
     loaded = workflow.parser.get_parsed_content("network").state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in net.state_dict().items())
-    assert _files(out) == ["a_seg.nii.gz", "b_seg.nii.gz"]
+    assert output_files(out) == ["a_seg.nii.gz", "b_seg.nii.gz"]

@@ -1,4 +1,4 @@
-"""The bundle's file handling and sharding, without running a fit."""
+"""The bundle's file handling, sharding, flags and progress arithmetic, without denoising anything."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import EnsureChannelFirst, LoadImage
 
-from monai_dnaprior.bundle.io import find_inputs, input_stem, plan_outputs, save_atomic
-from monai_dnaprior.bundle.runner import _as_bool, _root_cause, shard
+from monai_dnaprior.bundle import DenoiseFolder, ImageProgress, as_flag, root_cause, shard
+from monai_dnaprior.bundle.inputs import find_inputs, input_stem
+from monai_dnaprior.bundle.outputs import plan_outputs, save_atomic
 
 
 @pytest.mark.parametrize("n", [0, 1, 4, 5, 7])
@@ -27,6 +28,32 @@ def test_shard_covers_every_item_once(n, world):
 def test_shard_rejects_bad_rank():
     with pytest.raises(ValueError):
         shard([1, 2], 2, 2)
+    with pytest.raises(ValueError):
+        shard([1, 2], 0, 2, sizes=[1])
+
+
+def test_shard_balances_by_size_not_name():
+    """The largest first onto the least-loaded rank, each share kept in name order: 1000 + 200 and 900 + 300, where
+    turns by name would give 1000 + 300 and 900 + 200."""
+    items = ["a", "b", "c", "d"]
+    sizes = [1000, 900, 300, 200]
+    assert shard(items, 0, 2, sizes) == ["a", "d"] and shard(items, 1, 2, sizes) == ["b", "c"]
+    assert shard(items, 0, 2) == ["a", "c"] and shard(items, 1, 2) == ["b", "d"]  # no sizes: one each in turn
+    assert shard(items, 0, 5, sizes) == ["a"] and shard(items, 4, 5, sizes) == []  # more ranks than items
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_shard_by_size_covers_every_item_once_and_balances(seed, world):
+    rng = np.random.default_rng(seed)
+    sizes = [int(s) for s in rng.integers(1, 10**6, size=int(rng.integers(0, 12)))]
+    items = list(range(len(sizes)))
+    shares = [shard(items, r, world, sizes) for r in range(world)]
+    assert sorted(i for s in shares for i in s) == items and all(s == sorted(s) for s in shares)
+    assert shares == [shard(items, r, world, sizes) for r in range(world)]  # deterministic: every rank agrees
+    loads = [sum(sizes[i] for i in s) for s in shares]
+    if sizes:
+        assert max(loads) - min(loads) <= max(sizes)  # greedy's bound: no rank a whole item behind another
 
 
 @pytest.mark.parametrize(
@@ -83,14 +110,27 @@ def test_save_atomic_plain_tensor_and_bad_suffix(tmp_path):
         save_atomic(MetaTensor(torch.zeros(1, 4, 4)), tmp_path / "t.png")
 
 
-def test_flags_and_error_summaries():
-    assert _as_bool("false") is False and _as_bool("True") is True and _as_bool(0) is False
-    with pytest.raises(ValueError):
-        _as_bool("maybe")
+def test_flags_and_error_summaries(tmp_path):
+    assert as_flag("false") is False and as_flag("True") is True and as_flag(0) is False and as_flag(" yes ")
+    with pytest.raises(ValueError, match="overwrite must be true or false, got 'maybe'"):
+        DenoiseFolder(tmp_path, tmp_path / "out", transform=lambda d: d, overwrite="maybe")
+    with pytest.raises(ValueError, match="output_dtype"):
+        DenoiseFolder(tmp_path, tmp_path / "out", transform=lambda d: d, output_dtype="complex64")
     try:
         try:
             raise OSError("cannot read\nthe file")
         except OSError as inner:
             raise RuntimeError("applying transform LoadImaged") from inner
     except RuntimeError as outer:
-        assert _root_cause(outer) == "OSError: cannot read the file"
+        assert root_cause(outer) == "OSError: cannot read the file"
+
+
+def test_time_left_by_work_done_and_voxels():
+    """In this image: seconds so far per unit done times the units left; in all: plus the files after this one at the
+    seconds per voxel of everything done in the run (the files before and this image's share)."""
+    progress = ImageProgress("a.nii.gz", voxels=1000, voxels_after=3000, seconds_before=20.0, voxels_before=1000)
+    here, everything = progress.time_left(done=25, total=100, elapsed=5.0)  # a quarter done in 5 s
+    assert here == pytest.approx(15.0)
+    assert everything == pytest.approx(15.0 + (20.0 + 5.0) / (1000 + 250) * 3000)
+    alone = ImageProgress("a.nii.gz", voxels=1000, voxels_after=1000)
+    assert alone.time_left(50, 100, 10.0) == pytest.approx((10.0, 30.0))

@@ -1,5 +1,8 @@
-"""The test-time fit and the engine: quality on phantoms, determinism, RNG hygiene, slices/volume, uncertainty,
-noise models, no_grad, and the CUDA out-of-memory fallback."""
+"""The network path (``prior="network"``, ``"network+filter"``): the fit's quality on phantoms, slices and volumes,
+determinism and RNG hygiene, the noise models under the fit, backtracking, and the CUDA out-of-memory fallback.
+
+The default path (the filter) is specified in ``test_denoise.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +12,47 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import make_phantom, psnr, small_config
+from conftest import NOISE_MODEL_NAMES, make_phantom, noisy_phantom, psnr, small_network, synthesise
 
-from monai_dnaprior import (
-    NOISE_MODELS,
-    DenoiseResult,
-    FitConfig,
-    IntensityWindow,
-    NoiseModel,
-    PriorState,
-    denoise,
-    engine,
-    fit_prior,
-)
+import monai_dnaprior.network.volume as volume_module
+from monai_dnaprior import NetworkConfig, PriorState, denoise, fit_prior, get_noise_model
+from monai_dnaprior.network import FitResult, NetworkFit, fit_network, volume_fits
+from monai_dnaprior.noise import estimate_noise_field
 
 SIGMA = 0.1
 
 
-def _noisy(shape, sigma=SIGMA, seed=0):
-    clean = make_phantom(shape)[None]
-    rng = np.random.default_rng(seed)
-    return clean, (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def noisy_2d():
-    return _noisy((32, 32))
-
-
-@pytest.fixture(scope="module")
-def noisy_3d():
-    return _noisy((16, 16, 6))
+def _fit(img, iters: int = 60, **kwargs):
+    """``denoise`` with the network alone and :func:`small_network` settings (``volume_mode`` etc. go there)."""
+    network = {k: kwargs.pop(k) for k in list(kwargs) if k in NetworkConfig.__dataclass_fields__}
+    return denoise(torch.as_tensor(img), prior=kwargs.pop("prior", "network"),
+                   network_config=small_network(iters, **network), **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------- quality
 
 
-def test_denoise_2d_improves_psnr(noisy_2d):
+def test_network_alone_improves_a_2d_phantom(noisy_2d):
     clean, noisy = noisy_2d
-    result = denoise(torch.from_numpy(noisy), config=small_config(60))
-    assert isinstance(result, DenoiseResult)
+    result = _fit(noisy, 60)
     assert result.image.shape == noisy.shape and result.image.dtype == torch.float32
     assert psnr(result.image, clean) > psnr(noisy, clean) + 3.0
-    assert result.info["volume_mode"] == "2d" and result.info["iterations"] == 60
-    assert result.info["noise_model"] == "gaussian" and result.info["device"] == "cpu"
-    window = IntensityWindow.from_image(torch.from_numpy(noisy))  # the level is in units of the [0, 1] window
-    assert result.info["noise_level"] == pytest.approx(SIGMA / (window.high - window.low), rel=0.2)
-    assert result.info["seconds"] > 0
+    assert result.info["prior"] == "network" and result.info["volume_mode"] == "2d"
+    assert result.info["iterations"] == 60 and result.info["noise_model"] == "gaussian"
+
+
+def test_network_alone_is_not_the_filter(noisy_2d):
+    """``prior="network"`` makes its estimate without the filter: its output is not the default's."""
+    _, noisy = noisy_2d
+    network = _fit(noisy, 20).image
+    default = denoise(torch.from_numpy(noisy)).image
+    assert float((network - default).abs().mean()) > 0.01
 
 
 @pytest.mark.parametrize("volume_mode", ["volume", "slices", "auto"])
-def test_denoise_3d_improves_psnr(noisy_3d, volume_mode):
+def test_network_alone_improves_a_3d_phantom(noisy_3d, volume_mode):
     clean, noisy = noisy_3d
-    result = denoise(torch.from_numpy(noisy), config=small_config(60), volume_mode=volume_mode)
+    result = _fit(noisy, 60, volume_mode=volume_mode)
     assert result.image.shape == noisy.shape
     assert psnr(result.image, clean) > psnr(noisy, clean) + 2.0
     assert result.info["volume_mode"] == ("volume" if volume_mode == "volume" else "slices")
@@ -69,41 +60,38 @@ def test_denoise_3d_improves_psnr(noisy_3d, volume_mode):
 
 def test_slices_are_warm_started_with_a_fraction_of_the_budget(noisy_3d):
     _, noisy = noisy_3d
-    config = small_config(60)
-    result = denoise(torch.from_numpy(noisy), config=config, volume_mode="slices")
+    result = _fit(noisy, 60, volume_mode="slices")
     depth = noisy.shape[-1]
-    assert result.info["iterations"] == 60 + (depth - 1) * math.ceil(60 * config.warm_iters_fraction)
+    assert result.info["iterations"] == 60 + (depth - 1) * math.ceil(60 * small_network().warm_iters_fraction)
 
 
 def test_warm_started_slices_agree_with_cold_per_slice_fits(noisy_3d):
     clean, noisy = noisy_3d
-    config = small_config(60)
-    warm = denoise(torch.from_numpy(noisy), config=config, volume_mode="slices", noise_level=SIGMA).image.numpy()
-    cold = np.stack(
-        [denoise(torch.from_numpy(noisy[..., k]), config=config, noise_level=SIGMA).image.numpy()
-         for k in range(noisy.shape[-1])], axis=-1,
-    )
+    warm = _fit(noisy, 60, volume_mode="slices", noise_level=SIGMA).image.numpy()
+    cold = np.stack([_fit(noisy[..., k], 60, noise_level=SIGMA).image.numpy() for k in range(noisy.shape[-1])],
+                    axis=-1)
     assert np.abs(warm - cold).mean() < 0.5 * SIGMA
     assert psnr(warm, clean) > psnr(cold, clean) - 1.0  # a tenth of the budget per slice loses nothing
 
 
 @pytest.mark.parametrize("slice_axis", [0, 1, -2])
 def test_slices_along_any_axis(slice_axis):
-    clean, noisy = _noisy((6, 10, 8))
-    config = small_config(40)
-    result = denoise(torch.from_numpy(noisy), config=config, volume_mode="slices", slice_axis=slice_axis)
+    clean, noisy = noisy_phantom((6, 10, 8))
+    result = _fit(noisy, 40, volume_mode="slices", slice_axis=slice_axis)
     assert result.image.shape == noisy.shape
     depth = noisy.shape[1 + slice_axis % 3]
-    assert result.info["iterations"] == 40 + (depth - 1) * math.ceil(40 * config.warm_iters_fraction)
+    assert result.info["iterations"] == 40 + (depth - 1) * math.ceil(40 * small_network().warm_iters_fraction)
     assert psnr(result.image, clean) > psnr(noisy, clean)
 
 
 def test_fit_prior_result(noisy_2d):
     _, noisy = noisy_2d
     target = torch.from_numpy(noisy)[None]
+    model = get_noise_model("gaussian", target[0], 2, level=SIGMA)
     seen = []
-    result = fit_prior(target, NoiseModel("gaussian", SIGMA), small_config(20), seed=1,
+    result = fit_prior(target, model, small_network(20), seed=1,
                        monitor=lambda it, raw, avg: seen.append((it, raw.shape, avg.shape)))
+    assert isinstance(result, FitResult)
     assert result.image.shape == result.uncertainty.shape == target.shape
     assert result.iterations == 20 and len(result.history) == 20
     assert [s[0] for s in seen] == list(range(20)) and seen[0][1] == seen[0][2] == target.shape
@@ -111,151 +99,154 @@ def test_fit_prior_result(noisy_2d):
     assert result.history[-1] < result.history[0]  # the loss goes down
 
 
+def test_fit_network_gives_the_image_its_spread_and_how(noisy_3d):
+    _, noisy = noisy_3d
+    field, target = estimate_noise_field(torch.from_numpy(noisy), 3, "gaussian", SIGMA)
+    fit = fit_network(target, field, small_network(10, volume_mode="volume"), seed=0)
+    assert isinstance(fit, NetworkFit) and fit.mode == "volume" and fit.iterations == 10
+    assert fit.image.shape == fit.spread.shape == target.shape
+    assert bool((fit.spread >= 0).all()) and float(fit.spread.max()) > 0
+
+
+# --------------------------------------------------------------------------------------------- network+filter
+
+
+def _rician_phantom(shape=(32, 32), seed=0):
+    clean = make_phantom(shape)[None]
+    return clean, synthesise("rician", clean, np.random.default_rng(seed))
+
+
+def test_network_then_filter_on_a_rician_image_is_neither_alone():
+    """On a Rician magnitude the fit guides the filter (it corrects the magnitude's bias): the result is the filter's
+    work, close to the filter alone, yet not equal to it, and not the network's output."""
+    clean, noisy = _rician_phantom()
+    both = _fit(noisy, 30, prior="network+filter", noise_model="rician")
+    network = _fit(noisy, 30, noise_model="rician")
+    filtered = denoise(torch.from_numpy(noisy), noise_model="rician")
+    assert both.info["prior"] == "network+filter" and both.info["iterations"] == 30
+    assert filtered.info["prior"] == "filter" and filtered.info["iterations"] == 0
+    assert not torch.allclose(both.image, filtered.image, atol=1e-4)
+    assert not torch.allclose(both.image, network.image, atol=1e-4)
+    assert psnr(both.image, clean) > psnr(noisy, clean) + 3.0
+
+
+def test_network_then_filter_on_other_noise_runs_the_filter_alone_with_a_warning(noisy_2d):
+    _, noisy = noisy_2d
+    with pytest.warns(UserWarning, match="changes only a Rician result"):
+        result = _fit(noisy, 10, prior="network+filter", noise_model="gaussian")
+    assert result.info["prior"] == "filter" and result.info["iterations"] == 0
+    assert torch.equal(result.image, denoise(torch.from_numpy(noisy), noise_model="gaussian").image)
+
+
 # ------------------------------------------------------------------------------------------ determinism, RNG
 
 
 @pytest.mark.parametrize("shape, volume_mode", [((12, 12), "auto"), ((8, 8, 3), "slices"), ((8, 8, 3), "volume")])
 def test_same_seed_same_output_bitwise_other_seed_differs(shape, volume_mode):
-    _, noisy = _noisy(shape)
-    img = torch.from_numpy(noisy)
-    run = lambda seed: denoise(img, config=small_config(10), seed=seed, volume_mode=volume_mode)
+    _, noisy = noisy_phantom(shape)
+    run = lambda seed: _fit(noisy, 10, seed=seed, volume_mode=volume_mode, uncertainty=True)  # noqa: E731
     a, b, c = run(0), run(0), run(1)
     assert torch.equal(a.image, b.image) and torch.equal(a.uncertainty, b.uncertainty)
     assert not torch.equal(a.image, c.image)
 
 
-def test_fit_does_not_touch_the_global_torch_rng(noisy_2d):
-    _, noisy = noisy_2d
+def test_fit_does_not_touch_the_global_torch_rng(noisy_2d, noisy_3d):
     torch.manual_seed(1234)
     state = torch.get_rng_state()
-    denoise(torch.from_numpy(noisy), config=small_config(5))
-    denoise(torch.from_numpy(noisy[..., None]).expand(1, 32, 32, 2).contiguous(), config=small_config(5))
+    fits = [_fit(noisy_2d[1], 5)] + [_fit(noisy_3d[1], 5, volume_mode=mode) for mode in ("slices", "volume")]
+    assert all(f.info["iterations"] > 0 for f in fits)  # every one fitted a network
     assert torch.equal(torch.get_rng_state(), state)
 
 
 def test_global_rng_state_does_not_change_the_result(noisy_2d):
     _, noisy = noisy_2d
     torch.manual_seed(0)
-    a = denoise(torch.from_numpy(noisy), config=small_config(5)).image
+    a = _fit(noisy, 5).image
     torch.manual_seed(99)
     torch.rand(10)
-    b = denoise(torch.from_numpy(noisy), config=small_config(5)).image
+    b = _fit(noisy, 5).image
     assert torch.equal(a, b)
 
 
-def test_runs_under_no_grad_with_the_same_result(noisy_2d):
+def test_runs_under_no_grad_and_inference_mode_with_the_same_result(noisy_2d):
     _, noisy = noisy_2d
-    img = torch.from_numpy(noisy)
-    expected = denoise(img, config=small_config(10)).image
+    expected = _fit(noisy, 10).image
     with torch.no_grad():
-        got = denoise(img, config=small_config(10))
-    assert torch.equal(got.image, expected)
+        assert torch.equal(_fit(noisy, 10).image, expected)
+    with torch.inference_mode():
+        assert torch.equal(_fit(noisy, 10).image, expected)
     assert torch.is_grad_enabled()
 
 
 # ------------------------------------------------------------------------------------------------ uncertainty
 
 
-@pytest.mark.parametrize("noisy_half", ["left", "top"])
-def test_uncertainty_is_larger_where_the_noise_is(noisy_half):
-    n = 24
-    clean = make_phantom((n, n))[None]
-    rng = np.random.default_rng(0)
-    noisy = clean.copy()
-    region = (slice(None), slice(None), slice(0, n // 2)) if noisy_half == "left" else (slice(None), slice(0, n // 2))
-    noisy[region] += 0.3 * rng.standard_normal(noisy[region].shape).astype(np.float32)
-    result = denoise(torch.from_numpy(noisy), config=FitConfig(max_iters=400, min_iters=100, patience=80,
-                                                                channels=(8, 16)))
+@pytest.mark.parametrize("noise_model", NOISE_MODEL_NAMES)
+def test_uncertainty_shape_and_sign_for_every_model(noise_model):
+    _, noisy = noisy_phantom((16, 17, 4))
+    result = _fit(np.abs(noisy), 5, noise_model=noise_model, uncertainty=True)
     u = result.uncertainty
     assert u.shape == noisy.shape and u.dtype == torch.float32
-    assert bool((u >= 0).all()) and bool(torch.isfinite(u).all())
-    mask = torch.zeros(noisy.shape, dtype=torch.bool)
-    mask[region] = True
-    assert float(u[mask].mean()) > 1.1 * float(u[~mask].mean())
+    assert bool((u >= 0).all()) and bool(torch.isfinite(u).all()) and float(u.max()) > 0
 
 
-@pytest.mark.parametrize("noise_model", NOISE_MODELS)
-def test_uncertainty_shape_and_sign_for_every_model(noise_model):
-    _, noisy = _noisy((16, 17, 4))
-    result = denoise(torch.from_numpy(np.abs(noisy)), noise_model=noise_model, config=small_config(5))
-    assert result.uncertainty.shape == noisy.shape
-    assert bool((result.uncertainty >= 0).all()) and bool(torch.isfinite(result.uncertainty).all())
+def test_uncertainty_of_the_network_then_filter_on_a_rician_image():
+    _, noisy = _rician_phantom((24, 24))
+    result = _fit(noisy, 10, prior="network+filter", noise_model="rician", uncertainty=True)
+    u = result.uncertainty
+    assert result.info["prior"] == "network+filter"
+    assert u.shape == noisy.shape and bool((u >= 0).all()) and bool(torch.isfinite(u).all())
+    assert float(u.max()) > 0
 
 
 # ----------------------------------------------------------------------------------------------- edge inputs
 
 
-@pytest.mark.parametrize("shape", [(1, 8, 8), (2, 5, 7), (1, 4, 4, 3)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int16])
-def test_constant_image_is_returned_unchanged(shape, dtype):
-    img = torch.full(shape, 7, dtype=dtype)
-    result = denoise(img, config=small_config(5))
-    assert torch.equal(result.image, torch.full(shape, 7.0))
-    assert torch.equal(result.uncertainty, torch.zeros(shape))
-    assert result.info["iterations"] == 0 and result.info["noise_level"] == 0.0
-
-
-def test_denoise_does_not_modify_its_input(noisy_2d):
+def test_the_fit_does_not_modify_its_input(noisy_2d):
     _, noisy = noisy_2d
     img = torch.from_numpy(noisy.copy())
-    denoise(img, config=small_config(5))
+    _fit(img, 5, uncertainty=True)
     assert torch.equal(img, torch.from_numpy(noisy))
 
 
 def test_output_is_in_the_input_intensity_range_units():
-    clean, noisy = _noisy((24, 24))
+    clean, noisy = noisy_phantom((24, 24))
     scale, offset = 1500.0, -300.0
-    out = denoise(torch.from_numpy(noisy * scale + offset), config=small_config(60)).image.numpy()
+    out = _fit(noisy * scale + offset, 60).image.numpy()
     # the fit runs on a percentile-normalised image and maps back: same PSNR in the image's own units
     assert psnr((out - offset) / scale, clean) > psnr(noisy, clean) + 3.0
 
 
-def test_given_noise_level_is_used(noisy_2d):
-    _, noisy = noisy_2d
-    result = denoise(torch.from_numpy(noisy), noise_level=0.123, config=small_config(3))
-    assert result.info["noise_level"] == 0.123
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 4, 4, 3)])
+def test_a_constant_image_is_returned_unchanged_without_a_fit(shape):
+    result = _fit(torch.full(shape, 7.0), 5, uncertainty=True)
+    assert torch.equal(result.image, torch.full(shape, 7.0))
+    assert torch.equal(result.uncertainty, torch.zeros(shape)) and result.info["iterations"] == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"noise_model": "salt"}, "'gaussian', 'poisson', 'rician', 'speckle'"),
-    ({"volume_mode": "3d"}, "'auto', 'slices', 'volume'"),
-])
-def test_denoise_rejects_unknown_options(kwargs, match):
-    with pytest.raises(ValueError, match=match):
-        denoise(torch.rand(1, 8, 8), config=small_config(3), **kwargs)
+def test_volume_fits_bounds_the_memory():
+    assert volume_fits(torch.Size([1, 8, 8, 4]), NetworkConfig(), torch.device("cpu"))
+    assert not volume_fits(torch.Size([1, 4096, 4096, 4096]), NetworkConfig(), torch.device("cpu"))
+    wide = NetworkConfig(channels=(4096, 4096))
+    assert not volume_fits(torch.Size([1, 256, 256, 256]), wide, torch.device("cpu"))
 
 
-def test_too_large_volume_falls_back_to_slices(monkeypatch):
-    assert engine._volume_fits(torch.Size([1, 8, 8, 4]), FitConfig(), torch.device("cpu"))
-    assert not engine._volume_fits(torch.Size([1, 4096, 4096, 4096]), FitConfig(), torch.device("cpu"))
-    monkeypatch.setattr(engine, "_volume_fits", lambda shape, config, device: False)
-    _, noisy = _noisy((8, 8, 3))
+def test_a_volume_too_large_to_fit_whole_falls_back_to_slices(monkeypatch):
+    monkeypatch.setattr(volume_module, "volume_fits", lambda shape, config, device: False)
+    _, noisy = noisy_phantom((8, 8, 3))
     with pytest.warns(UserWarning, match="slice by slice"):
-        result = denoise(torch.from_numpy(noisy), config=small_config(3), volume_mode="volume")
+        result = _fit(noisy, 3, volume_mode="volume")
     assert result.info["volume_mode"] == "slices"
 
 
 # ------------------------------------------------------------------------------------------------ noise models
 
 
-def _synthesise(noise_model: str, clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    if noise_model == "gaussian":
-        noisy = clean + 0.1 * rng.standard_normal(clean.shape)
-    elif noise_model == "poisson":
-        gain = 0.02
-        noisy = gain * rng.poisson(clean / gain)
-    elif noise_model == "rician":
-        noisy = np.abs(clean + 0.1 * rng.standard_normal(clean.shape) + 0.1j * rng.standard_normal(clean.shape))
-    else:  # speckle: unit-mean gamma, 4 looks
-        noisy = clean * rng.gamma(4.0, 0.25, clean.shape)
-    return noisy.astype(np.float32)
-
-
 @pytest.mark.parametrize("noise_model, iters", [("gaussian", 60), ("poisson", 60), ("rician", 150), ("speckle", 60)])
 def test_every_noise_model_improves_a_phantom_under_its_noise(noise_model, iters):
     clean = make_phantom((32, 32))[None]
-    noisy = _synthesise(noise_model, clean, np.random.default_rng(0))
-    result = denoise(torch.from_numpy(noisy), noise_model=noise_model, config=small_config(iters))
+    noisy = synthesise(noise_model, clean, np.random.default_rng(0))
+    result = _fit(noisy, iters, noise_model=noise_model)
     assert result.info["noise_model"] == noise_model
     assert psnr(result.image, clean) > psnr(noisy, clean) + 1.0
     assert bool((result.image >= 0).all()) or noise_model == "gaussian"  # the other models keep zero at zero
@@ -265,43 +256,50 @@ def test_every_noise_model_improves_a_phantom_under_its_noise(noise_model, iters
 def test_rician_fit_is_not_hurt_by_the_sign_ambiguity(seed):
     """The Rician mean is even in the clean estimate, so the network may fit +x in one region and -x in another.
 
-    Bug: ``fit_prior`` averages the signed outputs and the engine takes ``abs`` only at the end, so wherever the
-    output changes sign the average (and the image) is pulled to zero. With seed 2 the denoised image is no better
+    Bug: ``fit_prior`` averaged the signed outputs and the result took ``abs`` only at the end, so wherever the
+    output changed sign the average (and the image) was pulled to zero. With seed 2 the denoised image was no better
     than the noisy input at 150 iterations (and 3 dB *worse* at 300), while the same data under the Gaussian model
-    gain 10 dB; constraining the Rician output to be non-negative gains 4-10 dB for every seed.
+    gained 10 dB; constraining the Rician output to be non-negative gains 4-10 dB for every seed.
     """
-    clean = make_phantom((32, 32))[None]
-    noisy = _synthesise("rician", clean, np.random.default_rng(0))
-    out = denoise(torch.from_numpy(noisy), noise_model="rician", config=small_config(150), seed=seed).image
+    clean, noisy = _rician_phantom()
+    out = _fit(noisy, 150, noise_model="rician", seed=seed).image
     assert psnr(out, clean) > psnr(noisy, clean) + 1.0
 
 
 # --------------------------------------------------------------------------------------------- backtracking
 
 
-def _spike_once(model: NoiseModel, at: int) -> NoiseModel:
-    """``model`` whose expected observation is NaN once, at call ``at``: a transient loss blow-up."""
-    calls = []
+class _SpikeOnce:
+    """A noise model whose expected observation is NaN once, at call ``at``: a transient loss blow-up. Everything
+    else is the wrapped model's."""
 
-    class SpikeOnce(NoiseModel):
-        def observe(self, x):
-            calls.append(1)
-            out = super().observe(x)
-            return out * float("nan") if len(calls) == at else out
+    def __init__(self, model, at: int) -> None:
+        self.model, self.at, self.calls = model, at, 0
 
-    return SpikeOnce(model.name, model.level)
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def observe(self, x):
+        self.calls += 1
+        out = self.model.observe(x)
+        return out * float("nan") if self.calls == self.at else out
+
+
+def _gaussian(target: torch.Tensor):
+    return get_noise_model("gaussian", target[0], target.ndim - 2, level=SIGMA)
 
 
 def test_a_transient_loss_spike_is_backtracked_and_the_fit_goes_on(noisy_2d):
-    """Bug: the last good state is only saved at iterations 0, 50, 100, ... and ``best_loss`` is kept after a
-    backtrack, so a spike before iteration 50 restores the *initial* network, whose loss is far above 3x the best
-    loss: every later iteration backtracks again and the fit ends with the average of its first few outputs.
-    (It happens without injection too: the fast preset on a 32x32 phantom with noise in one half stopped learning
+    """Bug: the last good state was only saved at iterations 0, 50, 100, ... and ``best_loss`` kept after a
+    backtrack, so a spike before iteration 50 restored the *initial* network, whose loss is far above 3x the best
+    loss: every later iteration backtracked again and the fit ended with the average of its first few outputs.
+    (It happened without injection too: the fast preset on a 32x32 phantom with noise in one half stopped learning
     after 13 of 600 iterations.)"""
     _, noisy = noisy_2d
     target = torch.from_numpy(noisy)[None]
-    model = _spike_once(NoiseModel("gaussian", SIGMA), at=20)
-    result = fit_prior(target, model, small_config(60))
+    spiking = _SpikeOnce(_gaussian(target), at=20)
+    result = fit_prior(target, spiking, small_network(60))
+    assert spiking.calls > 20  # the spike happened
     assert not any(math.isnan(v) for v in result.history)  # the NaN loss was never stepped on
     assert result.iterations >= 50  # the fit went on after the spike
 
@@ -309,127 +307,108 @@ def test_a_transient_loss_spike_is_backtracked_and_the_fit_goes_on(noisy_2d):
 def test_non_finite_loss_never_reaches_the_output(noisy_2d):
     _, noisy = noisy_2d
     target = torch.from_numpy(noisy)[None]
-    result = fit_prior(target, _spike_once(NoiseModel("gaussian", SIGMA), at=3), small_config(10))
+    result = fit_prior(target, _SpikeOnce(_gaussian(target), at=3), small_network(10))
     assert torch.isfinite(result.image).all() and torch.isfinite(result.uncertainty).all()
 
 
 # --------------------------------------------------------------------------------- CUDA out-of-memory fallback
+# No GPU is needed: a CPU tensor that says it is on CUDA stands for the target, and ``fit_prior`` (the one fit that
+# ``fit_network`` runs, on the whole image or slice by slice) is scripted to run out of memory.
 
 
-class _FakeCudaTarget:
-    """Stands in for a CUDA target on a CPU-only machine: ``_fit_with_fallback`` only reads ``.device`` and
-    calls ``.cpu()``."""
+class _OnCuda(torch.Tensor):
+    """A CPU tensor that reports a CUDA device; ``.cpu()`` gives a :class:`_BackOnCpu`."""
 
-    device = torch.device("cuda")
+    @property
+    def device(self):
+        return torch.device("cuda")
 
-    def __init__(self, tensor: torch.Tensor) -> None:
-        self.tensor = tensor
-
-    def cpu(self) -> torch.Tensor:
-        return self.tensor
+    def cpu(self, *args, **kwargs):
+        return self.as_subclass(_BackOnCpu)
 
 
-class _Moved:
-    """A fit output that records where ``.to`` sent it (a real tensor cannot go to CUDA here)."""
+class _BackOnCpu(torch.Tensor):
+    """The CPU copy: ``.to(device)`` records where it was sent (a real tensor cannot go to CUDA here)."""
 
-    def __init__(self, name: str) -> None:
-        self.name, self.device = name, None
+    sent_to = None
 
-    def to(self, device):
-        self.device = device
-        return self
+    def to(self, *args, **kwargs):
+        out = self.as_subclass(_BackOnCpu)
+        out.sent_to = torch.device(args[0] if args else kwargs["device"])
+        return out
 
 
-def _scripted_fit(monkeypatch, outcomes):
-    """Replace ``engine._fit``: each call pops the next outcome, raising it when it is an exception."""
+def _scripted_fit(monkeypatch, failures):
+    """Replace ``fit_prior`` in the whole-image fit: the first calls raise ``failures`` in turn, the rest return the
+    target itself. Returns the list of the targets' types and shapes, one per call."""
     calls = []
 
-    def fake_fit(target, model, config, seed, mode, slice_axis, tracker=None):
-        calls.append((target, mode))
-        outcome = outcomes.pop(0)
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
+    def fake_fit_prior(target, model, config, seed=0, warm_start=None, monitor=None, noise_psd=None):
+        calls.append((type(target), tuple(target.shape)))
+        if failures:
+            raise failures.pop(0)
+        return FitResult(target.clone(), torch.zeros_like(target), 3, PriorState({}, target))
 
-    monkeypatch.setattr(engine, "_fit", fake_fit)
+    monkeypatch.setattr(volume_module, "fit_prior", fake_fit_prior)
+    monkeypatch.setattr(volume_module, "volume_fits", lambda shape, config, device: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     return calls
 
 
+def _field_and_target(shape):
+    field, target = estimate_noise_field(torch.rand(1, *shape, generator=torch.Generator().manual_seed(0)),
+                                         len(shape), "gaussian", SIGMA)
+    return field, target
+
+
+def _oom():
+    return torch.OutOfMemoryError("CUDA out of memory")
+
+
 def test_cuda_oom_in_2d_falls_back_to_the_cpu_with_a_warning(monkeypatch):
-    cpu_target = torch.rand(1, 8, 8)
-    fitted, spread = _Moved("fitted"), _Moved("spread")
-    calls = _scripted_fit(monkeypatch, [torch.OutOfMemoryError("CUDA out of memory"), (fitted, spread, 17)])
-    target = _FakeCudaTarget(cpu_target)
+    field, target = _field_and_target((8, 8))
+    calls = _scripted_fit(monkeypatch, [_oom()])
     with pytest.warns(UserWarning, match="CPU"):
-        out = engine._fit_with_fallback(target, NoiseModel("gaussian", 0.1), small_config(3), 0, "2d", -1)
-    assert out == (fitted, spread, 17)  # the second call's result ...
-    assert fitted.device == spread.device == torch.device("cuda")  # ... moved back to the target's device
-    assert [mode for _, mode in calls] == ["2d", "2d"]
-    assert calls[0][0] is target and calls[1][0] is cpu_target  # retried on the CPU copy
+        fit = fit_network(target.as_subclass(_OnCuda), field, small_network(3), 0)
+    assert [c[0] for c in calls] == [_OnCuda, _BackOnCpu]  # retried on the CPU copy ...
+    assert fit.image.sent_to == fit.spread.sent_to == torch.device("cuda")  # ... and moved back
+    assert fit.mode == "2d" and fit.iterations == 3
+    torch.testing.assert_close(fit.image.as_subclass(torch.Tensor), target)
 
 
 def test_cuda_oom_on_a_volume_retries_slice_by_slice_then_on_the_cpu(monkeypatch):
-    cpu_target = torch.rand(1, 8, 8, 4)
-    oom = torch.OutOfMemoryError("CUDA out of memory")
-    fitted, spread = _Moved("fitted"), _Moved("spread")
-    calls = _scripted_fit(monkeypatch, [oom, oom, (fitted, spread, 9)])
-    target = _FakeCudaTarget(cpu_target)
+    field, target = _field_and_target((8, 8, 4))
+    calls = _scripted_fit(monkeypatch, [_oom(), _oom()])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = engine._fit_with_fallback(target, NoiseModel("gaussian", 0.1), small_config(3), 0, "volume", -1)
+        fit = fit_network(target.as_subclass(_OnCuda), field, small_network(3, volume_mode="volume"), 0)
     messages = [str(w.message) for w in caught]
     assert any("slice by slice" in m for m in messages) and any("CPU" in m for m in messages)
-    assert [mode for _, mode in calls] == ["volume", "slices", "slices"]
-    assert calls[2][0] is cpu_target and out[2] == 9
+    assert calls[0] == (_OnCuda, (1, 1, 8, 8, 4))  # the whole volume
+    assert calls[1] == (_OnCuda, (1, 1, 8, 8))  # its first slice, still on the GPU
+    assert calls[2:] == [(_BackOnCpu, (1, 1, 8, 8))] * 4  # every slice on the CPU
+    assert fit.mode == "slices" and fit.iterations == 4 * 3 and fit.image.sent_to == torch.device("cuda")
+    torch.testing.assert_close(fit.image.as_subclass(torch.Tensor), target)
 
 
 def test_cuda_oom_on_a_volume_that_fits_as_slices_stays_on_the_gpu(monkeypatch):
-    result = (torch.zeros(1), torch.zeros(1), 4)
-    calls = _scripted_fit(monkeypatch, [torch.OutOfMemoryError("CUDA out of memory"), result])
+    field, target = _field_and_target((4, 4, 2))
+    calls = _scripted_fit(monkeypatch, [_oom()])
     with pytest.warns(UserWarning, match="slice by slice"):
-        out = engine._fit_with_fallback(_FakeCudaTarget(torch.rand(1, 4, 4, 2)), NoiseModel("gaussian", 0.1),
-                                        small_config(3), 0, "volume", -1)
-    assert out is result and [mode for _, mode in calls] == ["volume", "slices"]
+        fit = fit_network(target.as_subclass(_OnCuda), field, small_network(3, volume_mode="volume"), 0)
+    assert [c[0] for c in calls] == [_OnCuda] * 3 and fit.mode == "slices"
+    assert fit.image.device.type == "cuda" and not isinstance(fit.image, _BackOnCpu)
 
 
 def test_out_of_memory_on_the_cpu_is_not_swallowed(monkeypatch):
+    field, target = _field_and_target((4, 4))
     _scripted_fit(monkeypatch, [torch.OutOfMemoryError("out of memory")])
     with pytest.raises(torch.OutOfMemoryError):
-        engine._fit_with_fallback(torch.rand(1, 4, 4), NoiseModel("gaussian", 0.1), small_config(3), 0, "2d", -1)
+        fit_network(target, field, small_network(3), 0)
 
 
 def test_other_errors_pass_through_the_fallback(monkeypatch):
+    field, target = _field_and_target((4, 4))
     _scripted_fit(monkeypatch, [ValueError("boom")])
     with pytest.raises(ValueError, match="boom"):
-        engine._fit_with_fallback(_FakeCudaTarget(torch.rand(1, 4, 4)), NoiseModel("gaussian", 0.1),
-                                  small_config(3), 0, "2d", -1)
-
-
-@pytest.mark.parametrize("offset", [0.0, 3.0, -2.0])
-def test_refinement_sees_the_input_zero_at_zero(monkeypatch, offset):
-    """The Wiener shrinkage pulls towards zero: the refinement gets the observation with the input's own zero at
-    zero (a scaled copy of the input, never shifted by the percentile window)."""
-    captured = {}
-
-    def spy(noisy, pilot, sigma, passes, spectrum=None, return_variance=False, **kwargs):
-        captured["noisy"] = noisy.clone()
-        return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
-
-    monkeypatch.setattr(engine, "collaborative_refine", spy)
-    img = torch.from_numpy(_noisy((20, 18))[1]) + offset
-    denoise(img, config=small_config(3, wiener_patch=8, pilot="thresholded"))
-    seen = captured["noisy"][0]
-    scale = float((seen * img).sum() / img.square().sum())
-    assert scale > 0
-    torch.testing.assert_close(seen, scale * img, atol=1e-5, rtol=1e-5)
-
-
-def test_the_users_cpu_thread_setting_is_kept():
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        denoise(torch.from_numpy(_noisy((12, 12))[1]), config=small_config(2), device="cpu")
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+        fit_network(target.as_subclass(_OnCuda), field, small_network(3), 0)

@@ -30,7 +30,7 @@ def test_output_keeps_the_code_shape(spatial_dims, in_channels, out_channels, ch
 
 @pytest.mark.parametrize("spatial_dims, in_channels, out_channels, channels, shape", CASES)
 def test_padded_code_is_cropped_to_out_shape(spatial_dims, in_channels, out_channels, channels, shape):
-    """The engine draws its code on ``padded_shape`` and asks for the image's own shape back."""
+    """The fit (:func:`fit_prior`) draws its code on ``padded_shape`` and asks for the image's own shape back."""
     net = DIPHourglass(spatial_dims, in_channels, out_channels, channels)
     padded = net.padded_shape(shape)
     m = 2 ** len(channels)

@@ -1,5 +1,6 @@
-"""Tests of the NL-Bayes step: it denoises, keeps a flat image, is deterministic, the config turns it off, and its
-model's posterior variance predicts its error."""
+"""The NL-Bayes step: it denoises, keeps a flat image, is deterministic, runs in 2D only where the config says,
+takes coloured noise's correlation, is averaged with the Wiener pass (and its error) by ``filter_observation``, and
+its model's posterior variance predicts its error. Its slabs: ``test_collaborative.py``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import pytest
 import torch
 from conftest import make_phantom, psnr
 
-from monai_dnaprior import FitConfig, NoiseModel, engine, wiener
-from monai_dnaprior.denoising import bayes_pass, refinement_passes
+from monai_dnaprior import FilterConfig, denoise, get_noise_model
+from monai_dnaprior.filters import (
+    BayesPass,
+    bayes_pass,
+    bayes_refine,
+    bayes_variance,
+    collaborative_refine,
+    filter_observation,
+    filter_passes,
+)
+from monai_dnaprior.filters.nl_bayes import POSTERIOR_INFLATION, nl_bayes
 from monai_dnaprior.noise import NoiseField, NoiseSpectrum
-from monai_dnaprior.filters.nl_bayes import POSTERIOR_INFLATION, BayesPass, bayes_refine, bayes_variance, nl_bayes
 from monai_dnaprior.uncertainty import averaged_error
-from monai_dnaprior.filters.collaborative import collaborative_refine
 
 SMALL = BayesPass(patch=5, group=24, radius=6, step=3)
 
@@ -23,7 +31,7 @@ def _noisy(clean: torch.Tensor, sigma: float, seed: int = 0) -> torch.Tensor:
 
 def _thresholded(noisy: torch.Tensor, sigma: float) -> torch.Tensor:
     """The refinement's own pilot: the hard-thresholding pass."""
-    return collaborative_refine(noisy[None, None], noisy[None, None], sigma, refinement_passes(FitConfig())[:1])[0, 0]
+    return collaborative_refine(noisy[None, None], noisy[None, None], sigma, filter_passes(FilterConfig())[:1])[0, 0]
 
 
 def test_nl_bayes_denoises_a_phantom():
@@ -58,22 +66,19 @@ def test_nl_bayes_runs_in_3d():
     assert psnr(out, clean) > psnr(noisy, clean) + 4
 
 
-def test_large_images_go_in_slabs(monkeypatch):
-    clean = torch.as_tensor(make_phantom((24, 40)))
-    noisy = _noisy(clean, 0.1)
-    whole = bayes_refine(noisy[None, None], clean[None, None], 0.1, SMALL)[0, 0]
-    monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum width
-    slabbed = bayes_refine(noisy[None, None], clean[None, None], 0.1, SMALL)[0, 0]
-    assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
-
-
 def test_the_step_runs_in_2d_only():
-    passes = refinement_passes(FitConfig())
-    assert bayes_pass(FitConfig(), passes) == BayesPass(patch=7)
-    assert bayes_pass(FitConfig(bayes_patch=0), passes) is None
-    assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 3), 3) is None
-    assert bayes_pass(FitConfig(), refinement_passes(FitConfig(), 2, coloured=True)) == BayesPass(patch=7)
-    assert bayes_pass(FitConfig(), passes[:1]) is None  # no Wiener pass to average with
+    passes = filter_passes(FilterConfig())
+    assert bayes_pass(FilterConfig(), passes) == BayesPass(patch=7)
+    assert bayes_pass(FilterConfig(bayes_patch=5), passes) == BayesPass(patch=5)
+    assert bayes_pass(FilterConfig(bayes_patch=0), passes) is None
+    assert bayes_pass(FilterConfig(), filter_passes(FilterConfig(), 3), 3) is None
+    assert bayes_pass(FilterConfig(), filter_passes(FilterConfig(), 2, coloured=True)) == BayesPass(patch=7)
+    assert bayes_pass(FilterConfig(), passes[:1]) is None  # no Wiener pass to average with
+
+
+def _field(image: torch.Tensor, sigma: float, spectrum: NoiseSpectrum) -> NoiseField:
+    """Gaussian noise of std ``sigma`` (given, not estimated) with ``spectrum``."""
+    return NoiseField(get_noise_model("gaussian", image[None], 2, level=sigma), spectrum)
 
 
 def test_coloured_noise_takes_its_correlation():
@@ -88,9 +93,9 @@ def test_coloured_noise_takes_its_correlation():
     noisy = (clean + 0.08 * noise / noise.std()).float()
     lags = torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6])  # the kernel's correlation
     spectrum = NoiseSpectrum(torch.outer(lags, lags))
-    field = NoiseField(NoiseModel("gaussian", 0.08), spectrum)
-    with_step = engine._refine(noisy[None], None, field, FitConfig(), 0.0)[0][0]
-    without = engine._refine(noisy[None], None, field, FitConfig(bayes_patch=0), 0.0)[0][0]
+    field = _field(noisy, 0.08, spectrum)
+    with_step = filter_observation(noisy[None, None], field, FilterConfig()).mean[0, 0]
+    without = filter_observation(noisy[None, None], field, FilterConfig(bayes_patch=0)).mean[0, 0]
     white = bayes_refine(noisy[None, None], without[None, None], 0.08, BayesPass())[0, 0]
     assert psnr(with_step, clean) > max(psnr(without, clean), psnr(white, clean))
 
@@ -98,19 +103,21 @@ def test_coloured_noise_takes_its_correlation():
 def test_refine_averages_the_step_and_its_error():
     clean = torch.as_tensor(make_phantom((32, 32)))
     noisy = _noisy(clean, 0.1)
-    field = NoiseField(NoiseModel("gaussian", 0.1), NoiseSpectrum.white(2))
-    off_config = FitConfig(bayes_patch=0)
-    off = engine._refine(noisy[None], None, field, off_config, 0.0)
-    on = engine._refine(noisy[None], None, field, FitConfig(), 0.0)
-    plain = collaborative_refine(noisy[None, None], noisy[None, None], 0.1, refinement_passes(off_config),
-                          return_variance=True)
-    torch.testing.assert_close(off[0], plain[0][0])  # 0 disables the step: today's result
-    torch.testing.assert_close(off[2], plain[1][0])  # and the Wiener pass's error
-    assert not torch.allclose(on[0], off[0])
-    assert psnr(on[0][0], clean) > psnr(noisy, clean) + 6
-    # with the step: the error of the average, the Wiener pass's and the NL-Bayes model's of the result
-    step = bayes_variance(on[1][None], 0.1, bayes_pass(FitConfig(), refinement_passes(FitConfig())))[0]
-    torch.testing.assert_close(on[2], averaged_error(off[2], step))
+    field = _field(noisy, 0.1, NoiseSpectrum.white(2))
+    observation = noisy[None, None]
+    off_config = FilterConfig(bayes_patch=0)
+    off = filter_observation(observation, field, off_config, with_error=True)
+    on = filter_observation(observation, field, FilterConfig(), with_error=True)
+    plain = collaborative_refine(observation, observation, 0.1, filter_passes(off_config), return_variance=True)
+    torch.testing.assert_close(off.mean, plain[0])  # 0 disables the step: the Wiener pass's result
+    torch.testing.assert_close(off.variance, plain[1])  # and its error
+    step = bayes_refine(observation, _thresholded(noisy, 0.1)[None, None], 0.1, BayesPass(patch=7))
+    torch.testing.assert_close(on.mean, 0.5 * (off.mean + step))  # with it: the average, piloted by the threshold
+    assert psnr(on.mean[0, 0], clean) > psnr(noisy, clean) + 6
+    # and the error of the average, the Wiener pass's and the NL-Bayes model's of the result
+    step_error = bayes_variance(on.mean, 0.1, BayesPass(patch=7))
+    torch.testing.assert_close(on.variance, averaged_error(off.variance, step_error))
+    assert filter_observation(observation, field, FilterConfig()).variance is None  # the error only when asked
 
 
 def test_posterior_variance_predicts_the_step_error():
@@ -137,8 +144,9 @@ def test_posterior_variance_predicts_the_step_error():
 def test_denoise_with_and_without_the_step(noise_model):
     clean = make_phantom((32, 32))
     noisy = _noisy(torch.as_tensor(clean), 0.08).abs()[None]
-    on = engine.denoise(noisy, noise_model=noise_model, noise_level=0.08)
-    off = engine.denoise(noisy, noise_model=noise_model, noise_level=0.08, config=FitConfig(bayes_patch=0))
-    assert torch.equal(on.image, engine.denoise(noisy, noise_model=noise_model, noise_level=0.08).image)
+    on = denoise(noisy, noise_model=noise_model, noise_level=0.08)
+    off = denoise(noisy, noise_model=noise_model, noise_level=0.08, filter_config=FilterConfig(bayes_patch=0))
+    assert torch.equal(on.image, denoise(noisy, noise_model=noise_model, noise_level=0.08).image)
+    assert not torch.allclose(on.image, off.image)
     assert psnr(on.image[0], clean) > psnr(noisy[0], clean) + 5
     assert psnr(on.image[0], clean) > psnr(off.image[0], clean) - 0.3

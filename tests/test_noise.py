@@ -10,7 +10,17 @@ import torch
 from conftest import make_phantom
 
 from monai_dnaprior import NOISE_MODELS, NoiseModel, estimate_noise_level, estimate_poisson_gain, get_noise_model
-from monai_dnaprior.noise import estimate_rician_sigma, haar_finest_detail, rician_mean
+from monai_dnaprior.noise import (
+    GaussianNoise,
+    PoissonNoise,
+    RicianNoise,
+    SpeckleNoise,
+    estimate_rician_sigma,
+    haar_finest_detail,
+    noise_model_class,
+    rician_mean,
+)
+from monai_dnaprior.settings import NoiseModelName
 
 
 def _smooth(shape):
@@ -122,7 +132,7 @@ def test_rician_mean_limits_and_gradient():
 @pytest.mark.parametrize("name, level", [("gaussian", 0.1), ("poisson", 0.01), ("rician", 0.05), ("speckle", 0.3)])
 def test_forward_then_inverse_round_trip(name, level):
     y = _smooth((32, 32)).float()
-    model = NoiseModel(name, level)
+    model = NoiseModel.named(name, level)
     fitted = model.forward(y)
     # the fit domain keeps the image range about [0, 1]
     assert -0.05 < float(fitted.min()) and float(fitted.max()) < 1.05
@@ -134,15 +144,15 @@ def test_forward_then_inverse_round_trip(name, level):
 @pytest.mark.parametrize("name", ["gaussian", "rician"])
 def test_additive_models_leave_the_image_as_is(name):
     y = _smooth((8, 8)).float()
-    assert torch.equal(NoiseModel(name, 0.1).forward(y), y)
+    assert torch.equal(NoiseModel.named(name, 0.1).forward(y), y)
 
 
 def test_anscombe_makes_poisson_noise_unit_variance_in_counts():
     gain, counts = 0.01, 40.0
     rng = np.random.default_rng(6)
     y = torch.from_numpy(gain * rng.poisson(counts, size=(1, 200, 200)).astype(np.float32))
-    model = NoiseModel("poisson", gain)
-    lo, hi = model._span()
+    model = PoissonNoise(gain)
+    lo, hi = model.span
     assert float(model.forward(y).std() * (hi - lo)) == pytest.approx(1.0, rel=0.05)
     assert float(model.forward(y).std()) == pytest.approx(model.fit_sigma, rel=0.05)
 
@@ -159,17 +169,32 @@ def test_speckle_log_domain_sigma_is_the_fit_sigma():
 
 
 def test_fit_sigma():
-    assert NoiseModel("gaussian", 0.07).fit_sigma == pytest.approx(0.07)
-    assert NoiseModel("rician", 0.07).fit_sigma == pytest.approx(0.07)
-    lo, hi = NoiseModel("poisson", 0.02)._span()
-    assert NoiseModel("poisson", 0.02).fit_sigma == pytest.approx(1 / (hi - lo))
+    assert GaussianNoise(0.07).fit_sigma == pytest.approx(0.07)
+    assert RicianNoise(0.07).fit_sigma == pytest.approx(0.07)
+    lo, hi = PoissonNoise(0.02).span
+    assert PoissonNoise(0.02).fit_sigma == pytest.approx(1 / (hi - lo))
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("gaussian", GaussianNoise), ("poisson", PoissonNoise), ("rician", RicianNoise), ("speckle", SpeckleNoise)],
+)
+def test_each_model_is_its_own_class(name, cls):
+    assert noise_model_class(name) is cls and cls.name == name and isinstance(cls.name, NoiseModelName)
+    model = NoiseModel.named(name, 0.1)
+    assert type(model) is cls and model == cls(0.1) and model != GaussianNoise(0.2)
+    assert model.fit_changes_filter == (not model.mean_is_clean) == model.is_magnitude == (name == "rician")
+    assert model.additive == (name in ("gaussian", "rician"))
+    assert NOISE_MODELS == tuple(NoiseModelName)[1:]  # every name but auto
+    with pytest.raises(ValueError, match="auto"):
+        NoiseModel.named("auto", 0.1)
 
 
 @pytest.mark.parametrize("name", NOISE_MODELS)
 def test_get_noise_model_uses_a_given_level(name):
     y = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(0))
     model = get_noise_model(name, y, 2, level=0.037)
-    assert model == NoiseModel(name, 0.037)
+    assert model == NoiseModel.named(name, 0.037)
 
 
 def test_get_noise_model_estimates_when_no_level():
@@ -194,10 +219,10 @@ def test_no_signal_is_a_background_whose_neighbourhood_mean_is_at_the_rician_flo
     floor = sigma * math.sqrt(math.pi / 2)
     mean = torch.full((1, 64, 64), floor) + 0.03 * floor * torch.randn(1, 64, 64, generator=gen)
     mean[:, :, 32:] = rician_mean(torch.tensor(0.5 * sigma), sigma) + 0.03 * floor * torch.randn(1, 64, 32, generator=gen)
-    found = NoiseModel("rician", sigma).no_signal(mean)
+    found = RicianNoise(sigma).no_signal(mean)
     assert bool(found[:, :, :24].all()) and not bool(found[:, :, 40:].any())
     assert bool((mean[:, :, :24] > floor).any())  # voxels whose own mean is above the floor count as background
-    assert not bool(NoiseModel("gaussian", sigma).no_signal(mean).any())
+    assert not bool(GaussianNoise(sigma).no_signal(mean).any())
 
 
 def test_poisson_gain_is_not_pulled_up_by_a_textured_bright_region():

@@ -4,14 +4,12 @@ real-scan shapes that used to be silent no-ops (a depth-1 slice, a zeroed backgr
 from __future__ import annotations
 
 import warnings
-from dataclasses import replace
-
 import pytest
 import torch
-from conftest import make_phantom, small_config
+from conftest import make_phantom, small_network
 
 from monai_dnaprior import SpectralFidelity, denoise
-from monai_dnaprior import fit as fit_module
+from monai_dnaprior.network import fit as fit_module
 from monai_dnaprior.noise import (
     UPPER_BOUND_SHARE,
     NoiseSpectrum,
@@ -143,13 +141,13 @@ def test_a_finest_scale_full_of_signal_gives_an_upper_bound_a_white_spectrum_and
     assert field.upper_bound and field.is_white and "upper bound" in field.describe()
     assert field.model.level == pytest.approx(UPPER_BOUND_SHARE * level)
     with pytest.warns(UserWarning, match=r"at most .*noise_level="):
-        result = denoise(img, "gaussian", config=small_config(3, wiener_patch=8, pilot="auto"), name="epi.nii")
+        result = denoise(img, "gaussian", name="epi.nii")
     assert result.info["level_upper_bound"]
     given, _ = estimate_noise_field(img, 2, "gaussian", level=sigma)  # no spectrum from the signal either
     assert given.is_white and not given.upper_bound and given.model.level == sigma
     with warnings.catch_warnings():  # a given level is no bound: no warning
         warnings.simplefilter("error")
-        denoise(img, "gaussian", noise_level=sigma, config=small_config(3, wiener_patch=8, pilot="auto"))
+        denoise(img, "gaussian", noise_level=sigma)
 
 
 def test_repeated_frames_give_the_noise_by_their_differences():
@@ -232,9 +230,9 @@ def test_a_kspace_windowed_magnitude_is_rician_with_a_coloured_field():
 
 def test_auto_denoises_coloured_noise_with_the_whitened_fit():
     noisy = _phantom((96, 96)) + _coloured_noise((1, 96, 96), 0.06, seed=8)
-    result = denoise(noisy, "auto", config=small_config(3, pilot="auto", wiener_patch=8))
+    result = denoise(noisy, "auto")
     assert result.info["noise_model"] == "gaussian" and result.info["coloured"]
-    assert result.info["pilot"] == "thresholded" and result.info["iterations"] == 0  # the fit adds too little here
+    assert result.info["prior"] == "filter" and result.info["iterations"] == 0
     seen = {}
     original = fit_module.SpectralFidelity
 
@@ -244,17 +242,17 @@ def test_auto_denoises_coloured_noise_with_the_whitened_fit():
 
     fit_module.SpectralFidelity = spy
     try:
-        result = denoise(noisy, "auto", config=small_config(3))  # the fit alone: it is whitened
+        result = denoise(noisy, "auto", prior="network", network_config=small_network(3))  # whitened
     finally:
         fit_module.SpectralFidelity = original
-    assert result.info["pilot"] == "network" and result.info["iterations"] == 3
+    assert result.info["prior"] == "network" and result.info["iterations"] == 3
     assert seen["psd"] is not None and seen["psd"].shape == (96, 96) and float(seen["psd"].max()) > 2
     assert result.info["noise_level"] == pytest.approx(0.06 / float(noisy.quantile(0.995) - noisy.quantile(0.005)), rel=0.3)
 
 
 def test_a_given_noise_psd_sets_the_level():
     noisy = _phantom((64, 64)) * 100 + 5 * torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(9))
-    result = denoise(noisy, "gaussian", config=small_config(2), noise_psd=torch.full((64, 64), 25.0))
+    result = denoise(noisy, "gaussian", noise_psd=torch.full((64, 64), 25.0))
     window = float(noisy.quantile(0.995) - noisy.quantile(0.005))
     assert result.info["noise_level"] == pytest.approx(5 / window, rel=1e-3) and not result.info["coloured"]
     with pytest.raises(ValueError, match="additive"):
@@ -264,8 +262,9 @@ def test_a_given_noise_psd_sets_the_level():
 def test_depth_one_slice_is_denoised_like_its_2d_squeeze():
     """(1, H, W, 1) as LoadImage gives a single DICOM slice: a 2D image, not a volume with no depth."""
     noisy = _phantom((40, 40)) * 1000 + 60 * torch.randn(1, 40, 40, generator=torch.Generator().manual_seed(10))
-    flat = denoise(noisy, config=small_config(3))
-    deep = denoise(noisy[..., None], config=small_config(3))
+    network = {"prior": "network", "network_config": small_network(3)}
+    flat = denoise(noisy, **network)
+    deep = denoise(noisy[..., None], **network)
     assert deep.image.shape == (1, 40, 40, 1)
     torch.testing.assert_close(deep.image[..., 0], flat.image)
     assert float((deep.image[..., 0] - noisy).abs().max()) > 10  # denoised, not returned as it came
@@ -275,7 +274,7 @@ def test_depth_one_slice_is_denoised_like_its_2d_squeeze():
 def test_zeroed_background_is_denoised_not_returned():
     noisy = _phantom((64, 64)) + 0.5 + 0.05 * torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(11))
     noisy[:, :, :40] = 0.0  # 62 % exact zeros
-    result = denoise(noisy, config=small_config(3, wiener_patch=8, pilot="thresholded"))
+    result = denoise(noisy)
     assert result.info["noise_level"] > 0
     assert float((result.image - noisy).abs().max()) > 0.02
     assert bool((result.image[:, :, :30].abs() < 1e-3).all())  # the mask stays a mask
@@ -286,41 +285,41 @@ def test_a_noise_free_image_warns_and_says_how_to_go_on():
     img[:, 10:30, 12:40] = 1.0  # rectangles: edges, no noise
     img[:, 30:44, 5:20] = 0.5
     with pytest.warns(UserWarning, match=r"noise level is 0 .*noise_level=") as record:
-        out = denoise(img, "gaussian", config=small_config(2), name="phantom.nii.gz")
+        out = denoise(img, "gaussian", name="phantom.nii.gz")
     assert "phantom.nii.gz" in str(record[0].message)
     torch.testing.assert_close(out.image, img)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        denoise(torch.full((1, 16, 16), 3.0), config=small_config(2))  # a constant image is quietly constant
+        denoise(torch.full((1, 16, 16), 3.0))  # a constant image is quietly constant
 
 
 def test_channels_beyond_the_code_are_denoised_in_groups():
     noisy = torch.stack([_phantom((24, 24), seed=s)[0] for s in range(10)]) + 0.05 * torch.randn(
         10, 24, 24, generator=torch.Generator().manual_seed(12))
-    result = denoise(noisy, config=small_config(2))
+    result = denoise(noisy)
     assert result.image.shape == (10, 24, 24) and len(result.info["groups"]) == 3
 
 
 def test_the_network_is_fitted_only_where_it_changes_the_result():
     noisy = _phantom((32, 32)) + 0.05 * torch.randn(1, 32, 32, generator=torch.Generator().manual_seed(13))
-    refined = small_config(3, wiener_patch=8)
-    thresholded = denoise(noisy, "gaussian", config=replace(refined, pilot="thresholded"))
-    assert thresholded.info["iterations"] == 0 and thresholded.info["pilot"] == "thresholded"
+    network = small_network(3)
+    filtered = denoise(noisy, "gaussian")
+    assert filtered.info["iterations"] == 0 and filtered.info["prior"] == "filter"
     with pytest.warns(UserWarning, match="changes only a Rician result"):
-        gaussian = denoise(noisy, "gaussian", config=refined, name="scan.nii")
-    assert gaussian.info["iterations"] == 0 and torch.equal(gaussian.image, thresholded.image)
-    rician = denoise(noisy.abs(), "rician", config=refined)
-    assert rician.info["iterations"] == 3 and rician.info["pilot"] == "network"
-    fit_alone = denoise(noisy, "gaussian", config=small_config(3))  # no refinement: the fit is the result
-    assert fit_alone.info["iterations"] == 3 and fit_alone.info["pilot"] == "network"
-    with pytest.raises(ValueError, match="pilot"):
-        denoise(noisy, config=replace(refined, pilot="nope"))
+        gaussian = denoise(noisy, "gaussian", prior="network+filter", network_config=network, name="scan.nii")
+    assert gaussian.info["iterations"] == 0 and torch.equal(gaussian.image, filtered.image)
+    rician = denoise(noisy.abs(), "rician", prior="network+filter", network_config=network)
+    assert rician.info["iterations"] == 3 and rician.info["prior"] == "network+filter"
+    fit_alone = denoise(noisy, "gaussian", prior="network", network_config=network)  # the fit is the result
+    assert fit_alone.info["iterations"] == 3 and fit_alone.info["prior"] == "network"
+    with pytest.raises(ValueError, match="prior"):
+        denoise(noisy, prior="nope")
 
 
 def test_group_coefficient_variances_count_the_noise_patches_share():
     """Two patches ``delta`` apart share coloured noise: the table is ``b_i^T C(delta) b_i``, checked by brute force,
     and a group of overlapping patches gets a larger variance at its group DC than independent patches would."""
-    from monai_dnaprior.filters.collaborative import _group_variances, patch_basis, dct_matrix
+    from monai_dnaprior.filters.collaborative import group_variances, patch_basis, dct_matrix
 
     basis = patch_basis((4, 4), torch.device("cpu"))
     spectrum = NoiseSpectrum(torch.outer(torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6]),
@@ -342,8 +341,8 @@ def test_group_coefficient_variances_count_the_noise_patches_share():
         expected = ((basis.double() @ cov) * basis.double()).sum(1)
         torch.testing.assert_close(table[reach + delta[0], reach + delta[1]].double(), expected, atol=1e-5, rtol=0)
     across = dct_matrix(2)
-    near = _group_variances(torch.tensor([[[0, 0], [0, 1]]]), across, table, reach, floor)
-    far = _group_variances(torch.tensor([[[0, 0], [0, 9]]]), across, table, reach, floor)
+    near = group_variances(torch.tensor([[[0, 0], [0, 1]]]), across, table, reach, floor)
+    far = group_variances(torch.tensor([[[0, 0], [0, 9]]]), across, table, reach, floor)
     assert float(near[0, 0, 0]) > 1.5 * float(far[0, 0, 0])  # overlapping patches: their mean keeps more noise
     torch.testing.assert_close(far[0, 0], far[0, 1])  # independent patches: as the patch variances
     torch.testing.assert_close(far[0, 0], table[reach, reach].clamp_min(floor))
@@ -400,5 +399,5 @@ def test_a_masked_sharp_magnitude_given_as_rician_gets_an_upper_bound():
     assert field.model.level == pytest.approx(UPPER_BOUND_SHARE * estimate_noise_level(masked, 2))
     assert field.model.level < 0.5 * estimate_rician_sigma(masked, 2)  # the bright blocks read the anatomy
     with pytest.warns(UserWarning, match=r"at most .*noise_level="):
-        denoise(masked, "rician", config=small_config(3, wiener_patch=8, pilot="auto"))
+        denoise(masked, "rician")
     assert not estimate_noise_field(masked, 2, "rician", level=sigma)[0].upper_bound  # a given level stands

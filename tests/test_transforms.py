@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import as_numpy as _numpy
 from conftest import make_phantom, psnr
 from monai.data import CacheDataset, DataLoader, Dataset, MetaTensor, PersistentDataset
 from monai.transforms import (
@@ -25,20 +26,25 @@ from nibabel.testing import data_path as nibabel_data_path
 
 import monai_dnaprior
 import monai_dnaprior.transforms as transforms_module
-from monai_dnaprior import DNAPriorDenoise, DNAPriorDenoiseD, DNAPriorDenoised, DNAPriorDenoiseDict, denoise
+from monai_dnaprior import (
+    PRESETS,
+    DNAPriorDenoise,
+    DNAPriorDenoiseD,
+    DNAPriorDenoised,
+    DNAPriorDenoiseDict,
+    NetworkConfig,
+    denoise,
+)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-FAST = {"preset": "fast", "max_iters": 5}
+FAST = {"preset": "fast"}  # the default path, the filter: its fastest preset
+NETWORK = {"prior": "network", "preset": "fast", "max_iters": 5}  # the network path, a short fit
 
 
 def _noisy(shape=(16, 16), sigma=0.1, seed=0, channels=1):
     clean = np.stack([make_phantom(shape)] * channels)
     rng = np.random.default_rng(seed)
     return clean, (clean + sigma * rng.standard_normal(clean.shape)).astype(np.float32)
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
 def _counting_denoise(monkeypatch):
@@ -78,13 +84,23 @@ def test_torch_backend_declared():
     assert DNAPriorDenoise.backend == DNAPriorDenoised.backend == [monai_dnaprior.transforms.TransformBackends.TORCH]
 
 
-def test_overrides_reach_the_fit_config():
-    t = DNAPriorDenoise(preset="fast", max_iters=7, tv_scale=0.3, frequency_power=1.0, amplitude_weight=2.0,
-                        phase_weight=0.5)
-    assert (t.config.max_iters, t.config.tv_scale, t.config.frequency_power) == (7, 0.3, 1.0)
-    assert (t.config.amplitude_weight, t.config.phase_weight) == (2.0, 0.5)
-    assert DNAPriorDenoise(preset="fast").config == monai_dnaprior.PRESETS["fast"]  # None keeps the preset's
-    assert t.config.channels == monai_dnaprior.PRESETS["fast"].channels  # what is not named keeps the preset's
+def test_overrides_reach_the_network_config():
+    t = DNAPriorDenoise(preset="fast", prior="network", max_iters=7, tv_scale=0.3, frequency_power=1.0,
+                        amplitude_weight=2.0, phase_weight=0.5, volume_mode="volume")
+    config = t.network_config
+    assert (config.max_iters, config.tv_scale, config.frequency_power) == (7, 0.3, 1.0)
+    assert (config.amplitude_weight, config.phase_weight, config.volume_mode) == (2.0, 0.5, "volume")
+    fast_filter, fast_network = PRESETS["fast"]
+    assert config.channels == fast_network.channels  # what is not named keeps the preset's
+    assert t.filter_config == fast_filter
+    plain = DNAPriorDenoise(preset="fast", prior="network+filter")
+    assert (plain.filter_config, plain.network_config) == PRESETS["fast"]  # None keeps the preset's
+
+
+@pytest.mark.parametrize("prior", ["auto", "filter"])
+def test_the_filter_alone_carries_no_network_config(prior):
+    t = DNAPriorDenoise(preset="quality", prior=prior)
+    assert t.network_config is None and t.filter_config == PRESETS["quality"][0]
 
 
 # -------------------------------------------------------------------------------------------- types, meta
@@ -143,7 +159,7 @@ def test_same_result_for_each_type_and_deterministic(array_type):
     _, noisy = _noisy()
     expected = DNAPriorDenoise(**FAST)(noisy)
     np.testing.assert_array_equal(_numpy(DNAPriorDenoise(**FAST)(convert(noisy))), expected)
-    rician = {"noise_model": "rician", "pilot": "network", **FAST}  # the seed shapes the network's fit
+    rician = {"noise_model": "rician", **NETWORK}  # the seed shapes the network's fit
     magnitude = np.abs(noisy)
     network = DNAPriorDenoise(**rician)(magnitude)
     assert not np.array_equal(_numpy(DNAPriorDenoise(seed=1, **rician)(convert(magnitude))), network)
@@ -158,7 +174,7 @@ def test_uint8_comes_back_as_uint8_and_denoised(array_type):
     clean = make_phantom((24, 24))[None] * 255
     rng = np.random.default_rng(1)
     noisy = (clean + 25 * rng.standard_normal(clean.shape)).round().clip(0, 255).astype(np.uint8)
-    out = DNAPriorDenoise(preset="fast", max_iters=20)(convert(noisy))
+    out = DNAPriorDenoise(**FAST)(convert(noisy))
     assert out.dtype in (np.uint8, torch.uint8)
     out = _numpy(out)
     assert psnr(out / 255.0, clean / 255.0) > psnr(noisy / 255.0, clean / 255.0) + 3.0
@@ -169,7 +185,7 @@ def test_int16_hu_ct_comes_back_as_int16_in_range_and_denoised(array_type):
     clean = make_phantom((24, 24))[None] * 3000 - 1000  # -1000 (air) .. 2000 (bone) HU
     rng = np.random.default_rng(2)
     noisy = (clean + 300 * rng.standard_normal(clean.shape)).round().clip(-1000, 2000).astype(np.int16)
-    out = DNAPriorDenoise(preset="fast", max_iters=20)(convert(noisy))
+    out = DNAPriorDenoise(**FAST)(convert(noisy))
     assert out.dtype in (np.int16, torch.int16)
     out = _numpy(out).astype(np.float64)
     assert out.min() >= -1100 and out.max() <= 2100  # in the image's own HU range, not [0, 1] or clipped
@@ -185,11 +201,24 @@ def test_float_precision_is_kept(array_type, dtype):
     assert psnr(_numpy(out).astype(np.float64), clean) > psnr(noisy, clean)
 
 
-def test_integer_output_is_rounded_and_clipped_to_the_dtype():
-    out = transforms_module._to_input_dtype(torch.tensor([-3.6, 0.4, 254.6, 300.0]), torch.uint8)
-    assert out.dtype == torch.uint8 and out.tolist() == [0, 0, 255, 255]
-    out = transforms_module._to_input_dtype(torch.tensor([-40000.0, -1000.4, 1999.5]), torch.int16)
-    assert out.tolist() == [-32768, -1000, 2000]
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16])
+def test_integer_output_is_the_float_result_rounded_and_clipped_to_the_dtype(array_type, dtype):
+    """A disc at both ends of its dtype's range, filtered hard (a noise level given far above the noise): the
+    filter's result rings beyond both ends, and the integer output is the float output rounded and clipped, not
+    wrapped around."""
+    _, convert = array_type
+    info = np.iinfo(dtype)
+    span = float(info.max) - float(info.min)
+    rows, cols = np.mgrid[:24, :24]
+    clean = ((rows - 12) ** 2 + (cols - 12) ** 2 < 30).astype(np.float64)[None]
+    unit = (clean + 0.05 * np.random.default_rng(4).standard_normal(clean.shape)).clip(0, 1)
+    noisy = np.round(info.min + span * unit).astype(dtype)
+    settings = {"noise_model": "gaussian", "noise_level": 0.2, **FAST}
+    as_float = _numpy(DNAPriorDenoise(**settings)(noisy.astype(np.float32)))
+    assert as_float.min() < info.min - 0.5 and as_float.max() > info.max + 0.5  # there is something to clip
+    out = DNAPriorDenoise(**settings)(convert(noisy))
+    assert str(out.dtype).split(".")[-1] == np.dtype(dtype).name
+    np.testing.assert_array_equal(_numpy(out), np.clip(np.round(as_float), info.min, info.max).astype(dtype))
 
 
 def test_several_channels_are_denoised_each_in_their_own_right(array_type):
@@ -199,18 +228,25 @@ def test_several_channels_are_denoised_each_in_their_own_right(array_type):
     clean = np.stack([a, b])
     rng = np.random.default_rng(3)
     noisy = (clean + 0.1 * rng.standard_normal(clean.shape)).astype(np.float32)
-    out = _numpy(DNAPriorDenoise(preset="fast", max_iters=20)(convert(noisy)))
+    out = _numpy(DNAPriorDenoise(**FAST)(convert(noisy)))
     assert out.shape == (2, 16, 16)
     for c in range(2):
         assert psnr(out[c], clean[c]) > psnr(noisy[c], clean[c]) + 2.0
         assert psnr(out[c], clean[c]) > psnr(out[c], clean[1 - c]) + 5.0
 
 
+def test_3d_volume(array_type):
+    _, convert = array_type
+    clean, noisy = _noisy((16, 16, 6))
+    out = DNAPriorDenoise(**FAST)(convert(noisy))
+    assert out.shape == noisy.shape and psnr(_numpy(out), clean) > psnr(noisy, clean) + 3.0
+
+
 @pytest.mark.parametrize("volume_mode", ["auto", "slices", "volume"])
-def test_3d_volume(array_type, volume_mode):
+def test_3d_volume_with_the_network(array_type, volume_mode):
     _, convert = array_type
     _clean, noisy = _noisy((8, 8, 5))
-    out = DNAPriorDenoise(volume_mode=volume_mode, **FAST)(convert(noisy))
+    out = DNAPriorDenoise(volume_mode=volume_mode, **NETWORK)(convert(noisy))
     assert out.shape == noisy.shape and np.isfinite(_numpy(out)).all()
 
 
@@ -238,7 +274,7 @@ def test_real_scan_file_pipeline_keeps_the_affine():
     path = os.path.join(nibabel_data_path, "anatomical.nii")
     pipeline = Compose([
         LoadImaged(keys="image", ensure_channel_first=True, image_only=True),
-        DNAPriorDenoised(keys="image", uncertainty_key="std", preset="fast", max_iters=3),
+        DNAPriorDenoised(keys="image", uncertainty_key="std", preset="fast"),
     ])
     loaded = LoadImaged(keys="image", ensure_channel_first=True, image_only=True)({"image": path})["image"]
     out = pipeline({"image": path})
@@ -256,7 +292,7 @@ def test_real_scan_with_added_noise_is_denoised(name):
         pytest.skip(f"{path} is not here (the shared real scans live beside the repository)")
     clean = LoadImage(image_only=True, ensure_channel_first=True)(str(path)).numpy()
     noisy = (clean + 0.1 * np.random.default_rng(0).standard_normal(clean.shape)).astype(np.float32)
-    out = DNAPriorDenoise(preset="fast", max_iters=20)(noisy)
+    out = DNAPriorDenoise(**FAST)(noisy)
     assert psnr(out, clean) > psnr(noisy, clean) + 3.0
 
 
@@ -284,10 +320,13 @@ def test_persistent_dataset_runs_the_fit_once_per_image(monkeypatch, tmp_path):
 
 def test_pickle_round_trip_gives_the_same_output():
     _, noisy = _noisy()
-    t = DNAPriorDenoise(noise_model="speckle", seed=3, tv_scale=0.2, **FAST)
+    t = DNAPriorDenoise(noise_model="speckle", seed=3, tv_scale=0.2, **NETWORK)
     clone = pickle.loads(pickle.dumps(t))
-    assert clone.config == t.config and clone.noise_model == "speckle" and clone.seed == 3
+    assert clone.network_config == t.network_config and clone.filter_config == t.filter_config
+    assert clone.noise_model == "speckle" and clone.seed == 3 and clone.prior == "network"
     np.testing.assert_array_equal(clone(np.abs(noisy)), t(np.abs(noisy)))
+    plain = DNAPriorDenoise(noise_model="gaussian", **FAST)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(plain))(noisy), plain(noisy))
     d = DNAPriorDenoised(keys="image", uncertainty_key="unc", **FAST)
     d_clone = pickle.loads(pickle.dumps(d))
     out, out_clone = d({"image": noisy}), d_clone({"image": noisy})
@@ -363,11 +402,17 @@ def test_invalid_settings_raise(kwargs, match):
         DNAPriorDenoise(**kwargs)
 
 
-def test_given_noise_level_is_used(monkeypatch):
+def test_the_settings_reach_denoise(monkeypatch):
     seen = []
     monkeypatch.setattr(transforms_module, "denoise", lambda img, **kw: seen.append(kw) or denoise(img, **kw))
-    DNAPriorDenoise(noise_level=0.05, noise_model="rician", seed=4, volume_mode="volume", slice_axis=0, **FAST)(
+    DNAPriorDenoise(noise_level=0.05, noise_model="rician", seed=4, volume_mode="volume", slice_axis=0, **NETWORK)(
         _noisy()[1]
     )
-    assert seen[0]["noise_level"] == 0.05 and seen[0]["noise_model"] == "rician" and seen[0]["seed"] == 4
-    assert seen[0]["volume_mode"] == "volume" and seen[0]["slice_axis"] == 0 and seen[0]["config"].max_iters == 5
+    DNAPriorDenoise(noise_level=0.07, device="cpu", **FAST)(_noisy()[1])
+    network, default = seen
+    assert network["noise_level"] == 0.05 and network["noise_model"] == "rician" and network["seed"] == 4
+    assert network["prior"] == "network" and network["slice_axis"] == 0
+    assert isinstance(network["network_config"], NetworkConfig)
+    assert network["network_config"].volume_mode == "volume" and network["network_config"].max_iters == 5
+    assert default["noise_level"] == 0.07 and default["prior"] == "auto" and default["device"] == "cpu"
+    assert default["network_config"] is None and default["filter_config"] == PRESETS["fast"][0]

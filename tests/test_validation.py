@@ -3,22 +3,19 @@ work, and the device choice (CUDA in a forked DataLoader worker)."""
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
 import torch
+from conftest import as_numpy as _numpy
 from conftest import make_phantom
 
-from monai_dnaprior import DNAPriorDenoise, denoise, devices
+from monai_dnaprior import DNAPriorDenoise, VolumeMode, denoise
 from monai_dnaprior.devices import resolve_device
-from monai_dnaprior.validation import check_choice, check_image
+from monai_dnaprior.validation import check_image, check_option
 
-FAST = {"preset": "fast", "max_iters": 3}
-
-
-def _numpy(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+FAST = {"preset": "fast"}  # the default path, the filter
+NETWORK = {"prior": "network", "preset": "fast", "max_iters": 3}  # the network path, a short fit
 
 
 # --------------------------------------------------------------------------------------------- bad inputs
@@ -36,7 +33,7 @@ def test_non_finite_values_say_how_many_and_how_to_clean(array_type, bad_value):
     assert "clean" in message and "nan_to_num" in message
 
 
-def test_non_finite_values_are_caught_by_the_engine_too():
+def test_non_finite_values_are_caught_by_denoise_too():
     img = torch.rand(2, 6, 6, 3, dtype=torch.float64)
     img[1, 2, 3, 0] = float("nan")
     with pytest.raises(ValueError, match="1 NaN or infinite"):
@@ -92,22 +89,26 @@ def test_non_numeric_image_raises_type_error(img):
 
 
 def test_float64_values_beyond_float32_fail_clearly_or_work():
-    """Bug: finite float64 values above float32's range (~3.4e38) pass the check, turn into inf when the engine
-    casts to float32, every iteration backtracks, and the user gets ``RuntimeError: no output was averaged yet``.
+    """Bug: finite float64 values above float32's range (~3.4e38) passed the check, turned into inf when cast to
+    float32, every iteration backtracked, and the user got ``RuntimeError: no output was averaged yet``.
     Either normalise in float64 before the cast or reject such values with a ValueError that says so."""
     img = make_phantom((8, 8))[None].astype(np.float64) * 1e300
-    try:
-        out = DNAPriorDenoise(**FAST)(img)
-    except ValueError as error:
-        assert "float32" in str(error)
-    else:
-        assert out.dtype == np.float64 and np.isfinite(out).all()
+    for settings in (FAST, NETWORK):
+        try:
+            out = DNAPriorDenoise(**settings)(img)
+        except ValueError as error:
+            assert "float32" in str(error)
+        else:
+            assert out.dtype == np.float64 and np.isfinite(out).all()
 
 
-def test_check_choice_names_every_choice():
-    check_choice("mode", "a", ("a", "b"))
-    with pytest.raises(ValueError, match=re.escape("Unknown mode 'c'; choose one of 'a', 'b'.")):
-        check_choice("mode", "c", ("a", "b"))
+def test_check_option_names_the_setting_and_every_choice():
+    assert check_option("volume_mode", "slices", VolumeMode) is VolumeMode.SLICES
+    with pytest.raises(ValueError) as error:
+        check_option("volume_mode", "3d", VolumeMode)
+    message = str(error.value)
+    assert "volume_mode" in message and "'3d'" in message
+    assert all(repr(str(m)) in message for m in VolumeMode)
 
 
 # ------------------------------------------------------------------------------- unusual but valid inputs
@@ -133,13 +134,20 @@ VALID = {
 }
 
 
+def _with_noise(name: str) -> np.ndarray:
+    """``VALID[name]`` with a little noise where it is float and not constant."""
+    img = VALID[name]
+    if img.dtype.kind in "iu" or name in ("constant", "one voxel"):
+        return img
+    return (img + np.random.default_rng(0).normal(0, 0.05, img.shape)).astype(img.dtype)
+
+
 @pytest.mark.parametrize("name", list(VALID))
 def test_unusual_but_valid_inputs_just_work(array_type, name):
     _, convert = array_type
     img = VALID[name]
     reference = img.copy()
-    noisy = img if img.dtype.kind in "iu" or name in ("constant", "one voxel") else (
-        img + np.random.default_rng(0).normal(0, 0.05, img.shape)).astype(img.dtype)
+    noisy = _with_noise(name)
     out = DNAPriorDenoise(**FAST)(convert(noisy))
     assert out.shape == img.shape
     assert str(out.dtype).split(".")[-1] == noisy.dtype.name
@@ -156,10 +164,17 @@ def test_constant_images_come_back_unchanged(array_type, name):
     np.testing.assert_array_equal(_numpy(DNAPriorDenoise(**FAST)(convert(VALID[name]))), VALID[name])
 
 
+@pytest.mark.parametrize("name", list(VALID))
+def test_unusual_but_valid_inputs_work_with_the_network_too(name):
+    img = _with_noise(name)
+    out = DNAPriorDenoise(**NETWORK)(img)
+    assert out.shape == img.shape and out.dtype == img.dtype and np.isfinite(out.astype(np.float64)).all()
+
+
 @pytest.mark.parametrize("volume_mode", ["slices", "volume"])
 @pytest.mark.parametrize("name", ["odd 3D", "tiny 3D 3x3x3", "single slice 3D", "two channel 3D"])
 def test_3d_edge_shapes_in_both_modes(name, volume_mode):
-    out = DNAPriorDenoise(volume_mode=volume_mode, **FAST)(VALID[name])
+    out = DNAPriorDenoise(volume_mode=volume_mode, **NETWORK)(_with_noise(name))
     assert out.shape == VALID[name].shape and np.isfinite(out).all()
 
 
@@ -206,7 +221,7 @@ def test_default_device_in_a_forked_worker_is_the_cpu(monkeypatch):
 
 
 def test_default_device_is_cuda_when_available_and_cpu_otherwise(monkeypatch):
-    monkeypatch.setattr(devices, "_in_bad_fork", lambda: False)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device(None) == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -214,7 +229,7 @@ def test_default_device_is_cuda_when_available_and_cpu_otherwise(monkeypatch):
 
 
 def test_cuda_without_cuda_says_so(monkeypatch):
-    monkeypatch.setattr(devices, "_in_bad_fork", lambda: False)
+    monkeypatch.setattr(torch.cuda, "_is_in_bad_fork", lambda: False, raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="CUDA is not available; use device='cpu'"):
         resolve_device("cuda")
@@ -226,5 +241,8 @@ def test_cpu_is_always_fine(monkeypatch, device):
     assert resolve_device(device) == torch.device("cpu")
 
 
-def test_in_bad_fork_is_false_in_the_test_process():
-    assert devices._in_bad_fork() is False
+def test_the_test_process_may_use_cuda_when_it_has_it():
+    """Not a forked worker: the default is CUDA where there is one, and asking for it does not raise."""
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None) == torch.device(expected)
+    assert resolve_device(expected) == torch.device(expected)

@@ -2,14 +2,16 @@
 # # DNA-Prior quickstart: denoise one real MRI slice
 #
 # DNA-Prior needs no training data and no weights: it estimates the noise from the image itself (model, level,
-# spectrum), then filters the observation collaboratively: a hard-thresholding pass for the first pilot, then a
-# block-matching Wiener pass. For MRI magnitudes (Rician noise) `pilot="network"` also fits a freshly initialised
-# network to that one noisy image (a Deep Image Prior) to correct the magnitude's bias.
+# spectrum), then filters the observation collaboratively over groups of similar patches (a hard-thresholding pass,
+# a block-matching Wiener pass and an NL-Bayes step), each coefficient with its own noise variance. That filter is
+# the default (`prior="auto"`). On request `prior="network"` fits a freshly initialised network to the one noisy
+# image instead (a Deep Image Prior: tens of seconds rather than seconds), and `prior="network+filter"` lets that
+# fit guide the filter, which changes an MRI magnitude's (Rician) result only: the fit corrects its bias.
 #
 # Here: load a real brain MRI slice with MONAI, add Gaussian noise with a fixed seed, denoise it with
-# `DNAPriorDenoise`, and look at what was removed. With white Gaussian noise it takes about a second on a CPU
-# (`DNAPRIOR_TUTORIAL_ITERS=20` caps the fit where there is one, for a smoke run).
+# `DNAPriorDenoise`, and look at what was removed. With white Gaussian noise it takes about a second on a CPU.
 #
+# Install the package with matplotlib, from the repository root: `pip install -e ".[tutorials]"`.
 # Run as a notebook (Jupyter, VS Code) or headless: `MPLBACKEND=Agg python tutorials/01_quickstart.py`.
 # Figures are saved as PNG in the current working directory.
 
@@ -21,7 +23,7 @@ import time
 import matplotlib.pyplot as plt
 import torch
 from monai.transforms import LoadImage
-from tutorial_utils import add_noise, max_iters, psnr, save_figure, scan_path, view
+from tutorial_utils import add_noise, psnr, save_figure, scan_path, view
 
 from monai_dnaprior import DNAPriorDenoise
 
@@ -45,12 +47,13 @@ print(f"noisy PSNR: {psnr(clean, noisy):.2f} dB")
 
 # %% [markdown]
 # ## Denoise
-# The defaults estimate the noise level from the image and stop automatically; only the noise model is a choice
-# (`"gaussian"`, `"poisson"`, `"rician"`, `"speckle"`). `seed` makes the result reproducible.
-# `max_iters` caps the network fit where there is one (none here: Gaussian noise needs no network).
+# The defaults estimate the noise level from the image; only the noise model is a choice (`"auto"`, the default,
+# finds it from the image; `"gaussian"`, `"poisson"`, `"rician"`, `"speckle"`). The filter has no randomness: the
+# same image always gives the same result. The network's settings (`max_iters`, `seed`, `volume_mode`, ...) are
+# accepted only with a prior that fits a network (`prior="network"` or `"network+filter"`).
 
 # %%
-denoiser = DNAPriorDenoise(noise_model="gaussian", seed=0, max_iters=max_iters())
+denoiser = DNAPriorDenoise(noise_model="gaussian")
 start = time.perf_counter()
 denoised = denoiser(noisy)
 seconds = time.perf_counter() - start
@@ -81,6 +84,8 @@ save_figure(fig, "01_quickstart.png")
 # ## Notes
 # - Numpy in gives numpy out; integer images come back rounded in their own dtype, HU-range CT in HU.
 # - `preset="fast"` trades some quality for time; `preset="quality"` goes the other way.
+# - `DNAPriorDenoise(noise_model="gaussian", prior="network", max_iters=150, seed=0)` fits the network alone (the
+#   Deep Image Prior), `seed` making it reproducible; tutorial 3 compares the priors on a volume.
 # - On a busy or shared CPU, `OMP_NUM_THREADS=1` is often faster than PyTorch's one thread per core.
 #
 # Next: `02_before_segmentation.py` puts the transform in a MONAI pipeline.

@@ -2,14 +2,17 @@
 # # DNA-Prior in a MONAI pipeline, before a segmentation network
 #
 # `DNAPriorDenoised` is a dictionary transform: put it in a `Compose` right after loading, before intensity
-# scaling and the network. Denoising takes seconds per image (minutes where a network is fitted: `pilot="network"`), so
-# cache it: the transform is deterministic and not random, so `CacheDataset` (memory) or `PersistentDataset` (disk)
-# keep its output and
-# **the denoising runs once per image**, not once per epoch. This tutorial shows that by counting the runs.
+# scaling and the network. Denoising takes seconds per image (minutes where a network is fitted:
+# `prior="network"`), so cache it: the transform is deterministic and not random, so `CacheDataset` (memory) or
+# `PersistentDataset` (disk) keep its output and **the denoising runs once per image**, not once per epoch. This
+# tutorial shows that by counting the runs.
 #
 # The UNet below has **random weights**: its output is meaningless and only shows the wiring. Bring your own
-# trained network. To keep the run to a few minutes on a CPU this tutorial uses `preset="fast"`
-# (`DNAPRIOR_TUTORIAL_ITERS=20` for a smoke run). Figures are saved in the current working directory.
+# trained network. To keep the run short on a CPU this tutorial uses `preset="fast"`. Figures are saved in the
+# current working directory.
+#
+# Install the package with matplotlib, from the repository root: `pip install -e ".[tutorials]"`.
+# Run headless: `MPLBACKEND=Agg python tutorials/02_before_segmentation.py`.
 
 # %%
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from monai.data import CacheDataset, DataLoader
 from monai.networks.nets import UNet
 from monai.transforms import Compose, DivisiblePadd, EnsureChannelFirstd, LoadImage, LoadImaged, ScaleIntensityd
-from tutorial_utils import add_noise, max_iters, save_figure, scan_path, view
+from tutorial_utils import add_noise, save_figure, scan_path, view
 
 from monai_dnaprior import DNAPriorDenoised
 
@@ -68,7 +71,7 @@ class CountingDenoised(DNAPriorDenoised):
 transform = Compose([
     LoadImaged(keys="image", image_only=True),
     EnsureChannelFirstd(keys="image"),
-    CountingDenoised(keys="image", noise_model="gaussian", preset="fast", max_iters=max_iters(), seed=0),
+    CountingDenoised(keys="image", noise_model="gaussian", preset="fast"),
     ScaleIntensityd(keys="image"),  # whatever intensity step your network was trained with
     DivisiblePadd(keys="image", k=4),  # the UNet below halves the size twice
 ])
@@ -123,7 +126,7 @@ save_figure(fig, "02_before_segmentation.png")
 # %% [markdown]
 # ## Notes
 # - `PersistentDataset(data, transform, cache_dir=..., hash_transform=monai.data.utils.pickle_hashing)` caches
-#   to disk, across runs; the denoiser's settings are plain values, so changing one (preset, seed, noise model)
+#   to disk, across runs; the denoiser's settings are plain values, so changing one (preset, noise model, prior)
 #   changes the hash and gives a fresh cache instead of stale outputs.
 # - Random augmentations placed after `DNAPriorDenoised` still vary per epoch; the cache stops at the first
 #   random transform, so keep the denoiser before them.

@@ -2,14 +2,14 @@
 # # The MONAI Bundle: denoise a folder from the command line
 #
 # The repository's `bundle/` is a MONAI Bundle that `python -m monai.bundle run` executes: it denoises every
-# NIfTI / DICOM / MetaImage / NRRD file of a folder into `<name>_denoised.nii.gz`, keeping shape, affine and
-# intensity range. There are no trained weights to download: everything is estimated from each image.
+# NIfTI / DICOM / MetaImage / NRRD file of a folder into `<name>_denoised.nii.gz`, keeping shape, affine, NIfTI
+# header and data type. There are no trained weights to download: everything is estimated from each image.
 # (`bundle/docs/README.md` has every setting, multi-process runs with `torchrun`, and denoise-then-segment.)
 #
-# This tutorial runs the commands with `subprocess` from the repository root, as you would in a shell.
-# It passes `--max_iters 50`, which caps a network fit where there is one (none with the default settings), so each
-# run takes seconds; drop it for real use (`DNAPRIOR_TUTORIAL_ITERS` overrides the cap). Figures are saved in the
-# current working directory.
+# This tutorial runs the commands with `subprocess` from the repository root, as you would in a shell. With the
+# default settings no network is fitted (the collaborative filter runs), so each run takes seconds. To fit the
+# DNA-Prior network instead, add `--prior network` (its settings, such as `--max_iters 150` or `--seed 0`, are
+# refused without it: they could not change the result). Figures are saved in the current working directory.
 
 # %%
 from __future__ import annotations
@@ -25,10 +25,9 @@ import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 from monai.transforms import LoadImage
-from tutorial_utils import add_noise, max_iters, repo_root, save_figure, scan_path, view
+from tutorial_utils import add_noise, repo_root, save_figure, scan_path, view
 
 ROOT = repo_root()
-ITERS = max_iters(50)
 if not (ROOT / "bundle" / "configs" / "inference.json").exists():
     raise SystemExit(f"No bundle at {ROOT / 'bundle'}; this tutorial needs the repository's bundle/ folder.")
 
@@ -52,14 +51,15 @@ def bundle_run(*overrides: str) -> subprocess.CompletedProcess:
 
 # %%
 out1 = Path(tempfile.mkdtemp(prefix="dnaprior_bundle_"))
-bundle_run("--max_iters", str(ITERS), "--output_dir", str(out1))
+bundle_run("--output_dir", str(out1))
 print(sorted(p.name for p in out1.iterdir()))
 
 # %% [markdown]
 # ## 2. Your own folder, with a noise model
 # Two real scans with Gaussian noise added (fixed seed), written as NIfTI into a folder; then point the bundle at
 # it with `--dataset_dir`. Any setting of `configs/inference.json` is overridden the same way (`--preset fast`,
-# `--noise_model rician`, `--device cuda:1`, ...).
+# `--noise_model rician`, `--device cuda:1`, ...); a misspelled one (`--nois_model`) is refused with the closest
+# known setting, so a typo never runs silently with the default.
 
 # %%
 in_dir = Path.cwd() / "tutorial04_in"
@@ -69,25 +69,25 @@ for seed, name in enumerate(["mr_small_2d.nii.gz", "ratlung_ct_2d.nii.gz"]):
     noisy = add_noise(clean, "gaussian", 0.08, seed=seed)
     nib.save(nib.Nifti1Image(noisy.numpy().astype(np.float32), np.eye(4)), in_dir / f"noisy_{scan_path(name).name}")
 out2 = Path(tempfile.mkdtemp(prefix="dnaprior_bundle_"))
-bundle_run("--dataset_dir", str(in_dir), "--output_dir", str(out2), "--noise_model", "gaussian",
-           "--max_iters", str(ITERS))
+bundle_run("--dataset_dir", str(in_dir), "--output_dir", str(out2), "--noise_model", "gaussian")
 outputs = sorted(out2.glob("*_denoised.nii.gz"))
 print([p.name for p in outputs])
 
 # %% [markdown]
 # Beside each output, a JSON sidecar holds a fingerprint of the settings and of the input. Run it again with the
-# same settings: finished outputs are skipped (an interrupted run can simply be restarted). With other settings
-# (another `--seed`, `--preset`, `--noise_model` ...) or a changed input they are denoised again, never silently
-# kept; `--overwrite true` redoes everything.
+# same settings: finished outputs are skipped (an interrupted run can simply be restarted). With settings that change
+# the result (another `--preset`, `--noise_model`, `--prior network` ...) or a changed input they are denoised again,
+# never silently kept; settings that cannot change it (`--prior filter`, which is what `auto` runs, or
+# `--progress_interval`) keep them. `--overwrite true` redoes everything.
 
 # %%
 print(json.loads(outputs[0].with_name(outputs[0].name.replace(".nii.gz", ".json")).read_text())["fingerprint"])
-bundle_run("--dataset_dir", str(in_dir), "--output_dir", str(out2), "--noise_model", "gaussian",
-           "--max_iters", str(ITERS))
+bundle_run("--dataset_dir", str(in_dir), "--output_dir", str(out2), "--noise_model", "gaussian")
 
 # %% [markdown]
 # ## Look at the outputs
-# Same shape, affine and NIfTI header as the inputs.
+# Same shape, affine, NIfTI header and data type as the inputs, in the inputs' intensity units (a denoised value can
+# fall slightly outside the input's range: nothing clips it).
 
 # %%
 loader = LoadImage(image_only=True)

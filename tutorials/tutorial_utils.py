@@ -1,4 +1,5 @@
-"""Small helpers the tutorials share: where the real scans are, the iteration override, noise, PSNR, saving figures.
+"""Small helpers the tutorials share: where the real scans are, the network's iteration override, noise, PSNR,
+saving figures.
 
 Run a tutorial from anywhere (``python tutorials/01_quickstart.py``) or open it as a notebook from this folder:
 either way this module is importable.
@@ -36,7 +37,11 @@ def scan_path(name: str = "mri_sagittal_2d.nii.gz") -> Path:
 
 
 def max_iters(default: int | None = None) -> int | None:
-    """``DNAPRIOR_TUTORIAL_ITERS`` when set (quick smoke runs), else ``default`` (None: the preset's own budget)."""
+    """``DNAPRIOR_TUTORIAL_ITERS`` when set (quick smoke runs), else ``default`` (None: the preset's own budget).
+
+    For ``max_iters=`` of a transform that fits a network (``prior="network"`` or ``"network+filter"``): the filter
+    prior has no iterations, and refuses the setting.
+    """
     value = os.environ.get(ITERS_ENV)
     return int(value) if value else default
 

@@ -1,58 +1,200 @@
-"""Settings checks and error handling for the bundle's command line: a typo or a bad value is one error line and
-exit status 1, not a page of traceback from the config parser."""
+"""Settings checks and error handling for the bundle's command line: a typo, an unknown setting or a bad value is one
+error line and exit status 1, checked before anything is built, not a page of traceback from the config parser or a
+failure repeated file by file."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import nibabel as nib
+import numpy as np
+import torch
+from monai.bundle import ConfigParser
+from monai.utils import damerau_levenshtein_distance, str2bool
 
-from monai_dnaprior.bundle.io import check_input, find_inputs
-from monai_dnaprior.bundle.runner import _as_bool, _root_cause
-from monai_dnaprior.denoising import NOISE_MODEL_CHOICES, VOLUME_MODES
-from monai_dnaprior.settings import PRESETS
-from monai_dnaprior.validation import check_choice, check_options
+from monai_dnaprior.bundle.inputs import check_input, find_inputs
+from monai_dnaprior.devices import resolve_device
+from monai_dnaprior.transforms import DNAPriorDenoise
 
-__all__ = ["ReadableInputs", "check_settings", "run_evaluator"]
+__all__ = ["ReadableInputs", "as_flag", "check_setting_names", "check_settings", "root_cause", "run_evaluator"]
 
 logger = logging.getLogger("monai_dnaprior.bundle")
+
+_WORKFLOW_KEYS = frozenset({"_meta_", "imports", "initialize", "run", "finalize"})
+"""Top-level keys MONAI's workflow reads itself (the metadata, the imports and the three expression lists)."""
+
+_RENAMED = {"pilot": ("prior", "pilot was replaced by prior in 0.8.0: --pilot network is --prior network+filter, "
+                              "--pilot thresholded is --prior filter")}
+"""Settings that were renamed: the new name and how the old values map."""
+
+
+def as_flag(value: bool | str | int, name: str = "flag") -> bool:
+    """A true/false setting from a config or a command line, where ``--overwrite false`` arrives as the string
+    ``"false"`` (``monai.utils.str2bool``: yes/true/t/y/1 and no/false/f/n/0, any case).
+
+    Raises:
+        ValueError: naming the setting, for anything else.
+    """
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    try:
+        return str2bool(value.strip() if isinstance(value, str) else value)
+    except ValueError:
+        raise ValueError(f"{name} must be true or false, got {value!r}.") from None
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost error of a chain (MONAI's ``Compose`` and config parser wrap errors), on one line."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
+def _fail(message: str, error: Exception, exit_on_error: bool | str) -> NoReturn:
+    logger.error("%s", message)
+    if as_flag(exit_on_error, "exit_on_error"):
+        raise SystemExit(1) from None
+    raise error
+
+
+def _check_device(device: object) -> None:
+    """The device exists on this machine: CUDA available, and the CUDA index below the GPU count."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise RuntimeError(f"device={str(device)!r} was asked for but this machine has {torch.cuda.device_count()} "
+                           f"CUDA device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
 
 
 def check_settings(
     noise_model: str = "auto",
     noise_level: object = None,
     preset: str = "default",
+    prior: str = "auto",
     max_iters: object = None,
-    seed: object = 0,
+    seed: object = None,
+    volume_mode: object = None,
     device: object = None,
-    volume_mode: str = "auto",
+    output_dtype: object = None,
     exit_on_error: bool | str = True,
 ) -> bool:
-    """Check the bundle's settings before anything is built (the configs call this first in ``initialize``).
+    """Check the bundle's settings before anything is built (the configs call this in ``initialize``): the settings
+    of :class:`~monai_dnaprior.transforms.DNAPriorDenoised` (checked by building it, so the rules are the
+    transform's: a network setting with a prior that fits no network is refused), the device (once, on this
+    machine: ``cuda`` without CUDA fails here, not file by file) and the written data type.
+
+    Args:
+        noise_model, noise_level, preset, prior, max_iters, seed, volume_mode, device: as
+            :class:`~monai_dnaprior.transforms.DNAPriorDenoise`; ``max_iters``, ``seed`` and ``volume_mode`` are
+            network settings (None unless ``prior`` is ``network`` or ``network+filter``).
+        output_dtype: the data type written, None (the input's) or an integer or float numpy type name.
+        exit_on_error: log one error line and raise ``SystemExit(1)``; when False re-raise the error.
 
     Returns:
         True when every setting is valid.
 
     Raises:
         SystemExit: (``exit_on_error``) after logging one error line naming the setting.
-        ValueError, TypeError: the same, without ``exit_on_error``.
+        ValueError, TypeError, RuntimeError: the same, without ``exit_on_error``.
     """
     try:
-        check_choice("noise_model", noise_model, NOISE_MODEL_CHOICES)
-        check_choice("preset", preset, tuple(PRESETS))
-        check_choice("volume_mode", volume_mode, VOLUME_MODES)
-        check_options(noise_level=noise_level, seed=seed, device=None if device is None else str(device))
-        if max_iters is not None and (isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1):
-            raise ValueError(f"max_iters must be a positive integer or null (the preset's), got {max_iters!r}.")
-    except (ValueError, TypeError) as e:
-        logger.error("Invalid setting: %s", e)
-        if _as_bool(exit_on_error):
-            raise SystemExit(1) from None
-        raise
+        DNAPriorDenoise(noise_model=noise_model, noise_level=noise_level, preset=preset, prior=prior,
+                        max_iters=max_iters, seed=seed, volume_mode=volume_mode, device=device)
+        _check_device(device)
+        if output_dtype is not None:
+            try:
+                kind = np.dtype(output_dtype).kind
+            except TypeError:
+                kind = None
+            if kind not in ("i", "u", "f"):
+                raise ValueError(f"output_dtype must be null (the input's) or an integer or float type such as "
+                                 f"'float32', 'int16', 'uint8'; got {output_dtype!r}.")
+    except (ValueError, TypeError, RuntimeError) as e:
+        _fail(f"Invalid setting: {_one_line(e)}", e, exit_on_error)
     return True
+
+
+def _running_config() -> tuple[ConfigParser | None, object, object]:
+    """The parser of the bundle run that called us, and the ``config_file`` and ``tracking`` that
+    ``monai.bundle.scripts.create_workflow`` (``python -m monai.bundle run``) was given, from the call stack: MONAI
+    passes the command line's overrides to the parser as keys and keeps no record of which keys the files had."""
+    parser, files, tracking = None, None, None
+    frame = sys._getframe(1)
+    while frame is not None:
+        local = frame.f_locals
+        if parser is None and isinstance(local.get("self"), ConfigParser):
+            parser = local["self"]
+        if frame.f_code.co_name == "create_workflow" and frame.f_globals.get("__name__") == "monai.bundle.scripts":
+            files = local.get("config_file")
+            tracking = (local.get("_args") or {}).get("tracking")
+            break
+        frame = frame.f_back
+    return parser, files, tracking
+
+
+def _closest(name: str, options: Sequence[str]) -> str | None:
+    """The option nearest ``name`` by edit distance (as ``monai.utils.look_up_option`` suggests), if near enough."""
+    if not options:
+        return None
+    distance = {o: damerau_levenshtein_distance(name.lower(), o.lower()) for o in options}
+    best = min(sorted(options), key=distance.get)
+    return best if distance[best] <= max(3, len(name) // 3) else None
+
+
+def check_setting_names(exit_on_error: bool | str = True) -> bool:
+    """Refuse settings that no config file of the run has (``--nois_model gaussian``, ``--pilot network``): MONAI's
+    ``bundle run`` adds an unknown ``--key value`` to the config as a new key that nothing reads, so a typo would run
+    with the default and say nothing. One error line names each unknown key and the closest known one.
+
+    Called first in the configs' ``initialize``. The known keys are those of the config files given to
+    ``python -m monai.bundle run`` (your own extra config files count); a workflow built another way (e.g.
+    ``ConfigWorkflow`` in Python) is not checked here, since its files are not known.
+
+    Returns:
+        True when every key is known (or nothing could be checked).
+
+    Raises:
+        SystemExit: (``exit_on_error``) after logging one error line.
+        ValueError: the same, without ``exit_on_error``.
+    """
+    parser, files, tracking = _running_config()
+    if parser is None or files is None:
+        return True
+    try:
+        known = set(ConfigParser.load_config_files(files)) | _WORKFLOW_KEYS
+    except Exception:  # the files were read once already; if not now, the run will say why
+        return True
+    if isinstance(tracking, str):
+        from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
+
+        known |= set(DEFAULT_EXP_MGMT_SETTINGS.get(tracking, {}).get("configs", {}))
+    elif isinstance(tracking, dict):
+        known |= set(tracking.get("configs", {}))
+    unknown = [k for k in parser.get() if k not in known]
+    if not unknown:
+        return True
+    settings = sorted(k for k in known if k not in _WORKFLOW_KEYS)
+    parts = []
+    for key in unknown:
+        top = re.split(r"::|#", key)[0]
+        text = f"Unknown setting {key!r}"
+        guess, note = _RENAMED.get(top, (_closest(top, settings), None))
+        if guess:
+            text += f"; did you mean {guess!r}?"
+        if note:
+            text += f" ({note})"
+        parts.append(text if text.endswith(("?", ")")) else text + ".")
+    message = " ".join(parts)
+    _fail(message, ValueError(message), exit_on_error)
 
 
 class ReadableInputs:
@@ -71,17 +213,14 @@ class ReadableInputs:
         try:
             paths = find_inputs(dataset_dir)
         except (OSError, ValueError) as e:
-            logger.error("%s", e)
-            if _as_bool(exit_on_error):
-                raise SystemExit(1) from None
-            raise
+            _fail(str(e), e, exit_on_error)
         for path in paths:
             try:
                 check_input(path)
                 if path.lower().endswith((".nii", ".nii.gz")):
                     nib.load(path).header  # noqa: B018  (reads and checks the header only)
             except Exception as e:
-                reason = _root_cause(e)
+                reason = root_cause(e)
                 logger.error("%s: FAILED: %s (skipped)", os.path.basename(os.path.normpath(path)), reason)
                 self.failed.append((path, reason))
                 continue
@@ -121,16 +260,10 @@ def run_evaluator(evaluator, inputs: Sequence[str] | ReadableInputs = (), exit_o
     except Exception as e:
         failing = _failing_input(e, [os.fspath(p) for p in inputs])
         where = os.path.basename(os.path.normpath(failing)) if failing else "an input"
-        logger.error("%s: FAILED: %s (the outputs before it are written; move it aside and run again)", where,
-                     _root_cause(e))
         logger.debug("evaluator failed", exc_info=True)
-        if _as_bool(exit_on_error):
-            raise SystemExit(1) from None
-        raise
+        _fail(f"{where}: FAILED: {root_cause(e)} (the outputs before it are written; move it aside and run again)",
+              e, exit_on_error)
     if skipped:
         names = ", ".join(os.path.basename(os.path.normpath(p)) for p, _ in skipped)
         message = f"{len(skipped)} of {len(inputs) + len(skipped)} images failed: {names}"
-        logger.error(message)
-        if _as_bool(exit_on_error):
-            raise SystemExit(1)
-        raise RuntimeError(message)
+        _fail(message, RuntimeError(message), exit_on_error)

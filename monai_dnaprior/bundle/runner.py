@@ -4,37 +4,25 @@ same settings, and failing loudly at the end, once, for every rank."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
+import heapq
 import logging
 import os
 import time
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import NoReturn
 
-import numpy as np
 import torch.distributed as dist
-from monai.data import partition_dataset
-from monai.transforms import Compose
 
 import monai_dnaprior
-from monai_dnaprior.bundle.io import (
-    check_input,
-    check_writable,
-    find_inputs,
-    fingerprint,
-    input_voxels,
-    is_current,
-    plan_outputs,
-    save_atomic,
-    sidecar_path,
-    write_sidecar,
-)
-from monai_dnaprior.bundle.progress import ImageProgress, naming_the_file
-from monai_dnaprior.devices import resolve_device
+from monai_dnaprior.bundle.checks import as_flag, root_cause
+from monai_dnaprior.bundle.inputs import check_input, find_inputs, input_voxels
+from monai_dnaprior.bundle.outputs import check_writable, plan_outputs, save_atomic, written_dtype
+from monai_dnaprior.bundle.sidecar import fingerprint, is_current, plain, sidecar_path, transform_settings, write_sidecar
+from monai_dnaprior.bundle.progress import ImageProgress, format_duration, naming_the_file
 from monai_dnaprior.progress import reporting_progress
 
-__all__ = ["DenoiseFolder", "DenoiseFolderError", "shard", "transform_settings"]
+__all__ = ["DenoiseFolder", "DenoiseFolderError", "shard"]
 
 logger = logging.getLogger("monai_dnaprior.bundle")
 
@@ -46,82 +34,33 @@ class DenoiseFolderError(RuntimeError):
     """Some inputs of the folder could not be denoised (or none could be found)."""
 
 
-def shard(items: list, rank: int, world_size: int) -> list:
-    """The share of ``items`` for ``rank`` of ``world_size`` (``monai.data.partition_dataset``, in order, not
-    padded): every item in exactly one share, sizes differing by at most one."""
+def shard(items: Sequence, rank: int, world_size: int, sizes: Sequence[float] | None = None) -> list:
+    """The share of ``items`` for ``rank`` of ``world_size``, balanced by ``sizes`` (e.g. voxel counts, which the
+    time goes by): the largest item first onto the least-loaded rank (the lowest rank on a tie), and so on down.
+    Deterministic, every item in exactly one share, each share in the items' order. Without ``sizes`` every item
+    counts the same and the share sizes differ by at most one.
+
+    Raises:
+        ValueError: ``rank`` is not in ``[0, world_size)``, or ``sizes`` does not match ``items``.
+    """
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size), got rank={rank}, world_size={world_size}.")
-    if len(items) < world_size:  # partition_dataset refuses fewer items than partitions
-        return items[rank : rank + 1]
-    return partition_dataset(items, num_partitions=world_size, shuffle=False, even_divisible=False)[rank]
-
-
-def _as_bool(value: bool | str | int) -> bool:
-    """A flag from a config or a command line, where ``--overwrite false`` arrives as the string ``"false"``."""
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text not in ("true", "false", "1", "0", "yes", "no"):
-            raise ValueError(f"Expected true or false, got {value!r}.")
-        return text in ("true", "1", "yes")
-    return bool(value)
-
-
-def _root_cause(error: BaseException) -> str:
-    """The innermost error of a chain (MONAI's ``Compose`` wraps errors), on one line."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    text = " ".join(str(error).split()) or "no message"
-    return f"{type(error).__name__}: {text[:300]}"
-
-
-def _plain(value: object) -> object:
-    """JSON-able settings: plain values kept, containers recursed, anything else left out (None)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    return None
-
-
-def _describe(transform: object) -> dict:
-    entry: dict = {"transform": f"{type(transform).__module__}.{type(transform).__qualname__}"}
-    for name, value in sorted(vars(transform).items()):
-        if name.startswith("_"):
-            continue
-        if hasattr(value, "__call__") and hasattr(value, "__dict__") and not dataclasses.is_dataclass(value):
-            if name == "denoiser":  # DNAPriorDenoised's array transform: its settings are the method's
-                entry[name] = _describe(value)
-            continue
-        if name == "device":  # where a fit runs changes its output only by device type (cpu, cuda)
-            value = _device_type(value)
-        plain = _plain(value)
-        if plain is not None:
-            entry[name] = plain
-    return entry
-
-
-def _device_type(device: object) -> str:
-    try:
-        return resolve_device(device).type
-    except Exception:  # e.g. CUDA asked for and not available: the fit itself will say so
-        return str(device)
-
-
-def transform_settings(transform: Callable) -> list[dict]:
-    """The plain settings of every transform of ``transform`` (a ``Compose`` is flattened): what the settings
-    fingerprint of an output is made of, with the package version."""
-    items = transform.flatten().transforms if isinstance(transform, Compose) else [transform]
-    return [_describe(t) for t in items]
+    sizes = [1.0] * len(items) if sizes is None else [float(s) for s in sizes]
+    if len(sizes) != len(items):
+        raise ValueError(f"sizes has {len(sizes)} entries for {len(items)} items.")
+    loads = [(0.0, r) for r in range(world_size)]  # (load, rank): a tie goes to the lower rank
+    owner = [0] * len(items)
+    for i in sorted(range(len(items)), key=lambda i: (-sizes[i], i)):
+        load, r = heapq.heappop(loads)
+        owner[i] = r
+        heapq.heappush(loads, (load + sizes[i], r))
+    return [item for item, r in zip(items, owner) if r == rank]
 
 
 class DenoiseFolder:
     """Denoise every image in ``dataset_dir`` into ``output_dir``, ``<name>_<output_postfix>.nii.gz`` per input, with
-    the input's shape, affine and (NIfTI) header. Under ``torch.distributed`` each rank takes its share
-    (``monai.data.partition_dataset``).
+    the input's shape, affine, (NIfTI) header and data type. Under ``torch.distributed`` each rank takes its share,
+    balanced by voxel count (:func:`shard`).
 
     A file that cannot be read or denoised is logged and skipped; the others are still processed. At the end the
     ranks gather their failures (no rank exits early, so none is killed while another still works), rank 0 lists
@@ -138,7 +77,8 @@ class DenoiseFolder:
         image_key: the key of the image in ``transform``'s dictionaries.
         output_postfix: appended to the input's name.
         output_ext: ``".nii.gz"`` or ``".nii"``.
-        output_dtype: data type of the written images.
+        output_dtype: data type of the written images; None: the input's (a NIfTI input's stored integer or float
+            type, with its scaling; float32 for other formats), integers rounded and clipped.
         overwrite: re-denoise every input, even those whose output was made with the same settings.
         rank: this process's rank; from ``torch.distributed`` when None (0 when it is not initialised).
         world_size: the number of processes; from ``torch.distributed`` when None (1 when it is not initialised).
@@ -156,7 +96,7 @@ class DenoiseFolder:
         image_key: str = "image",
         output_postfix: str = "denoised",
         output_ext: str = ".nii.gz",
-        output_dtype: str = "float32",
+        output_dtype: str | None = None,
         overwrite: bool | str = False,
         rank: int | None = None,
         world_size: int | None = None,
@@ -172,11 +112,11 @@ class DenoiseFolder:
         self.image_key = image_key
         self.output_postfix = output_postfix
         self.output_ext = output_ext
-        self.output_dtype = np.dtype(output_dtype)
-        self.overwrite = _as_bool(overwrite)
+        self.output_dtype = None if output_dtype is None else written_dtype(output_dtype)
+        self.overwrite = as_flag(overwrite, "overwrite")
         self.rank = rank
         self.world_size = world_size
-        self.exit_on_error = _as_bool(exit_on_error)
+        self.exit_on_error = as_flag(exit_on_error, "exit_on_error")
         self.settings = settings
         self.progress_interval = float(progress_interval)
 
@@ -197,8 +137,8 @@ class DenoiseFolder:
 
     def _settings(self) -> dict:
         settings = self.settings if self.settings is not None else transform_settings(self.transform)
-        return {"monai_dnaprior": monai_dnaprior.__version__, "output_dtype": str(self.output_dtype),
-                "transform": _plain(settings)}
+        dtype = "input's" if self.output_dtype is None else str(self.output_dtype)
+        return {"monai_dnaprior": monai_dnaprior.__version__, "output_dtype": dtype, "transform": plain(settings)}
 
     def run(self) -> dict[str, list[str]]:
         """Denoise this process's share of the inputs.
@@ -222,20 +162,21 @@ class DenoiseFolder:
             check_writable(self.output_dir)
         except (OSError, ValueError) as e:
             self._fail(f"{tag}{e}", e)
-        share = shard(list(zip(inputs, outputs)), rank, world)
-        voxels = [input_voxels(src) for src, _ in share]
+        sizes = [input_voxels(src) for src in inputs]
+        share = shard(list(zip(inputs, outputs, sizes)), rank, world, sizes)
+        voxels = [n for _, _, n in share]
         settings = self._settings()
         logger.info("%sdenoising %d of %d images from %s into %s", tag, len(share), len(inputs), self.dataset_dir,
                     self.output_dir)
         summary: dict[str, list[str]] = {"written": [], "skipped": [], "failed": []}
         start, fitted_seconds, fitted_voxels = time.perf_counter(), 0.0, 0
-        for i, (src, dst) in enumerate(share, 1):
+        for i, (src, dst, _) in enumerate(share, 1):
             name = os.path.basename(os.path.normpath(src))
             where = f"{tag}[{i}/{len(share)}] {name}"
             try:
                 digest = fingerprint(settings, src)
             except OSError as e:
-                logger.error("%s: FAILED: %s", where, _root_cause(e))
+                logger.error("%s: FAILED: %s", where, root_cause(e))
                 summary["failed"].append(src)
                 continue
             current = is_current(dst, digest)
@@ -250,7 +191,8 @@ class DenoiseFolder:
             logger.info("%s: denoising", where)
             t0 = time.perf_counter()
             reporter = ImageProgress(name, voxels[i - 1], sum(voxels[i:]), logger, f"{tag}[{i}/{len(share)}] ",
-                                     self.progress_interval)
+                                     self.progress_interval, seconds_before=fitted_seconds,
+                                     voxels_before=fitted_voxels)
             try:
                 check_input(src)
                 with reporting_progress(reporter), naming_the_file(f"{where}: "):
@@ -260,14 +202,14 @@ class DenoiseFolder:
                 save_atomic(data[self.image_key], dst, self.output_dtype, source=src)
                 write_sidecar(dst, settings, src, digest)
             except Exception as e:  # one bad file must not stop the others
-                logger.error("%s: FAILED after %.1f s: %s", where, time.perf_counter() - t0, _root_cause(e))
+                logger.error("%s: FAILED after %.1f s: %s", where, time.perf_counter() - t0, root_cause(e))
                 logger.debug("%s%s failed", tag, src, exc_info=True)
                 summary["failed"].append(src)
                 continue
             seconds = time.perf_counter() - t0
             fitted_seconds, fitted_voxels = fitted_seconds + seconds, fitted_voxels + voxels[i - 1]
             left = sum(voxels[i:]) * fitted_seconds / max(1, fitted_voxels)
-            logger.info("%s: wrote %s in %.1f s (about %.0f s left)", where, dst, seconds, left)
+            logger.info("%s: wrote %s in %.1f s (about %s left)", where, dst, seconds, format_duration(left))
             summary["written"].append(src)
         logger.info("%sdone in %.1f s: %d written, %d skipped, %d failed", tag, time.perf_counter() - start,
                     len(summary["written"]), len(summary["skipped"]), len(summary["failed"]))

@@ -1,7 +1,8 @@
 """Block matching: for patches on a regular grid, the most similar patches nearby (2D or 3D, any patch shape).
 
-Similarity is measured on a pilot estimate of the clean image, never on the noisy observation, as in the second
-stage of BM3D (Dabov et al., 2007): the pilot's noise is low, so the matches follow the anatomy, not the noise.
+Similarity is the squared distance between patches of a guide image: the noisy observation for the hard-thresholding
+pass (BM3D's first stage), a pilot estimate of the clean image for the Wiener passes and the NL-Bayes step (the
+second stage of BM3D, Dabov et al., 2007), whose low noise makes the matches follow the anatomy, not the noise.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from monai_dnaprior.progress import report_share
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 
 __all__ = ["BIAS_INFLATION", "CollaborativePass", "collaborative_filter", "collaborative_refine", "dct_matrix",
-           "patch_basis"]
+           "group_variances", "patch_basis"]
 
 GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
 # The group's own estimate reads the clean signal's energy low (detail it shrank away is invisible to it), so the
@@ -145,7 +145,7 @@ def collaborative_filter(
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
         if cross is not None:
-            variance = _group_variances(groups[a : a + chunk], across, *cross)
+            variance = group_variances(groups[a : a + chunk], across, *cross)
         coef = _group_transform(noisy_flat[index], basis, across)
         if hard:
             gain = (coef.square() > spec.threshold**2 * variance).to(coef)
@@ -169,7 +169,7 @@ def collaborative_filter(
     return out, (error / denominator).view(shape)
 
 
-def _group_variances(
+def group_variances(
     corners: torch.Tensor, across: torch.Tensor, table: torch.Tensor, reach: int, floor: float
 ) -> torch.Tensor:
     """Noise variance of every group coefficient ``(refs, group, coefficients)`` where the group's patches share

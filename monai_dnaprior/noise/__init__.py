@@ -1,4 +1,5 @@
-"""Noise: estimation from the image alone (levels, masks, spectra) and the noise models the fit works in."""
+"""Noise: estimation from the image alone (levels, masks, spectra), the noise models the fit works in, one class
+each, and the ``auto`` choice among them."""
 
 from __future__ import annotations
 
@@ -8,27 +9,41 @@ from monai_dnaprior.noise.estimation import (
     estimate_log_noise_level,
     estimate_noise_level,
     estimate_poisson_gain,
-    estimate_rician_sigma,
     finest_scale_quietness,
     haar_blocks,
     haar_finest_detail,
-    rician_background_sigma,
     robust_sigma,
     slice_noise_scale,
 )
-from monai_dnaprior.noise.models import NOISE_MODELS, SPECKLE_OFFSET, NoiseModel, get_noise_model, rician_mean
+from monai_dnaprior.noise.rayleigh import estimate_rician_sigma, rician_background_sigma
+from monai_dnaprior.noise.models import (
+    NOISE_MODELS,
+    SPECKLE_OFFSET,
+    GaussianNoise,
+    NoiseModel,
+    PoissonNoise,
+    RicianNoise,
+    SpeckleNoise,
+    get_noise_model,
+    noise_model_class,
+    rician_mean,
+)
 from monai_dnaprior.noise.spectrum import NoiseSpectrum, estimate_noise_spectrum, spectrum_from_psd
-from monai_dnaprior.noise.field import UPPER_BOUND_SHARE, NoiseField, detect_noise_model, estimate_noise_field
-from monai_dnaprior.noise.auto import choose_noise_model
+from monai_dnaprior.noise.field import UPPER_BOUND_SHARE, NoiseField, estimate_noise_field
+from monai_dnaprior.noise.auto import choose_noise_model, detect_noise_model
 
 __all__ = [
     "MAD_TO_SIGMA",
     "NOISE_MODELS",
     "SPECKLE_OFFSET",
     "UPPER_BOUND_SHARE",
+    "GaussianNoise",
     "NoiseField",
     "NoiseModel",
     "NoiseSpectrum",
+    "PoissonNoise",
+    "RicianNoise",
+    "SpeckleNoise",
     "binned_variance",
     "choose_noise_model",
     "detect_noise_model",
@@ -42,6 +57,7 @@ __all__ = [
     "get_noise_model",
     "haar_blocks",
     "haar_finest_detail",
+    "noise_model_class",
     "rician_background_sigma",
     "rician_mean",
     "robust_sigma",

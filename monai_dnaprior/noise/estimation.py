@@ -15,16 +15,18 @@ import torch
 __all__ = [
     "MAD_TO_SIGMA",
     "binned_variance",
+    "blocks_to_voxels",
+    "box_mean",
     "estimate_log_noise_level",
     "estimate_noise_level",
     "estimate_poisson_gain",
-    "estimate_rician_sigma",
     "finest_scale_quietness",
     "haar_blocks",
     "haar_finest_detail",
-    "rician_background_sigma",
+    "noisy_haar_blocks",
     "robust_sigma",
     "slice_noise_scale",
+    "too_thin",
 ]
 
 MAD_TO_SIGMA = 0.6744897501960817  # median(|N(0, 1)|)
@@ -82,6 +84,22 @@ def haar_blocks(
     return detail, mean, noisy
 
 
+def too_thin(x: torch.Tensor, spatial_dims: int) -> bool:
+    """Whether a spatial axis of ``x`` is shorter than a Haar block's 2 voxels: no finest scale to read."""
+    return any(s < 2 for s in x.shape[-spatial_dims:])
+
+
+def noisy_haar_blocks(
+    x: torch.Tensor, spatial_dims: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`haar_blocks` (clipped blocks excluded) where enough blocks carry noise to estimate from, else None
+    (a constant or too thin image)."""
+    if too_thin(x, spatial_dims):
+        return None
+    detail, mean, noisy = haar_blocks(x, spatial_dims)
+    return None if int(noisy.sum()) < _MIN_BLOCKS else (detail, mean, noisy)
+
+
 def blocks_to_voxels(blocks: torch.Tensor, shape: Sequence[int], replicate: bool = False) -> torch.Tensor:
     """A map over the finest Haar blocks (:func:`haar_blocks`) back on the voxel grid whose spatial shape is
     ``shape``: each block's value on its voxels; an odd last row (column, slice) gets 0, or with ``replicate`` its
@@ -113,10 +131,6 @@ def robust_sigma(detail: torch.Tensor) -> float:
     return float(detail.abs().median()) / MAD_TO_SIGMA
 
 
-def _too_thin(x: torch.Tensor, spatial_dims: int) -> bool:
-    return any(s < 2 for s in x.shape[-spatial_dims:])
-
-
 def estimate_noise_level(x: torch.Tensor, spatial_dims: int) -> float:
     """Standard deviation of additive white Gaussian noise in ``x`` from its finest diagonal Haar coefficients.
 
@@ -132,11 +146,10 @@ def estimate_noise_level(x: torch.Tensor, spatial_dims: int) -> float:
 def _finest_scale_levels(x: torch.Tensor, spatial_dims: int) -> tuple[float, float | None]:
     """The wavelet MAD over the blocks that carry noise (0 with too few of them) and the quietest windows'
     estimate (None where there is none)."""
-    if _too_thin(x, spatial_dims):
+    blocks = noisy_haar_blocks(x, spatial_dims)
+    if blocks is None:
         return 0.0, None
-    detail, _, noisy = haar_blocks(x, spatial_dims)
-    if int(noisy.sum()) < _MIN_BLOCKS:
-        return 0.0, None
+    detail, _, noisy = blocks
     return robust_sigma(detail[noisy]), _quietest_windows_sigma(detail, noisy, spatial_dims)
 
 
@@ -177,73 +190,10 @@ def finest_scale_quietness(x: torch.Tensor, spatial_dims: int) -> float:
     return 1.0 if quiet is None or median <= 0 else quiet / median
 
 
-def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:
-    """Per-component sigma of Rician (MRI magnitude) noise: from the background where there is one
-    (:func:`rician_background_sigma`), else from the bright blocks where Rician is close to Gaussian.
-
-    Over the whole image the Rayleigh background (std ``0.655 sigma``) pulls the wavelet MAD low; the blocks whose
-    mean is above ``snr`` times the running estimate are near Gaussian with the full sigma (two refinements of the
-    threshold from the all-block estimate; the all-block estimate where too few blocks are bright). That reading
-    takes the anatomy's fine texture for noise too (a rat's lung: 9 % high over noise draws), which a background of
-    pure noise does not hold.
-    """
-    bright, background = _rician_readings(y, spatial_dims, snr)
-    return bright if background is None else background
-
-
-def rician_background_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float | None:
-    """Per-component sigma of Rician noise read from a background of pure noise (see :func:`estimate_rician_sigma`),
-    or None where the image has none (too little of it, or masked to exact zeros)."""
-    return _rician_readings(y, spatial_dims, snr)[1]
-
-
-_RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # a Rayleigh's mean per unit sigma: the Rician noise floor
-_BACKGROUND_BOX = 7  # side of the local mean that finds the background
-_BACKGROUND_TOLERANCE = 0.1  # local means up to this share above the floor count as background
-_MIN_BACKGROUND_SHARE = 0.05  # a background under this share of the voxels that carry noise gives no estimate
-
-
-def _rician_readings(
-    y: torch.Tensor, spatial_dims: int, snr: float, refinements: int = 4
-) -> tuple[float, float | None]:
-    """The bright blocks' sigma (0 with too few blocks that carry noise) and the background's (None without one).
-
-    Bright blocks: the wavelet MAD over the blocks whose mean is above ``snr`` times the running estimate.
-    Background: its voxels are Rayleigh, whose second moment is ``2 sigma^2`` (exact and unbiased, unlike any
-    spread of the skewed Rayleigh); it is where a 7-voxel box's mean is within 10 % of the floor
-    ``sigma sqrt(pi / 2)``, among the voxels that carry noise (a mask's exact zeros do not), ``sigma`` starting
-    from the bright blocks' and refined with the background it finds; none where it is under 5 % of the voxels
-    that carry noise.
-    """
-    if _too_thin(y, spatial_dims):
-        return 0.0, None
-    detail, mean, noisy = haar_blocks(y, spatial_dims)
-    detail, mean = detail[noisy], mean[noisy]
-    if detail.numel() < _MIN_BLOCKS:
-        return 0.0, None
-    bright = robust_sigma(detail)
-    for _ in range(3):
-        above = detail[mean > snr * bright]
-        if above.numel() < max(_MIN_BLOCKS, detail.numel() // 50):
-            break
-        bright = robust_sigma(above)
-    if bright <= 0:
-        return bright, None
-    carries = blocks_to_voxels(noisy, y.shape[-spatial_dims:], replicate=True).bool()
-    local = box_mean(y.float(), spatial_dims, _BACKGROUND_BOX)
-    sigma = bright
-    for _ in range(refinements):
-        background = carries & (local <= (1 + _BACKGROUND_TOLERANCE) * _RAYLEIGH_MEAN * sigma)
-        if int(background.sum()) < max(1.0, _MIN_BACKGROUND_SHARE * int(carries.sum())):
-            return bright, None
-        sigma = float(y[background].double().square().mean() / 2) ** 0.5
-    return bright, sigma
-
-
 def estimate_log_noise_level(y: torch.Tensor, spatial_dims: int, offset: float, floor: float = 0.05) -> float:
     """Std of ``log n`` for multiplicative noise ``y = x n``: the wavelet MAD of ``log(y + offset)`` over the blocks
     whose mean intensity is above ``floor`` (the dark background, where speckle vanishes, would bias it to 0)."""
-    if _too_thin(y, spatial_dims):
+    if too_thin(y, spatial_dims):
         return 0.0
     log_y = torch.log(y.float().clamp_min(0) + offset)
     detail, _ = haar_finest_detail(log_y, spatial_dims)
@@ -274,10 +224,10 @@ def estimate_poisson_gain(x: torch.Tensor, spatial_dims: int, bins: int = 16) ->
 
     The noisy blocks are binned by mean intensity; in each bin the robust variance ``(median |d| / 0.6745)^2`` over
     the bin's mean is one reading of ``a``, and ``a`` is the median of those readings. Every bin counts alike (a
-    least-squares slope leans on the brightest few, a 64x64 slice's gain then spreads by 12 % over noise draws
-    against 9 %), and a bin whose texture adds to its variance is outvoted.
+    least-squares slope leans on the brightest few, and spreads more over noise draws), and a bin whose texture adds
+    to its variance is outvoted.
     """
-    if _too_thin(x, spatial_dims):
+    if too_thin(x, spatial_dims):
         return 0.0
     m, v = binned_variance(x, spatial_dims, bins)
     readings = v[m > 0] / m[m > 0]

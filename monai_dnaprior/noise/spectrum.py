@@ -16,12 +16,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from monai_dnaprior.noise.estimation import blocks_to_voxels, haar_blocks
+from monai_dnaprior.noise.estimation import blocks_to_voxels, box_mean, haar_blocks, too_thin
 
-__all__ = ["NoiseSpectrum", "estimate_noise_spectrum", "spectrum_from_psd"]
+__all__ = ["NoiseSpectrum", "estimate_noise_spectrum", "flat_patch_spectrum", "spectrum_from_psd", "strongly_coloured"]
 
 _WHITE_CORRELATION = 0.1  # |correlation| below this at every lag: white
 _PSD_FLOOR = 0.01  # relative spectrum floor: no frequency is trusted infinitely
+# Flat patches holding more than this many times the finest scale's noise variance: noise filtered to a low pass (a
+# k-space window), beyond the weak colour the anatomy's texture gives white noise
+_STRONGLY_COLOURED = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class NoiseSpectrum:
 
     def covariance(self, patch: Sequence[int]) -> torch.Tensor:
         """Covariance of the voxels of a row-major flattened patch of shape ``patch`` (relative to the variance)."""
-        coords = torch.stack(torch.meshgrid(*[torch.arange(p) for p in patch], indexing="ij"), -1).reshape(-1, len(patch))
+        grid = torch.meshgrid(*[torch.arange(p) for p in patch], indexing="ij")
+        coords = torch.stack(grid, -1).reshape(-1, len(patch))
         lag = coords[:, None] - coords[None]
         centre = torch.tensor([n // 2 for n in self.correlation.shape])
         size = torch.tensor(self.correlation.shape)
@@ -184,3 +188,39 @@ def estimate_noise_spectrum(
     estimate, variance = spectrum_from_psd(spectrum, max_lag)
     independent = count * math.prod(min(stride, p) for p in sizes)  # overlapping patches share their voxels
     return replace(estimate, white_below=max(_WHITE_CORRELATION, 4.0 / math.sqrt(independent))), variance
+
+
+def flat_patch_spectrum(x: torch.Tensor, spatial_dims: int) -> tuple[NoiseSpectrum, float]:
+    """The noise's spectrum and variance (:func:`estimate_noise_spectrum`) from the flattest patches where the noise
+    is, above the darkest quarter (a magnitude's dark background is Rayleigh, not Gaussian), or anywhere the noise
+    is where too few patches lie there."""
+    noisy = _where_the_noise_is(x, spatial_dims)
+    spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=noisy & _above_darkest(x, spatial_dims))
+    if variance == 0:
+        spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=noisy)
+    return spectrum, variance
+
+
+def strongly_coloured(spectrum: NoiseSpectrum, variance: float, finest_level: float) -> bool:
+    """Whether the flattest patches (``spectrum`` and ``variance``, :func:`flat_patch_spectrum`) hold more than twice
+    the noise variance the finest scale sees (``finest_level ** 2``): noise filtered to a low pass (a k-space
+    window), beyond any texture's weak colour."""
+    return not spectrum.is_white and variance > _STRONGLY_COLOURED * finest_level**2
+
+
+def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size: int = 9) -> torch.Tensor:
+    """Voxels whose local mean (a ``size`` box) is above the darkest ``share`` of local means."""
+    local = box_mean(x.float(), spatial_dims, size)
+    flat = local.flatten()
+    flat = flat[:: max(1, flat.numel() // (1 << 20))]  # a strided sample is as good a quantile
+    return local > torch.quantile(flat, share)
+
+
+def _where_the_noise_is(x: torch.Tensor, spatial_dims: int, size: int = 8) -> torch.Tensor:
+    """Voxels whose neighbourhood (``size`` blocks a side) carries at least half the image's finest-scale noise: a
+    noise-free region's flat patches say nothing of the noise's spectrum."""
+    if too_thin(x, spatial_dims):
+        return torch.ones_like(x, dtype=torch.bool)
+    detail, _, _ = haar_blocks(x, spatial_dims)
+    carries = box_mean(detail.abs(), spatial_dims, size) >= 0.5 * detail.abs().median()
+    return blocks_to_voxels(carries, x.shape[-spatial_dims:], replicate=True).bool()

@@ -1,4 +1,5 @@
-"""Tests of the refinement: block matching, the local and collaborative Wiener passes, and their schedule."""
+"""The collaborative filter: block matching, the hard-thresholding and Wiener passes over groups of similar
+patches, large images in slabs, and the passes the filter runs (``filter_passes``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import torch
 from conftest import make_phantom, psnr
 from monai.networks.layers import GaussianFilter
 
-from monai_dnaprior import FitConfig
-from monai_dnaprior import block_matching, wiener
-from monai_dnaprior.filters.block_matching import grid_positions, match_blocks, patch_indices
-from monai_dnaprior.denoising import refinement_passes
-from monai_dnaprior.filters.collaborative import CollaborativePass, collaborative_filter, dct_matrix, collaborative_refine
+import monai_dnaprior.filters.collaborative as collaborative_module
+from monai_dnaprior import CollaborativePass, FilterConfig
+from monai_dnaprior.filters import collaborative_filter, collaborative_refine, filter_passes, match_blocks
+from monai_dnaprior.filters.block_matching import grid_positions, patch_indices
+from monai_dnaprior.filters.collaborative import dct_matrix
+from monai_dnaprior.filters.nl_bayes import BayesPass, nl_bayes
+from monai_dnaprior.filters.slabs import in_slabs
 
-LOCAL = CollaborativePass(patch=4)
-MATCHED = CollaborativePass(patch=4, group=8, radius=6, step=2)
+LOCAL = CollaborativePass.wiener(patch=4)
+MATCHED = CollaborativePass.wiener(patch=4, group=8, radius=6, step=2)
 SAMPLE = Path(__file__).resolve().parents[1] / "bundle" / "sample_data" / "mr_small_2d.nii.gz"
 
 
@@ -101,8 +104,8 @@ def test_collaborative_beats_local_on_repeated_structure():
     """Similar patches average out each other's noise: grouping must pay on a repeating texture."""
     clean = _periodic((40, 40))
     noisy = _noisy(clean, 0.2)
-    local = collaborative_filter(noisy, clean, 0.2, CollaborativePass(patch=5))
-    grouped = collaborative_filter(noisy, clean, 0.2, CollaborativePass(patch=5, group=16, radius=10, step=2))
+    local = collaborative_filter(noisy, clean, 0.2, CollaborativePass.wiener(patch=5))
+    grouped = collaborative_filter(noisy, clean, 0.2, CollaborativePass.wiener(patch=5, group=16, radius=10, step=2))
     assert psnr(grouped, clean) > psnr(local, clean) + 1.0
 
 
@@ -116,25 +119,53 @@ def test_passes_improve_a_blurred_pilot():
     assert psnr(noisy, clean) + 5 < psnr(pilot[0, 0], clean) + 2 < scores[0] < scores[1] < scores[2]
 
 
-@pytest.mark.parametrize(
-    "shape, spec, slabs",
-    [
-        ((16, 16, 12), CollaborativePass(patch=4, group=4, radius=3, step=2, depth=2), 3),  # 4 slices a slab
-        ((24, 40), CollaborativePass(patch=4, group=4, radius=3, step=2), 5),  # 8 columns a slab
-    ],
-)
-def test_large_images_are_filtered_in_slabs(monkeypatch, shape, spec, slabs):
+def test_a_large_volume_is_filtered_in_slabs(monkeypatch):
+    """A search window so wide in-plane (radius 150, reaching past the image) that the block matching's distance
+    table (references x offsets) is over its bound: the volume goes in slabs of 4 slices, each with a margin of 3
+    (the cube's depth and the search along it), and the result is the whole volume's."""
+    shape = (16, 16, 12)
+    spec = CollaborativePass.wiener(patch=4, group=4, radius=150, step=2, depth=2, depth_radius=1)
     clean = torch.as_tensor(make_phantom(shape))
     noisy = _noisy(clean, 0.1)
     whole = collaborative_filter(noisy, clean, 0.1, spec)
     calls = []
-    original = wiener.collaborative_filter
-    monkeypatch.setattr(wiener, "_MATCH_TABLE", 1)  # forces slabs of the minimum width
-    monkeypatch.setattr(wiener, "collaborative_filter", lambda *a: calls.append(a[0].shape) or original(*a))
+    original = collaborative_module.collaborative_filter
+    monkeypatch.setattr(collaborative_module, "collaborative_filter",
+                        lambda *a: calls.append(a[0].shape) or original(*a))
     slabbed = collaborative_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
-    assert len(calls) == slabs and all(s[-1] < shape[-1] for s in calls)
+    assert [s[-1] for s in calls] == [7, 10, 7]  # slabs [0, 4), [4, 8), [8, 12), with their margins
     assert slabbed.shape == clean.shape
     assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
+
+
+@pytest.mark.parametrize("name", ["collaborative", "nl_bayes"])
+def test_in_slabs_puts_the_slabs_together_as_the_whole(name):
+    """A 2D image in slabs of columns (a search radius along the rows large enough to bound the table, and along
+    the columns the filter's own): each slab filtered with a margin for its patches and searches, the result close
+    to the whole image's."""
+    clean = torch.as_tensor(make_phantom((24, 40)))
+    noisy = _noisy(clean, 0.1)
+    if name == "collaborative":
+        spec = CollaborativePass.wiener(patch=4, group=4, radius=3, step=2)
+        part = lambda n, p: collaborative_filter(n, p, 0.1, spec)  # noqa: E731
+    else:
+        spec = BayesPass(patch=4, group=8, radius=3, step=2)
+        part = lambda n, p: nl_bayes(n, p, 0.1, spec)  # noqa: E731
+    calls = []
+    whole = part(noisy, clean)
+    slabbed = in_slabs(lambda n, p: calls.append(n.shape) or part(n, p), noisy, clean, (4, 4), (10**6, 3), (2, 2),
+                       True)
+    assert len(calls) > 2 and all(s[-1] < 40 for s in calls)
+    assert slabbed.shape == clean.shape
+    assert abs(psnr(slabbed, clean) - psnr(whole, clean)) < 0.3
+    assert float((slabbed - whole).abs().max()) < 0.1
+
+
+def test_in_slabs_leaves_a_small_image_whole():
+    calls = []
+    image = torch.rand(12, 12)
+    out = in_slabs(lambda n, p: calls.append(n.shape) or n + p, image, image, (4, 4), (3, 3), (2, 2), True)
+    assert calls == [(12, 12)] and torch.equal(out, 2 * image)
 
 
 def test_refine_leaves_its_inputs_alone_and_handles_channels():
@@ -148,22 +179,44 @@ def test_refine_leaves_its_inputs_alone_and_handles_channels():
     torch.testing.assert_close(collaborative_refine(noisy, pilot, 0.1, []), noisy)
 
 
-def test_block_matching_memory_chunks_agree(monkeypatch):
-    pilot = torch.rand(20, 18)
-    full = match_blocks(pilot, (4, 4), (5, 5), (2, 2), 6)
-    monkeypatch.setattr(block_matching, "_SHIFTED_VOXELS", pilot.numel() * 7)  # 7 offsets at a time
-    torch.testing.assert_close(match_blocks(pilot, (4, 4), (5, 5), (2, 2), 6), full)
+def test_block_matching_finds_the_nearest_patches_on_a_large_image():
+    """An image large enough that the shifted copies of the pilot are held a few offsets at a time: every group
+    holds the most similar patches within its window (brute force), nearest first."""
+    pilot = torch.rand(300, 300, generator=torch.Generator().manual_seed(0))
+    patch, radius, group = (4, 4), (3, 3), 6
+    groups = match_blocks(pilot, patch, radius, (60, 60), group)
+    for corners in groups:
+        ref = corners[0].tolist()
+        reference = pilot[ref[0] : ref[0] + 4, ref[1] : ref[1] + 4]
+        distances = {}
+        for dy in range(-3, 4):
+            for dx in range(-3, 4):
+                y, x = ref[0] + dy, ref[1] + dx
+                if 0 <= y <= 300 - 4 and 0 <= x <= 300 - 4:
+                    distances[(y, x)] = float((pilot[y : y + 4, x : x + 4] - reference).square().sum())
+        found = [distances[tuple(c)] for c in corners.tolist()]
+        assert found == sorted(found) and found[0] == 0.0
+        assert found[-1] == pytest.approx(sorted(distances.values())[group - 1], rel=1e-4)
 
 
-def test_schedule_follows_the_config():
-    passes = refinement_passes(FitConfig(wiener_passes=3, match_group=8, threshold=3.0, threshold_radius=12))
-    assert len(passes) == 4 and passes[0].threshold == 3.0 and passes[0].radius == 12
-    assert all(p.group == 8 for p in passes) and all(p.threshold == 0 and p.radius == 8 for p in passes[1:])
-    volume = refinement_passes(FitConfig(), 3)
-    assert all(p.patch == p.depth == 4 and p.radius == 5 for p in volume)
-    coloured = refinement_passes(FitConfig(coloured_passes=2), 2, coloured=True)  # nothing matched on the noise
-    assert len(coloured) == 3 and coloured[0].group == 1 and all(p.threshold == 0 for p in coloured)
-    assert refinement_passes(FitConfig(wiener_patch=0)) == []
+def test_the_passes_follow_the_config():
+    passes = filter_passes(FilterConfig(wiener_passes=3, match_group=8, threshold=3.0, threshold_radius=12))
+    assert len(passes) == 4 and passes[0].is_hard_threshold and passes[0].threshold == 3.0 and passes[0].radius == 12
+    assert all(p.group == 8 for p in passes)
+    assert all(not p.is_hard_threshold and p.radius == 8 and p.step == 3 for p in passes[1:])
+    volume = filter_passes(FilterConfig(), 3)
+    assert all(p.patch == p.depth == 4 and p.radius == 5 and p.depth_radius == 2 for p in volume)
+    coloured = filter_passes(FilterConfig(coloured_passes=2), 2, coloured=True)  # nothing matched on the noise
+    assert len(coloured) == 3 and coloured[0].group == 1 and not any(p.is_hard_threshold for p in coloured)
+    assert filter_passes(FilterConfig(patch=6, match_step=2))[1] == CollaborativePass.wiener(
+        patch=6, group=16, radius=8, step=2, depth_radius=0)
+
+
+def test_a_hard_thresholding_pass_needs_a_positive_threshold():
+    assert CollaborativePass.hard_threshold(2.7, patch=8).is_hard_threshold
+    assert not CollaborativePass.wiener(patch=8).is_hard_threshold
+    with pytest.raises(ValueError, match="positive threshold"):
+        CollaborativePass.hard_threshold(0.0, patch=8)
 
 
 def test_hard_thresholding_needs_no_pilot_and_keeps_the_mean():
@@ -171,7 +224,7 @@ def test_hard_thresholding_needs_no_pilot_and_keeps_the_mean():
     energy in the groups' means) comes back as it was."""
     clean = torch.as_tensor(make_phantom((40, 40)))
     noisy = _noisy(clean, 0.1)
-    spec = CollaborativePass(patch=8, group=16, radius=10, step=3, threshold=2.7)
+    spec = CollaborativePass.hard_threshold(2.7, patch=8, group=16, radius=10, step=3)
     out = collaborative_filter(noisy, torch.zeros_like(noisy), 0.1, spec)
     torch.testing.assert_close(out, collaborative_filter(noisy, torch.rand(40, 40), 0.1, spec))
     assert psnr(out, clean) > psnr(noisy, clean) + 5
@@ -185,7 +238,7 @@ def test_a_wiener_pass_improves_the_thresholded_pilot():
     image = np.squeeze(nib.load(str(SAMPLE)).get_fdata(dtype=np.float32))
     clean = torch.as_tensor((image - image.min()) / (image.max() - image.min()))
     noisy = _noisy(clean, 0.1)[None, None]
-    passes = refinement_passes(FitConfig())
+    passes = filter_passes(FilterConfig())
     thresholded = collaborative_refine(noisy, noisy, 0.1, passes[:1])[0, 0]
     refined = collaborative_refine(noisy, noisy, 0.1, passes)[0, 0]
     assert psnr(noisy[0, 0], clean) + 5 < psnr(thresholded, clean) < psnr(refined, clean) - 0.3

@@ -1,0 +1,154 @@
+"""The Rayleigh background of an MRI magnitude: its moments, the per-component sigma read from it, and the tests
+that find it.
+
+Where the signal is 0 a magnitude ``|n1 + i n2|``, ``n1, n2 ~ N(0, sigma^2)``, is Rayleigh: its mean
+``sigma sqrt(pi / 2)`` is the Rician noise floor, its std is ``sigma sqrt(2 - pi / 2)`` and its second moment
+``2 sigma^2``. Where the signal is well above sigma the magnitude is close to Gaussian with std ``sigma``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from monai_dnaprior.noise.estimation import (
+    blocks_to_voxels,
+    box_mean,
+    estimate_noise_level,
+    haar_blocks,
+    noisy_haar_blocks,
+    robust_sigma,
+)
+from monai_dnaprior.noise.spectrum import flat_patch_spectrum, strongly_coloured
+
+__all__ = [
+    "RAYLEIGH_MEAN",
+    "RAYLEIGH_MEAN_TO_STD",
+    "RAYLEIGH_STD",
+    "coloured_rayleigh_background",
+    "estimate_rician_sigma",
+    "rayleigh_darkest_blocks",
+    "rician_background_sigma",
+]
+
+RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # 1.25: a Rayleigh's mean per unit sigma, the Rician noise floor
+RAYLEIGH_STD = math.sqrt(2 - math.pi / 2)  # 0.655: a Rayleigh's std per unit sigma
+RAYLEIGH_MEAN_TO_STD = RAYLEIGH_MEAN / RAYLEIGH_STD  # 1.91: a Rayleigh's mean over its std
+
+_MIN_BRIGHT_BLOCKS = 8  # fewer bright blocks than this (or a fiftieth of all) give no bright-block reading
+_BACKGROUND_BOX = 7  # side of the local mean that finds the background
+_BACKGROUND_TOLERANCE = 0.1  # local means up to this share above the floor count as background
+_MIN_BACKGROUND_SHARE = 0.05  # a background under this share of the voxels that carry noise gives no estimate
+# The darkest blocks are Rayleigh where their mean over their std is within these multiples of a Rayleigh's 1.91,
+# and their std over the bright blocks' within these multiples of a Rayleigh's 0.655: wide enough for a Rician
+# magnitude's spread over noise draws and for texture, which adds to the bright blocks' std only; Poisson reads
+# below them, Gaussian and speckle further out, a masked background's tissue edges above
+_RAYLEIGH_RATIO = (0.7, 1.2)
+_DARK_TO_BRIGHT = (0.65, 1.25)
+
+
+def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:
+    """Per-component sigma of Rician (MRI magnitude) noise: from the background where there is one
+    (:func:`rician_background_sigma`), else from the bright blocks where Rician is close to Gaussian.
+
+    Over the whole image the Rayleigh background pulls the wavelet MAD low; the blocks whose mean is above ``snr``
+    times the running estimate are near Gaussian with the full sigma (two refinements of the threshold from the
+    all-block estimate; the all-block estimate where too few blocks are bright). That reading takes the anatomy's
+    fine texture for noise too, which a background of pure noise does not hold.
+    """
+    bright, background = _rician_readings(y, spatial_dims, snr)
+    return bright if background is None else background
+
+
+def rician_background_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float | None:
+    """Per-component sigma of Rician noise read from a background of pure noise (see :func:`estimate_rician_sigma`),
+    or None where the image has none (too little of it, or masked to exact zeros)."""
+    return _rician_readings(y, spatial_dims, snr)[1]
+
+
+def _rician_readings(
+    y: torch.Tensor, spatial_dims: int, snr: float, refinements: int = 4
+) -> tuple[float, float | None]:
+    """The bright blocks' sigma (0 with too few blocks that carry noise) and the background's (None without one).
+
+    Bright blocks: the wavelet MAD over the blocks whose mean is above ``snr`` times the running estimate.
+    Background: its voxels are Rayleigh, whose second moment ``2 sigma^2`` is exact and unbiased (unlike any spread
+    of the skewed Rayleigh); it is where a 7-voxel box's mean is within 10 % of the floor ``sigma sqrt(pi / 2)``,
+    among the voxels that carry noise (a mask's exact zeros do not), ``sigma`` starting from the bright blocks' and
+    refined with the background it finds; none where it is under 5 % of the voxels that carry noise.
+    """
+    blocks = noisy_haar_blocks(y, spatial_dims)
+    if blocks is None:
+        return 0.0, None
+    detail, mean, noisy = blocks
+    detail, mean = detail[noisy], mean[noisy]
+    bright = robust_sigma(detail)
+    for _ in range(3):
+        above = detail[mean > snr * bright]
+        if above.numel() < max(_MIN_BRIGHT_BLOCKS, detail.numel() // 50):
+            break
+        bright = robust_sigma(above)
+    if bright <= 0:
+        return bright, None
+    carries = blocks_to_voxels(noisy, y.shape[-spatial_dims:], replicate=True).bool()
+    local = box_mean(y.float(), spatial_dims, _BACKGROUND_BOX)
+    sigma = bright
+    for _ in range(refinements):
+        background = carries & (local <= (1 + _BACKGROUND_TOLERANCE) * RAYLEIGH_MEAN * sigma)
+        if int(background.sum()) < max(1.0, _MIN_BACKGROUND_SHARE * int(carries.sum())):
+            return bright, None
+        sigma = float(y[background].double().square().mean() / 2) ** 0.5
+    return bright, sigma
+
+
+def rayleigh_darkest_blocks(detail: torch.Tensor, mean: torch.Tensor) -> bool:
+    """Whether the darkest tenth of the finest Haar blocks (``detail`` and ``mean``, the blocks that carry noise)
+    are Rayleigh: their mean about 1.9 times their std, and that std about 0.66 times the brightest half's."""
+    order = torch.argsort(mean)
+    dark, bright = order[: order.numel() // 10], order[-order.numel() // 2:]
+    dark_std, bright_std = robust_sigma(detail[dark]), robust_sigma(detail[bright])
+    if dark_std <= 0 or bright_std <= 0:
+        return False
+    ratio = float(mean[dark].mean()) / dark_std
+    spread = dark_std / bright_std / RAYLEIGH_STD
+    return _within(ratio / RAYLEIGH_MEAN_TO_STD, _RAYLEIGH_RATIO) and _within(spread, _DARK_TO_BRIGHT)
+
+
+def coloured_rayleigh_background(y: torch.Tensor, spatial_dims: int) -> bool:
+    """Whether strongly coloured noise (a k-space window, :func:`~monai_dnaprior.noise.spectrum.strongly_coloured`),
+    which the finest scale sees only in part, has a Rayleigh background: in the darkest blocks
+    (:func:`_darkest_blocks`) the mean is about 1.9 times the voxels' std, and that std is no more than the flat
+    patches' noise std (a Rayleigh's is 0.66 of it; on a small image the flattest patches lie in the background
+    itself)."""
+    dark = _darkest_blocks(y, spatial_dims)
+    if dark is None or dark[1] <= 0 or abs(dark[0] / dark[1] / RAYLEIGH_MEAN_TO_STD - 1) >= 0.2:
+        return False
+    spectrum, variance = flat_patch_spectrum(y, spatial_dims)
+    if not strongly_coloured(spectrum, variance, estimate_noise_level(y, spatial_dims)):
+        return False
+    return 0.6 * RAYLEIGH_STD < dark[1] / math.sqrt(variance) < 1.2
+
+
+def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple[float, float] | None:
+    """Mean and voxel std over the darkest tenth of the ``block``-sided blocks all of whose voxels carry noise; None
+    with too few such blocks. Their voxels' own spread, not the finest scale's, which sees a low-pass noise only in
+    part."""
+    side = [min(block, n) for n in y.shape[-spatial_dims:]]
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    shape = (-1, 1, *y.shape[-spatial_dims:])
+    noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], y.shape[-spatial_dims:])
+    mean = pool(y.float().reshape(shape), side)
+    square = pool(y.float().square().reshape(shape), side)
+    full = pool(noisy.reshape(shape), side) == 1.0
+    mean, square = mean[full], square[full]
+    if mean.numel() < 32:
+        return None
+    dark = torch.argsort(mean)[: max(8, mean.numel() // 10)]
+    n = math.prod(side)
+    std = float((square[dark] - mean[dark].square()).clamp_min(0).mean() * n / (n - 1)) ** 0.5
+    return float(mean[dark].mean()), std
+
+
+def _within(value: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] < value < bounds[1]
