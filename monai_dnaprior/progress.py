@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["ProgressCallback", "ProgressTracker", "active_progress", "report_share", "reporting_progress",
-           "sub_span"]
+__all__ = ["ProgressCallback", "ProgressTracker", "active_progress", "in_shares", "report_share",
+           "reporting_progress", "sub_span"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -88,3 +88,11 @@ def sub_span(low: float, high: float) -> Iterator[None]:
         yield
     finally:
         _SPAN.reset(token)
+
+
+def in_shares(count: int) -> Iterator[int]:
+    """``0, ..., count - 1``, each step inside its own share of the innermost span (:func:`sub_span`): the channels
+    of an image, the passes of a filter."""
+    for k in range(count):
+        with sub_span(k / count, (k + 1) / count):
+            yield k

@@ -20,7 +20,7 @@ import torch
 
 from monai_dnaprior.filters.block_matching import match_blocks, patch_indices
 from monai_dnaprior.filters.slabs import in_slabs
-from monai_dnaprior.progress import report_share
+from monai_dnaprior.progress import in_shares, report_share
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 
 __all__ = ["BIAS_INFLATION", "CollaborativePass", "collaborative_filter", "collaborative_refine", "dct_matrix",
@@ -231,13 +231,14 @@ def collaborative_refine(
         return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
     out = torch.empty_like(noisy)
     var = torch.empty_like(noisy) if return_variance else None
-    for b in range(noisy.shape[0]):
-        for c in range(noisy.shape[1]):
-            estimate = pilot[b, c]
-            for k, spec in enumerate(passes):
-                last = var is not None and k == len(passes) - 1
-                estimate = _filter_image(noisy[b, c], estimate, sigma, spec, spectrum, last)
-                if last:
-                    estimate, var[b, c] = estimate
-            out[b, c] = estimate
+    channels = noisy.shape[1]
+    for i in in_shares(noisy.shape[0] * channels):
+        b, c = divmod(i, channels)
+        estimate = pilot[b, c]
+        for k in in_shares(len(passes)):
+            last = var is not None and k == len(passes) - 1
+            estimate = _filter_image(noisy[b, c], estimate, sigma, passes[k], spectrum, last)
+            if last:
+                estimate, var[b, c] = estimate
+        out[b, c] = estimate
     return out if var is None else (out, var)

@@ -23,7 +23,7 @@ from monai_dnaprior.filters.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 from monai_dnaprior.filters.collaborative import GROUPED_VOXELS
 from monai_dnaprior.filters.slabs import in_slabs
-from monai_dnaprior.progress import report_share
+from monai_dnaprior.progress import in_shares, report_share
 
 __all__ = ["POSTERIOR_INFLATION", "BayesPass", "bayes_refine", "bayes_variance", "nl_bayes"]
 
@@ -162,9 +162,9 @@ def bayes_refine(
     if sigma <= 0:
         return noisy.clone()
     out = torch.empty_like(noisy)
-    for b in range(noisy.shape[0]):
-        for c in range(noisy.shape[1]):
-            out[b, c] = _bayes_image(noisy[b, c], pilot[b, c], sigma, spec, spectrum)
+    for i in in_shares(noisy.shape[0] * noisy.shape[1]):
+        b, c = divmod(i, noisy.shape[1])
+        out[b, c] = _bayes_image(noisy[b, c], pilot[b, c], sigma, spec, spectrum)
     return out
 
 
@@ -180,8 +180,8 @@ def bayes_variance(estimate: torch.Tensor, sigma: float, spec: BayesPass = Bayes
     if sigma <= 0:
         return out
     patch, radius, step = spec.shapes(estimate.ndim - 2)
-    for b in range(estimate.shape[0]):
-        for c in range(estimate.shape[1]):
-            out[b, c] = in_slabs(lambda e, _: _variance_image(e, sigma, spec), estimate[b, c], estimate[b, c], patch,
-                                 radius, step, spec.group > 1)
+    for i in in_shares(estimate.shape[0] * estimate.shape[1]):
+        b, c = divmod(i, estimate.shape[1])
+        out[b, c] = in_slabs(lambda e, _: _variance_image(e, sigma, spec), estimate[b, c], estimate[b, c], patch,
+                             radius, step, spec.group > 1)
     return POSTERIOR_INFLATION * out
