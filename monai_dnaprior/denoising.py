@@ -179,6 +179,9 @@ def _denoise_group(
     info: dict = {"noise_model": str(chosen), "asked_noise_model": str(noise_model), "noise_level": model.level,
                   "coloured": not field.is_white, "slice_levels": field.slice_scale is not None,
                   "level_upper_bound": field.upper_bound, "iterations": 0}
+    if field.level_map is not None:  # the level varies across the image: the map's range and where it peaks
+        low, high, peak = field.level_map.summary()
+        info.update(noise_map_range=(low, high), noise_map_peak=peak)
     remaining = (1 - _ESTIMATE_SHARE) * x.numel()
     if model.level <= model.min_level:
         _warn_no_noise(name, x, spatial_dims)
@@ -202,7 +205,7 @@ def _denoise_group(
                       stacklevel=3)
         prior = Prior.FILTER
     info["prior"] = str(prior)
-    scale = field.slice_scale_map(target.shape, target.device)
+    scale = field.scale_map(target.shape, target.device)
     fitted = spread = None
     if prior in (Prior.NETWORK, Prior.NETWORK_FILTER):
         share = remaining if prior == Prior.NETWORK else remaining / 2

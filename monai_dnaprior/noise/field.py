@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale
+from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
+from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model
 from monai_dnaprior.noise.rayleigh import rician_background_sigma
 from monai_dnaprior.noise.spectrum import (
@@ -20,7 +21,7 @@ from monai_dnaprior.noise.spectrum import (
     strongly_coloured,
 )
 
-__all__ = ["UPPER_BOUND_SHARE", "NoiseField", "estimate_noise_field"]
+__all__ = ["UPPER_BOUND_SHARE", "NoiseField", "estimate_noise_field", "estimate_stationary_field"]
 
 # The quietest windows' level below this share of the finest scale's median level: signal detail fills most of the
 # finest scale (noise alone spreads evenly over it, about 1)
@@ -28,6 +29,7 @@ _SIGNAL_DOMINATED = 0.8
 # Where the level is only a bound, this share of it is used: too high a level smooths real detail away, too low
 # only leaves noise
 UPPER_BOUND_SHARE = 0.5
+_MAGNITUDE_SNR = 3.0  # a magnitude's windows darker than this many noise stds are left out of its map (Rayleigh)
 _REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
 
 
@@ -45,6 +47,8 @@ class NoiseField:
             level and may be much lower: :data:`UPPER_BOUND_SHARE` of that bound is used, and the spectrum is
             taken white.
         from_repeats: level and spectrum come from the differences of channels that repeat one image.
+        level_map: the noise's relative std as a smooth function of position (:mod:`.level_map`), or None where
+            it is even; ``model.level`` is then the level where the map reads 1.
     """
 
     model: NoiseModel
@@ -54,6 +58,7 @@ class NoiseField:
     estimated: bool = True
     upper_bound: bool = False
     from_repeats: bool = False
+    level_map: LevelMap | None = None
 
     @property
     def is_white(self) -> bool:
@@ -66,6 +71,9 @@ class NoiseField:
         text = f"{self.model.name} noise, level {self.model.level:.4g} ({how if self.estimated else 'given'})"
         colour = f"coloured (largest correlation {self.spectrum.max_abs_correlation:.2f})"
         text += ", white" if self.is_white else f", {colour}"
+        if self.level_map is not None:
+            low, high, peak = self.level_map.summary()
+            text += (f", level varies across the image: {low:.2f}-{high:.2f}x (highest at {peak} of each axis)")
         if self.slice_scale is not None:
             text += (f", level varies along the slices ({float(self.slice_scale.min()):.2f}-"
                      f"{float(self.slice_scale.max()):.2f} of its median): per-slice levels")
@@ -78,6 +86,15 @@ class NoiseField:
         view = [1] * len(shape)
         view[1 + self.slice_axis % 3] = -1
         return self.slice_scale.to(device).view(view)
+
+    def scale_map(self, shape: torch.Size, device: torch.device) -> torch.Tensor | None:
+        """The noise's relative std (the level map times the per-slice levels) broadcastable against a
+        ``(C, *spatial)`` image, or None where the noise is even."""
+        scale = self.slice_scale_map(shape, device)
+        if self.level_map is not None:
+            grid = self.level_map.on_grid(tuple(shape[1:]), device)
+            scale = grid if scale is None else scale * grid
+        return scale
 
 
 def _level_may_be_signal(model: NoiseModel, y: torch.Tensor, spatial_dims: int, level: float | None) -> bool:
@@ -103,6 +120,36 @@ def _repeat_noise(x: torch.Tensor, spatial_dims: int, own: float) -> torch.Tenso
 
 
 def estimate_noise_field(
+    y: torch.Tensor,
+    spatial_dims: int,
+    noise_model: str,
+    level: float | None = None,
+    psd: torch.Tensor | None = None,
+    slice_axis: int = -1,
+) -> tuple[NoiseField, torch.Tensor]:
+    """Estimate the noise field of ``y`` (``(C, *spatial)``, normalised to about [0, 1]) and its fit-domain target.
+
+    Additive noise (Gaussian, Rician) whose level is not given may vary across the image: its map ``g``
+    (:func:`~monai_dnaprior.noise.level_map.estimate_level_map`, on the bright windows of a magnitude) divides the
+    observation, whose noise is then stationary, and the rest of the field is estimated on ``y / g``
+    (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``.
+
+    Returns:
+        ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
+    """
+    model = get_noise_model(noise_model, y, spatial_dims, level)
+    level_map = None
+    if level is None and psd is None and model.additive and not too_thin(y, spatial_dims):
+        floor = _MAGNITUDE_SNR * model.level if model.is_magnitude else None
+        level_map = estimate_level_map(model.forward(y), spatial_dims, floor)
+    if level_map is None:
+        return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
+    field, target = estimate_stationary_field(y / level_map.on_grid(tuple(y.shape[1:]), y.device), spatial_dims,
+                                              noise_model, level, psd, slice_axis)
+    return replace(field, level_map=level_map), target
+
+
+def estimate_stationary_field(
     y: torch.Tensor,
     spatial_dims: int,
     noise_model: str,

@@ -1,0 +1,75 @@
+"""The noise map: a smooth level recovered from the image, stationary noise left as it was."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_phantom, psnr
+
+from monai_dnaprior import denoise
+from monai_dnaprior.noise.field import estimate_noise_field
+from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map, polynomial_terms
+
+
+def _falloff(shape: tuple[int, ...], ratio: float = 5.0) -> np.ndarray:
+    """A coil-like falloff: the level grows ``ratio`` times from the first row to the last, median 1."""
+    g = np.exp(np.linspace(0, math.log(ratio), shape[0])).reshape(-1, *[1] * (len(shape) - 1)) * np.ones(shape)
+    return g / np.median(g)
+
+
+def _noisy(shape, g, sigma=0.05, seed=0):
+    clean = make_phantom(shape)
+    rng = np.random.default_rng(seed)
+    return clean, (clean + sigma * g * rng.standard_normal(shape)).astype(np.float32)
+
+
+def test_polynomial_terms_count_every_monomial():
+    coords = torch.rand(5, 3, dtype=torch.float64)
+    assert polynomial_terms(coords, 2).shape == (5, 10)  # 1 + 3 + 6
+    assert torch.equal(polynomial_terms(coords, 0), torch.ones(5, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("shape", [(96, 96), (48, 48, 24)])
+def test_a_known_falloff_is_recovered(shape):
+    """A 5x falloff is found, and read within 15 % (RMS of the log ratio) of the true map."""
+    g = _falloff(shape)
+    _, noisy = _noisy(shape, g)
+    level_map = estimate_level_map(torch.from_numpy(noisy)[None], len(shape))
+    assert isinstance(level_map, LevelMap)
+    found = level_map.on_grid(shape)[0].numpy()
+    ratio = np.log(found / g)
+    assert np.sqrt(np.mean((ratio - np.median(ratio)) ** 2)) < 0.15
+    low, high, peak = level_map.summary()
+    assert high / low > 3 and peak[0] > 0.9  # it rises along the first axis, to its far end
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_stationary_noise_gives_no_map_and_the_same_field(seed):
+    """White noise of one level: no map, and the field is exactly the stationary one."""
+    _, noisy = _noisy((96, 96), 1.0, seed=seed)
+    y = torch.from_numpy(noisy)[None]
+    assert estimate_level_map(y, 2) is None
+    field, target = estimate_noise_field(y, 2, "gaussian")
+    assert field.level_map is None and field.scale_map(target.shape, target.device) is None
+
+
+def test_denoise_follows_the_map_and_reports_it():
+    """With a 5x falloff the map lifts the result well above the one-level reading, and ``info`` says where it
+    peaks."""
+    g = _falloff((96, 96))
+    clean, noisy = _noisy((96, 96), g)
+    result = denoise(torch.from_numpy(noisy)[None], noise_model="gaussian")
+    low, high = result.info["noise_map_range"]
+    assert high / low > 3 and result.info["noise_map_peak"][0] > 0.9
+    one_level = denoise(torch.from_numpy(noisy)[None], noise_model="gaussian", noise_level=float(np.std(noisy - clean)))
+    assert psnr(result.image[0], clean) > psnr(one_level.image[0], clean) + 1.0
+
+
+def test_a_given_level_means_no_map():
+    """A level the user gives is one level: no map is estimated."""
+    _, noisy = _noisy((96, 96), _falloff((96, 96)))
+    result = denoise(torch.from_numpy(noisy)[None], noise_model="gaussian", noise_level=0.05)
+    assert "noise_map_range" not in result.info
