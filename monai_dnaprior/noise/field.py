@@ -132,7 +132,9 @@ def estimate_noise_field(
     Additive noise (Gaussian, Rician) whose level is not given may vary across the image: its map ``g``
     (:func:`~monai_dnaprior.noise.level_map.estimate_level_map`, on the bright windows of a magnitude) divides the
     observation, whose noise is then stationary, and the rest of the field is estimated on ``y / g``
-    (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``.
+    (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``. A map after
+    which the finest scale reads as mostly signal, where one level did not, is dropped (it is not the noise's: a
+    g-factor map's seams, say, that the smooth fit cannot follow).
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
@@ -146,6 +148,10 @@ def estimate_noise_field(
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
     field, target = estimate_stationary_field(y / level_map.on_grid(tuple(y.shape[1:]), y.device), spatial_dims,
                                               noise_model, level, psd, slice_axis)
+    if field.upper_bound:  # the map left the noise less measurable than one level does: it is not the noise's
+        stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
+        if not stationary[0].upper_bound:
+            return stationary
     return replace(field, level_map=level_map), target
 
 
