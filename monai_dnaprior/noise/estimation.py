@@ -21,6 +21,7 @@ __all__ = [
     "estimate_noise_level",
     "estimate_poisson_gain",
     "finest_scale_quietness",
+    "finest_scale_quietness_where",
     "haar_blocks",
     "haar_finest_detail",
     "noisy_haar_blocks",
@@ -262,3 +263,18 @@ def slice_noise_scale(
     padded = torch.cat([s[:1], s, s[-1:]])
     s = padded.unfold(0, 3, 1).median(-1).values
     return (s / s.median()).float()
+
+
+def finest_scale_quietness_where(x: torch.Tensor, spatial_dims: int, blocks: torch.Tensor) -> float:
+    """:func:`finest_scale_quietness` over the finest Haar blocks that carry noise (clipped ones excluded) and are in
+    ``blocks`` (boolean, one value per block, shaped as :func:`haar_blocks` gives them): read where the noise is
+    known to be, such as the anatomy of a log-transformed image, whose dark background the log's offset flattens.
+    1 where either estimate is missing (too few such blocks, or no full window of them)."""
+    if too_thin(x, spatial_dims):
+        return 1.0
+    detail, _, noisy = haar_blocks(x, spatial_dims)
+    noisy = noisy & blocks.to(noisy.device)
+    if int(noisy.sum()) < _MIN_BLOCKS:
+        return 1.0
+    median, quiet = robust_sigma(detail[noisy]), _quietest_windows_sigma(detail, noisy, spatial_dims)
+    return 1.0 if quiet is None or median <= 0 else quiet / median

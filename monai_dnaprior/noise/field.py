@@ -29,6 +29,9 @@ _SIGNAL_DOMINATED = 0.8
 # Where the level is only a bound, this share of it is used: too high a level smooths real detail away, too low
 # only leaves noise
 UPPER_BOUND_SHARE = 0.5
+# Below this quietness the finest scale is signal, whose windows' levels follow the anatomy: no map is read (a 5x
+# coil falloff on the dev slices reads 0.69-0.80, a sharp scan's texture 0.44-0.46)
+_MAP_QUIETNESS = 0.55
 _MAGNITUDE_SNR = 3.0  # a magnitude's windows darker than this many noise stds are left out of its map (Rayleigh)
 _REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
 
@@ -134,7 +137,8 @@ def estimate_noise_field(
     observation, whose noise is then stationary, and the rest of the field is estimated on ``y / g``
     (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``. A map after
     which the finest scale reads as mostly signal, where one level did not, is dropped (it is not the noise's: a
-    g-factor map's seams, say, that the smooth fit cannot follow).
+    g-factor map's seams, say, that the smooth fit cannot follow), and none is read where signal fills the finest
+    scale or where a magnitude has no background of pure noise (its bright windows then read its anatomy).
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
@@ -142,8 +146,11 @@ def estimate_noise_field(
     model = get_noise_model(noise_model, y, spatial_dims, level)
     level_map = None
     if level is None and psd is None and model.additive and not too_thin(y, spatial_dims):
-        floor = _MAGNITUDE_SNR * model.level if model.is_magnitude else None
-        level_map = estimate_level_map(model.forward(y), spatial_dims, floor)
+        target = model.forward(y)
+        measurable = not model.is_magnitude or rician_background_sigma(y, spatial_dims) is not None
+        if measurable and finest_scale_quietness(target, spatial_dims) >= _MAP_QUIETNESS:
+            floor = _MAGNITUDE_SNR * model.level if model.is_magnitude else None
+            level_map = estimate_level_map(target, spatial_dims, floor)
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
     field, target = estimate_stationary_field(y / level_map.on_grid(tuple(y.shape[1:]), y.device), spatial_dims,

@@ -48,10 +48,13 @@ class LevelMap:
         low, high: the range of ``log g`` at the windows it was fitted on (the map is clamped to it, so that it never
             extrapolates beyond what was read).
         shift: what makes the map's median 1 over the image.
+        explained: the share of the windows' log-level variance the fit explains (adjusted R^2).
     """
 
-    def __init__(self, coefficients: torch.Tensor, order: int, low: float, high: float, shift: float = 0.0) -> None:
+    def __init__(self, coefficients: torch.Tensor, order: int, low: float, high: float, shift: float = 0.0,
+                 explained: float = 1.0) -> None:
         self.coefficients, self.order, self.low, self.high, self.shift = coefficients, order, low, high, shift
+        self.explained = explained
 
     def log_values(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
         """``log g`` on a voxel grid of spatial ``shape``."""
@@ -145,6 +148,7 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     if float(q95 - q05) <= math.log(FLAT_SPREAD):
         return None
     level_map = LevelMap(coefficients, order, float(fitted.min()), float(fitted.max()))
+    level_map.explained = explained
     level_map.shift = float(level_map.log_values(tuple(x.shape[1:])).median())
     return level_map
 

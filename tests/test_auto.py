@@ -1,0 +1,122 @@
+"""The ``auto`` noise model on small synthetic scenes: speckle, counts, a magnitude and additive noise must each be
+found, including where the older rules mistook one for another (speckle or counts of about four per voxel read as a
+Rayleigh background, counts gated to Gaussian, a background quieter than the tissue, dark anatomy with no
+background)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from monai_dnaprior.noise import choose_noise_model, detect_noise_model
+
+
+def _blur(x: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.nn.functional.avg_pool2d(x[None], size, 1, size // 2, count_include_pad=False)[0]
+
+
+def _scene(n: int = 96, seed: int = 0) -> torch.Tensor:
+    """A B-mode-like clean scene ``(1, n, n)`` in about [0.05, 1]: regions of different echo level (discs on a
+    gradient, fading with depth) times a blurred field of random scatterers: texture at every intensity."""
+    gen = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, n), torch.linspace(0, 1, n), indexing="ij")
+    anatomy = 0.55 + 0.15 * torch.sin(3 * xx + 2 * yy)
+    for _ in range(5):
+        cy, cx, r, level = torch.rand(4, generator=gen) * torch.tensor([0.6, 0.6, 0.12, 0.9]) + torch.tensor(
+            [0.2, 0.2, 0.06, 0.1])
+        anatomy = torch.where((yy - cy) ** 2 + (xx - cx) ** 2 < r**2, level, anatomy)
+    anatomy = _blur((anatomy * torch.exp(-1.2 * yy))[None], 3)
+    scatter = _blur(torch.empty(1, n, n).exponential_(generator=gen), 3)
+    x = anatomy * (0.5 + 0.5 * scatter / scatter.mean())
+    return (x - x.min()) / (x.max() - x.min()) * 0.95 + 0.05
+
+
+def _speckle(x: torch.Tensor, looks: float, seed: int) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return x * torch.distributions.Gamma(looks, looks).sample(x.shape)
+
+
+def _counts(x: torch.Tensor, peak: float, seed: int) -> torch.Tensor:
+    return torch.poisson(x * peak, generator=torch.Generator().manual_seed(seed)) / peak
+
+
+def _magnitude(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.hypot(x + sigma * torch.randn(x.shape, generator=gen), sigma * torch.randn(x.shape, generator=gen))
+
+
+@pytest.mark.parametrize("looks", [1, 2, 4, 8])
+def test_speckle_on_a_textured_scene_is_speckle(looks):
+    """Multiplicative speckle on a fully textured scene: the default must take it as speckle (the log filter), not as
+    additive noise whose level the texture hides; four looks give the darkest blocks a Rayleigh's mean over std."""
+    for seed in range(2):
+        assert choose_noise_model("auto", _speckle(_scene(seed=seed), looks, seed), 2) == "speckle"
+
+
+@pytest.mark.parametrize("dark", [0.003, 0.03])
+def test_speckle_with_a_dark_region_is_speckle(dark):
+    """A third of the scene nearly black: there the log's offset flattens the speckle, which must not read as a
+    finest scale filled by signal."""
+    x = _scene(seed=1).clone()
+    x[..., :, :32] = dark * (0.5 + x[..., :, :32])
+    assert choose_noise_model("auto", _speckle(x, 4, 1), 2) == "speckle"
+
+
+@pytest.mark.parametrize("looks", [4, 8])
+def test_speckle_over_a_narrow_intensity_range_is_speckle(looks):
+    """A scene whose intensities span less than a factor 1.5 over their brighter half: the slope is read over all
+    bins, and the darkest blocks' Rayleigh-like spread is no Rician background (the std grows with the mean)."""
+    narrow = 0.45 + 0.4 * (_scene(seed=3) - 0.05)
+    assert choose_noise_model("auto", _speckle(narrow, looks, 3), 2) == "speckle"
+
+
+@pytest.mark.parametrize("peak", [10, 30, 100])
+def test_counts_are_poisson(peak):
+    """Counts (values on a lattice whose step's variance is the mean): at about 4 counts a voxel their darkest blocks
+    look Rayleigh, and at 100 the flattest patches of a textured scene look coloured; both are still Poisson. A zero
+    background (a phantom's outside) holds no noise."""
+    x = _scene(seed=4)
+    x[..., :, :30] = 0.0
+    assert choose_noise_model("auto", _counts(x, peak, 4), 2) == "poisson"
+
+
+def test_an_integer_image_with_additive_noise_is_not_counts():
+    """Whole numbers whose noise variance is flat, not the mean: not counts, whatever the coincidence of the
+    variance with the step times some mean."""
+    gen = torch.Generator().manual_seed(5)
+    x = _blur(torch.rand(1, 96, 96, generator=gen), 9)
+    x = (x - x.min()) / (x.max() - x.min())
+    integer = torch.round(200 + 800 * x + 20 * torch.randn(x.shape, generator=gen))
+    assert detect_noise_model(integer, 2) == "gaussian"
+
+
+def test_a_rayleigh_background_quieter_than_the_tissue_is_rician():
+    """An EPI-like magnitude: half the image a background of pure noise (sigma 0.013), the tissue carrying its own
+    texture and noise above it. The darkest blocks are Rayleigh although their std is well under a Rayleigh's
+    share (0.655) of the tissue's."""
+    gen = torch.Generator().manual_seed(6)
+    x = _scene(seed=6)
+    tissue = x + 0.012 * torch.randn(x.shape, generator=gen)
+    tissue[..., :, :48] = 0.0
+    assert choose_noise_model("auto", _magnitude(tissue, 0.013, 6), 2) == "rician"
+
+
+def test_dark_anatomy_without_a_background_is_rician():
+    """A magnitude with no background of pure noise but anatomy down near its floor: additive noise that never went
+    negative cannot hold anatomy that close to zero, so the magnitude's drop of spread there says Rician."""
+    texture = _blur(torch.rand(1, 128, 128, generator=torch.Generator().manual_seed(7)), 9)
+    ramp = torch.linspace(0, 1, 128).expand(1, 128, 128)
+    x = 0.05 + 0.6 * ramp * (0.6 + 0.4 * (texture - texture.min()) / (texture.max() - texture.min()))
+    for seed in range(2):  # the darkest anatomy at one sigma: no Rayleigh background, but the floor's drop
+        assert choose_noise_model("auto", _magnitude(x, 0.05, seed), 2) == "rician"
+
+
+def test_non_negative_additive_noise_stays_gaussian():
+    """Additive noise on an offset scan that never goes negative (its darkest anatomy 3.5 sigma above zero): neither
+    a magnitude nor counts."""
+    gen = torch.Generator().manual_seed(8)
+    x = _blur(torch.rand(1, 96, 96, generator=gen), 9)
+    x = 0.1 + 0.9 * (x - x.min()) / (x.max() - x.min())
+    noisy = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp_min(0)
+    assert choose_noise_model("auto", noisy, 2) == "gaussian"
+    assert choose_noise_model("auto", noisy - 0.5, 2) == "gaussian"  # negative values: additive at once

@@ -1,0 +1,81 @@
+"""White or coloured: smooth anatomy with white noise must read white, low-pass noise coloured
+(:func:`~monai_dnaprior.noise.spectrum.colour_test`, through the noise field)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_phantom
+
+from monai_dnaprior.noise import estimate_noise_field
+from monai_dnaprior.noise.spectrum import _where_the_noise_is, colour_test, flat_patch_spectrum
+
+
+def _upsampled(image: torch.Tensor) -> torch.Tensor:
+    """``image`` (``(X, Y, Z)``) upsampled 2x in-plane by trilinear interpolation, with a channel axis."""
+    up = torch.nn.functional.interpolate(image[None, None], scale_factor=(2, 2, 1), mode="trilinear",
+                                         align_corners=False)
+    return up[0]
+
+
+def _smooth_head() -> torch.Tensor:
+    """A smooth head on a dark background, interpolated 2x in-plane: ``(1, 64, 64, 16)``. Anatomy smooth at the voxel
+    scale, whose patches above the darkest quarter read as low-pass noise to a plain Welch estimate."""
+    g = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in (32, 32, 16)], indexing="ij")
+    inside = torch.sigmoid((1 - (g[0] / 0.7) ** 2 - (g[1] / 0.6) ** 2 - (g[2] / 0.9) ** 2) / 0.1)
+    tissue = 0.5 + 0.3 * torch.exp(-((g[0] - 0.2) ** 2 + (g[1] + 0.1) ** 2) / 0.08)
+    tissue = tissue - 0.2 * torch.exp(-((g[0] + 0.25) ** 2 + (g[1] - 0.2) ** 2 + g[2] ** 2) / 0.05)
+    return _upsampled(inside * tissue)
+
+
+def _low_pass(noise: torch.Tensor) -> torch.Tensor:
+    """``noise`` filtered by ``[1, 2, 1] / 4`` along the in-plane axes (circularly), unit std: correlation 2/3 at
+    lag 1."""
+    for dim in (-3, -2):
+        noise = 0.25 * torch.roll(noise, 1, dim) + 0.5 * noise + 0.25 * torch.roll(noise, -1, dim)
+    return noise / noise.std()
+
+
+def _normalised(y: torch.Tensor) -> torch.Tensor:
+    return (y - y.min()) / (y.max() - y.min())
+
+
+def _noise(seed: int) -> torch.Tensor:
+    return torch.randn(1, 64, 64, 16, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("sigma", [0.02, 0.05])
+def test_a_clean_smooth_volume_with_white_noise_is_found_white(sigma):
+    noisy = _smooth_head() + sigma * _noise(0)
+    y = _normalised(noisy)
+    test = colour_test(y, 3, mask=_where_the_noise_is(y, 3))
+    assert test is not None and test.statistic < test.threshold and not test.coloured
+    assert flat_patch_spectrum(y, 3)[0].is_white
+    field, _ = estimate_noise_field(y, 3, "gaussian")
+    assert field.is_white  # and its level is the noise's, not the anatomy's
+    assert field.model.level == pytest.approx(sigma / float(noisy.max() - noisy.min()), rel=0.2)
+
+
+def test_low_pass_noise_on_the_same_volume_is_found_coloured():
+    y = _normalised(_smooth_head() + 0.03 * _low_pass(_noise(1)))
+    test = colour_test(y, 3, mask=_where_the_noise_is(y, 3))
+    assert test is not None and test.coloured and not test.anatomy
+    field, _ = estimate_noise_field(y, 3, "gaussian")
+    assert not field.is_white and field.spectrum.max_abs_correlation > 0.4
+
+
+def test_smooth_anatomy_filling_the_image_with_white_noise_is_white():
+    """No background of pure noise: the flattest patches are smooth anatomy, whose power climbs to the lowest
+    frequencies (the test's rise): white."""
+    clean = _upsampled(torch.from_numpy(make_phantom((32, 32, 16), low=0.0)))
+    y = _normalised(clean + 0.03 * _noise(2))
+    test = colour_test(y, 3, mask=_where_the_noise_is(y, 3))
+    assert test is not None and test.anatomy and not test.coloured
+    assert estimate_noise_field(y, 3, "gaussian")[0].is_white
+
+
+def test_white_noise_alone_reads_white_and_a_small_image_gets_no_test():
+    x = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(3))
+    test = colour_test(x, 2)
+    assert test is not None and not test.coloured and test.statistic < 0.05 and test.rise < 1.5
+    assert colour_test(torch.randn(1, 20, 20), 2) is None  # too few patches: no test
