@@ -15,6 +15,7 @@ from monai_dnaprior.noise.models import NoiseModel, get_noise_model
 from monai_dnaprior.noise.rayleigh import rician_background_sigma
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
+    confirm_colour,
     estimate_noise_spectrum,
     flat_patch_spectrum,
     spectrum_from_psd,
@@ -198,8 +199,8 @@ def estimate_stationary_field(
         spectrum, variance = spectrum_from_psd(psd.to(torch.float64).cpu())
         given = replace(model, level=math.sqrt(variance) if level is None else level)
         return NoiseField(given, spectrum, None, slice_axis, False), target
-    if not model.additive:
-        spectrum, _ = estimate_noise_spectrum(target, spatial_dims)
+    if not model.additive:  # stabilised counts or speckle: colour only where the test finds it
+        spectrum = confirm_colour(estimate_noise_spectrum(target, spatial_dims)[0], target, spatial_dims)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
     repeats = _repeat_noise(target, spatial_dims, model.level) if not model.is_magnitude and level is None else None
     if repeats is not None:  # repeated frames: their differences are the noise, the signal gone
