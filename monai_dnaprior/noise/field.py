@@ -11,7 +11,7 @@ import torch
 
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
-from monai_dnaprior.noise.models import NoiseModel, get_noise_model
+from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
 from monai_dnaprior.noise.rayleigh import rician_background_sigma
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
@@ -144,14 +144,10 @@ def estimate_noise_field(
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
     """
-    model = get_noise_model(noise_model, y, spatial_dims, level)
+    kind = noise_model_class(noise_model)
     level_map = None
-    if level is None and psd is None and model.additive and not too_thin(y, spatial_dims):
-        target = model.forward(y)
-        measurable = not model.is_magnitude or rician_background_sigma(y, spatial_dims) is not None
-        if measurable and finest_scale_quietness(target, spatial_dims) >= _MAP_QUIETNESS:
-            floor = _MAGNITUDE_SNR * model.level if model.is_magnitude else None
-            level_map = estimate_level_map(target, spatial_dims, floor)
+    if level is None and psd is None and kind.additive and not too_thin(y, spatial_dims):
+        level_map = _read_level_map(y, spatial_dims, kind)
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
     field, target = estimate_stationary_field(y / level_map.on_grid(tuple(y.shape[1:]), y.device), spatial_dims,
@@ -161,6 +157,20 @@ def estimate_noise_field(
         if not stationary[0].upper_bound:
             return stationary
     return replace(field, level_map=level_map), target
+
+
+def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) -> LevelMap | None:
+    """The noise map of additive noise (whose fit domain is the image itself), or None where it cannot be read: signal
+    fills the finest scale, or a magnitude has no background of pure noise; a magnitude's windows darker than
+    :data:`_MAGNITUDE_SNR` noise stds are left out."""
+    if finest_scale_quietness(y, spatial_dims) < _MAP_QUIETNESS:
+        return None
+    floor = None
+    if kind.is_magnitude:
+        if rician_background_sigma(y, spatial_dims) is None:
+            return None
+        floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
+    return estimate_level_map(y, spatial_dims, floor)
 
 
 def estimate_stationary_field(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -39,22 +40,27 @@ _ROUNDS = 6
 _ORDERS = (0, 1, 2, 3, 4)
 
 
+@dataclass
 class LevelMap:
     """A fitted noise map: the polynomial's coefficients on coordinates scaled to [-1, 1] per axis.
 
     Attributes:
         coefficients: one per term of :func:`polynomial_terms`, for ``log g``.
         order: the polynomial's order.
+        spatial_dims: the number of coordinates.
         low, high: the range of ``log g`` at the windows it was fitted on (the map is clamped to it, so that it never
             extrapolates beyond what was read).
-        shift: what makes the map's median 1 over the image.
         explained: the share of the windows' log-level variance the fit explains (adjusted R^2).
+        shift: what makes the map's median 1 over the image.
     """
 
-    def __init__(self, coefficients: torch.Tensor, order: int, low: float, high: float, shift: float = 0.0,
-                 explained: float = 1.0) -> None:
-        self.coefficients, self.order, self.low, self.high, self.shift = coefficients, order, low, high, shift
-        self.explained = explained
+    coefficients: torch.Tensor
+    order: int
+    spatial_dims: int
+    low: float
+    high: float
+    explained: float = 1.0
+    shift: float = 0.0
 
     def log_values(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
         """``log g`` on a voxel grid of spatial ``shape``."""
@@ -66,19 +72,13 @@ class LevelMap:
 
     def summary(self, size: int = 32) -> tuple[float, float, tuple[float, ...]]:
         """The map's least and greatest value, and where it peaks as a share (0-1) of each axis, on a coarse grid."""
-        dims = _dims_of(self.coefficients.numel(), self.order)
-        values = self.log_values((size,) * dims).exp()
+        values = self.log_values((size,) * self.spatial_dims).exp()
         peak = torch.unravel_index(values.argmax(), values.shape)
         return float(values.min()), float(values.max()), tuple(round(float(p) / (size - 1), 2) for p in peak)
 
     def on_grid(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
         """``g`` (float32) on a voxel grid of spatial ``shape``, with a leading channel axis of 1."""
         return self.log_values(shape, device).exp().float()[None]
-
-
-def _dims_of(terms: int, order: int) -> int:
-    """The number of coordinates whose monomials up to ``order`` are ``terms`` in number."""
-    return next(d for d in (1, 2, 3) if math.comb(d + order, order) == terms)
 
 
 def polynomial_terms(coords: torch.Tensor, order: int) -> torch.Tensor:
@@ -92,9 +92,9 @@ def polynomial_terms(coords: torch.Tensor, order: int) -> torch.Tensor:
 
 def _window_levels(
     x: torch.Tensor, spatial_dims: int, floor: float | None
-) -> tuple[torch.Tensor, torch.Tensor, tuple[int, ...]] | None:
-    """The robust level (MAD of the finest diagonal Haar detail) of every window of blocks that carry noise, the
-    windows' centres on coordinates scaled to [-1, 1], and the block grid's shape. Windows whose blocks' mean is below
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The robust level (MAD of the finest diagonal Haar detail) of every window of blocks that carry noise and the
+    windows' centres on coordinates scaled to [-1, 1]; None with too few windows. Windows whose blocks' mean is below
     ``floor`` are left out (a magnitude's Rayleigh background reads 0.66 of its noise)."""
     detail, mean, noisy = haar_blocks(x, spatial_dims)
     if floor is not None:
@@ -118,7 +118,7 @@ def _window_levels(
     centres = torch.meshgrid(*[-1 + 2 * (2 * side * (torch.arange(g, dtype=torch.float64) + 0.5) - 0.5) / max(n - 1, 1)
                                for g, n in zip(grid, voxels)], indexing="ij")
     coords = torch.stack([c[keep] for c in centres], -1)
-    return levels[keep].double(), coords, tuple(detail.shape[1:])
+    return levels[keep].double(), coords
 
 
 def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None = None) -> LevelMap | None:
@@ -137,7 +137,7 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     read = _window_levels(x, spatial_dims, floor)
     if read is None:
         return None
-    levels, coords, _ = read
+    levels, coords = read
     fits = [fit for order in _ORDERS if (fit := _trimmed_fit(levels.log(), coords, order)) is not None]
     if not fits:
         return None
@@ -147,8 +147,7 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     q05, q95 = torch.quantile(fitted, torch.tensor([0.05, 0.95], dtype=torch.float64))
     if float(q95 - q05) <= math.log(FLAT_SPREAD):
         return None
-    level_map = LevelMap(coefficients, order, float(fitted.min()), float(fitted.max()))
-    level_map.explained = explained
+    level_map = LevelMap(coefficients, order, spatial_dims, float(fitted.min()), float(fitted.max()), explained)
     level_map.shift = float(level_map.log_values(tuple(x.shape[1:])).median())
     return level_map
 
