@@ -5,7 +5,8 @@ bowtie filters all make the noise's standard deviation vary smoothly across a sc
 ``n0`` stationary. The map ``g`` (median 1 over the image) is read from the finest Haar scale:
 the robust level (MAD) of every window of blocks, a low-order polynomial fitted to their logarithms (a Gaussian bump,
 an exponential falloff and a tilt are all quadratic there), windows that read above the fit trimmed away (edges and
-texture only ever raise a window's level), the fit refitted. The map is kept only where its spread over the image
+texture only ever raise a window's level), the fit refitted; what it cannot follow (a narrow band, a g-factor's
+ridges) is added from windows half the size where it predicts them better (:mod:`.local_map`). The map is kept only where its spread over the image
 exceeds :data:`FLAT_SPREAD`: stationary noise then gives no map at all, and the result of stationary noise is the
 same with or without this module.
 
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from monai_dnaprior.noise.estimation import MAD_TO_SIGMA, haar_blocks
+from monai_dnaprior.noise.local_map import fit_local, local_at, LOCAL_SIDES
+from monai_dnaprior.noise.windows import window_levels
 
 __all__ = ["FLAT_SPREAD", "MIN_EXPLAINED", "LevelMap", "estimate_level_map", "polynomial_terms"]
 
@@ -32,9 +34,11 @@ MIN_EXPLAINED = 0.4
 """A fitted map that explains less than this share of the windows' log-level variance (adjusted R^2) is taken as
 flat: the windows' levels then follow the anatomy's texture, not a smooth field (on the development slices, stationary
 white and coloured noise read at most 0.3, noise maps 0.43-0.93)."""
+MIN_EXPLAINED_LOCAL = 0.5
+"""The same for a map with a local part, whose freedom can follow texture: on the development slices stationary
+noise read at most 0.47 with it, noise maps 0.58-0.85."""
 _WINDOWS = {2: (8, 6, 4), 3: (4, 3)}  # Haar blocks per window side, the largest that gives _MIN_WINDOWS windows
 _MIN_WINDOWS = 48  # fewer windows than this: no map
-_MIN_SHARE = 0.75  # a window with a smaller share of its blocks carrying noise reads no level
 _TRIM = 2.5  # windows more than this many robust stds above the fit are dropped (edges, texture)
 _ROUNDS = 6
 _ORDERS = (0, 1, 2, 3, 4)
@@ -42,7 +46,8 @@ _ORDERS = (0, 1, 2, 3, 4)
 
 @dataclass
 class LevelMap:
-    """A fitted noise map: the polynomial's coefficients on coordinates scaled to [-1, 1] per axis.
+    """A fitted noise map: the polynomial's coefficients on coordinates scaled to [-1, 1] per axis, and its local
+    part where it has one.
 
     Attributes:
         coefficients: one per term of :func:`polynomial_terms`, for ``log g``.
@@ -52,6 +57,8 @@ class LevelMap:
             extrapolates beyond what was read).
         explained: the share of the windows' log-level variance the fit explains (adjusted R^2).
         shift: what makes the map's median 1 over the image.
+        local: the local part on its window grid (:mod:`.local_map`), or None.
+        local_extent: the first and last window centres of ``local`` per axis.
     """
 
     coefficients: torch.Tensor
@@ -61,14 +68,21 @@ class LevelMap:
     high: float
     explained: float = 1.0
     shift: float = 0.0
+    local: torch.Tensor | None = None
+    local_extent: tuple[tuple[float, float], ...] = ()
 
     def log_values(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
         """``log g`` on a voxel grid of spatial ``shape``."""
         axes = [torch.linspace(-1, 1, n, dtype=torch.float64, device=device) for n in shape]
-        grids = torch.meshgrid(*axes, indexing="ij")
-        terms = polynomial_terms(torch.stack([g.flatten() for g in grids], -1), self.order)
-        values = (terms @ self.coefficients.to(terms)).clamp(self.low, self.high) - self.shift
-        return values.view(shape)
+        coords = torch.stack([g.flatten() for g in torch.meshgrid(*axes, indexing="ij")], -1)
+        return (self.log_at(coords).clamp(self.low, self.high) - self.shift).view(shape)
+
+    def log_at(self, coords: torch.Tensor) -> torch.Tensor:
+        """``log g`` before its clamp and shift, at points ``(N, d)`` on coordinates scaled to [-1, 1]."""
+        values = polynomial_terms(coords, self.order) @ self.coefficients.to(coords)
+        if self.local is not None:
+            values = values + local_at(self.local, self.local_extent, coords)
+        return values
 
     def summary(self, size: int = 32) -> tuple[float, float, tuple[float, ...]]:
         """The map's least and greatest value, and where it peaks as a share (0-1) of each axis, on a coarse grid."""
@@ -93,32 +107,17 @@ def polynomial_terms(coords: torch.Tensor, order: int) -> torch.Tensor:
 def _window_levels(
     x: torch.Tensor, spatial_dims: int, floor: float | None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The robust level (MAD of the finest diagonal Haar detail) of every window of blocks that carry noise and the
-    windows' centres on coordinates scaled to [-1, 1]; None with too few windows. Windows whose blocks' mean is below
-    ``floor`` are left out (a magnitude's Rayleigh background reads 0.66 of its noise)."""
-    detail, mean, noisy = haar_blocks(x, spatial_dims)
-    if floor is not None:
-        noisy = noisy & (mean > floor)
-    sides = [s for s in _WINDOWS[spatial_dims] if math.prod(n // s for n in detail.shape[1:]) >= _MIN_WINDOWS]
+    """The levels of the windows that read one (the largest windows that give :data:`_MIN_WINDOWS`) and their centres
+    ``(N, d)``; None with too few windows."""
+    blocks = [n // 2 for n in x.shape[1:]]
+    sides = [s for s in _WINDOWS[spatial_dims] if math.prod(n // s for n in blocks) >= _MIN_WINDOWS]
     if not sides:
         return None
-    side = sides[0]
-    grid = tuple(n // side for n in detail.shape[1:])
-    values = detail.abs().masked_fill(~noisy, float("nan"))
-    values = values[(slice(None), *[slice(0, g * side) for g in grid])]
-    for dim in range(1, spatial_dims + 1):
-        values = values.unfold(dim, side, side)  # (C, *grid, side, ..., side)
-    values = values.movedim(0, spatial_dims).reshape(*grid, -1)
-    counts = (~torch.isnan(values)).sum(-1)
-    levels = values.nanmedian(-1).values / MAD_TO_SIGMA
-    keep = (counts >= _MIN_SHARE * side**spatial_dims) & (levels > 0)
+    levels, centres = window_levels(x, spatial_dims, sides[0], floor, background=floor is not None)
+    keep = ~torch.isnan(levels)
     if int(keep.sum()) < _MIN_WINDOWS // 2:
         return None
-    voxels = x.shape[1:]  # a window's centre, in voxels, on coordinates scaled to [-1, 1] like the map's grid
-    centres = torch.meshgrid(*[-1 + 2 * (2 * side * (torch.arange(g, dtype=torch.float64) + 0.5) - 0.5) / max(n - 1, 1)
-                               for g, n in zip(grid, voxels)], indexing="ij")
-    coords = torch.stack([c[keep] for c in centres], -1)
-    return levels[keep].double(), coords
+    return levels[keep], centres[:, keep].T
 
 
 def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None = None) -> LevelMap | None:
@@ -127,7 +126,9 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
 
     The polynomial's order (0 to 4, as many windows allow) is the one with the least Bayesian information criterion
     over the windows kept; order 0 (a constant) is an even level, and so is a fit that explains too little
-    (:data:`MIN_EXPLAINED`).
+    (:data:`MIN_EXPLAINED`). A local part is added where it predicts smaller windows better (:mod:`.local_map`);
+    with it the map must explain :data:`MIN_EXPLAINED_LOCAL` of the windows' variance, else the polynomial alone is
+    judged.
 
     Args:
         x: the observation.
@@ -142,12 +143,18 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     if not fits:
         return None
     coefficients, order, fitted, _, explained = min(fits, key=lambda fit: fit[3])
-    if order == 0 or explained < MIN_EXPLAINED:
+    trend = LevelMap(coefficients, order, spatial_dims, 0.0, 0.0)
+    candidates = [(trend, fitted, explained, MIN_EXPLAINED)] if order > 0 else []
+    with_local = _with_local_part(x, spatial_dims, floor, trend, levels, coords)
+    if with_local is not None:
+        candidates.insert(0, (*with_local, MIN_EXPLAINED_LOCAL))
+    for level_map, fitted, explained, least in candidates:
+        q05, q95 = torch.quantile(fitted, torch.tensor([0.05, 0.95], dtype=torch.float64))
+        if explained >= least and float(q95 - q05) > math.log(FLAT_SPREAD):
+            break
+    else:
         return None
-    q05, q95 = torch.quantile(fitted, torch.tensor([0.05, 0.95], dtype=torch.float64))
-    if float(q95 - q05) <= math.log(FLAT_SPREAD):
-        return None
-    level_map = LevelMap(coefficients, order, spatial_dims, float(fitted.min()), float(fitted.max()), explained)
+    level_map.low, level_map.high, level_map.explained = float(fitted.min()), float(fitted.max()), explained
     level_map.shift = float(level_map.log_values(tuple(x.shape[1:])).median())
     return level_map
 
@@ -172,7 +179,35 @@ def _trimmed_fit(
         keep = kept
     n, k = int(keep.sum()), terms.shape[1]
     rss = float(residual[keep].square().sum())
-    total = float((target[keep] - target[keep].mean()).square().sum())
-    explained = 1 - (rss / max(n - k, 1)) / (total / max(n - 1, 1)) if total > 0 else 0.0
     bic = n * math.log(max(rss, 1e-12) / n) + k * math.log(n)
-    return coefficients, order, (terms @ coefficients)[keep], bic, explained
+    return coefficients, order, (terms @ coefficients)[keep], bic, _explained(target[keep], residual[keep], k)
+
+
+def _explained(target: torch.Tensor, residual: torch.Tensor, terms: float) -> float:
+    """The share of ``target``'s variance that a fit of ``terms`` degrees of freedom explains (adjusted R^2)."""
+    n, total = target.numel(), float((target - target.mean()).square().sum())
+    if total <= 0:
+        return 0.0
+    return 1 - (float(residual.square().sum()) / max(n - terms, 1)) / (total / max(n - 1, 1))
+
+
+def _with_local_part(
+    x: torch.Tensor, spatial_dims: int, floor: float | None, trend: LevelMap, levels: torch.Tensor,
+    coords: torch.Tensor,
+) -> tuple[LevelMap, torch.Tensor, float] | None:
+    """``trend`` with a local part, its values at the trend's windows (``levels`` at ``coords``) that read within
+    :data:`_TRIM` robust stds above it, and the share of their variance it explains; None where no local part beats
+    the trend."""
+    small, centres = window_levels(x, spatial_dims, LOCAL_SIDES[spatial_dims], floor, background=floor is not None)
+    trend_values = trend.log_at(centres.flatten(1).T).view(small.shape)
+    local = fit_local(small.log() - trend_values, centres, len(trend.coefficients))
+    if local is None:
+        return None
+    level_map = LevelMap(trend.coefficients, trend.order, spatial_dims, 0.0, 0.0, local=local.grid,
+                         local_extent=local.extent)
+    fitted = level_map.log_at(coords)
+    residual = levels.log() - fitted
+    spread = 1.4826 * float((residual - residual.median()).abs().median())
+    keep = residual <= residual.median() + _TRIM * max(spread, 1e-6)
+    terms = len(trend.coefficients) + local.dof_share * int(keep.sum())
+    return level_map, fitted[keep], _explained(levels.log()[keep], residual[keep], terms)
