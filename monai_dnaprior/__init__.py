@@ -37,6 +37,7 @@ from monai_dnaprior.noise import (
 )
 from monai_dnaprior.progress import reporting_progress
 from monai_dnaprior.settings import (
+    NETWORK_ALONE,
     PRESETS,
     FilterConfig,
     NetworkConfig,
@@ -63,6 +64,7 @@ __all__ = [
     "GaussianNoise",
     "IntensityWindow",
     "NOISE_MODELS",
+    "NETWORK_ALONE",
     "NetworkConfig",
     "NoiseField",
     "NoiseModel",

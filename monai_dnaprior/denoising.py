@@ -21,6 +21,7 @@ from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.network.volume import fit_network
 from monai_dnaprior.noise import UPPER_BOUND_SHARE, choose_noise_model, estimate_noise_field, haar_blocks
 from monai_dnaprior.progress import ProgressTracker
+from monai_dnaprior.series import check_series, denoise_series, use_series
 from monai_dnaprior.settings import (
     FilterConfig,
     NetworkConfig,
@@ -74,6 +75,7 @@ def denoise(
     uncertainty: bool = False,
     name: str | None = None,
     progress: Callable[[int, int], None] | None = None,
+    series: bool | None = None,
 ) -> DenoiseResult:
     """Denoise a channel-first ``(C, H, W)`` or ``(C, H, W, D)`` image with the noise field estimated from it.
 
@@ -98,12 +100,18 @@ def denoise(
         uncertainty: also compute the per-voxel uncertainty map (:attr:`DenoiseResult.uncertainty`; more time).
         name: what to call the image in the log and in warnings (a file name).
         progress: called as ``progress(done, total)`` in voxels as the work goes on.
+        series: True: the channels are repeats of one anatomy (diffusion directions, time points), denoised together
+            (:mod:`monai_dnaprior.series`); False: channel groups, each with its own noise field; None: a series
+            where there are at least :data:`~monai_dnaprior.series.SERIES_MIN_CHANNELS` channels, ``prior`` is
+            ``auto``, and neither ``noise_psd`` nor the uncertainty map is asked for.
 
     Raises:
-        ValueError: a bad image or setting, or ``network_config`` where no network is fitted.
+        ValueError: a bad image or setting, ``network_config`` where no network is fitted, or ``series=True`` where
+            the image cannot be denoised as a series.
     """
     check_image(img)
     check_options(noise_level=noise_level, seed=seed, device=device, slice_axis=slice_axis)
+    check_series(series)
     noise_model = check_option("noise_model", noise_model, NoiseModelName)
     run_prior = resolve_prior(check_option("prior", prior, Prior))
     if noise_psd is not None and noise_model in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):
@@ -111,7 +119,7 @@ def denoise(
     if network_config is not None and run_prior == Prior.FILTER:
         raise ValueError(f"network_config acts only where a network is fitted, and prior={str(prior)!r} fits none; "
                          "pass prior='network' (the network alone) or prior='network+filter', or leave it out.")
-    preset_filter, preset_network = preset_settings(preset)
+    preset_filter, preset_network = preset_settings(preset, prior=run_prior)  # the fit alone has its own budget
     settings = _Settings(run_prior, filter_config or preset_filter, network_config or preset_network, seed, slice_axis)
     run_device = resolve_device(device)
     start = time.perf_counter()
@@ -123,6 +131,12 @@ def denoise(
     psd = None if noise_psd is None else torch.as_tensor(noise_psd, dtype=torch.float64).reshape(x.shape[1:])
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = ProgressTracker(progress, x.numel())
+    if use_series(series, tuple(x.shape), uncertainty, noise_psd is not None, str(check_option("prior", prior, Prior))):
+        image, info = denoise_series(x, noise_model, noise_level, tracker)
+        info.update(device=str(run_device), seconds=time.perf_counter() - start)
+        logger.info("DNA-Prior%s: series of %d, %s in %.1f s on %s", _named(name), x.shape[0], info["prior"],
+                    info["seconds"], run_device)
+        return DenoiseResult(image.reshape(img.shape).to(img.device), None, info)
     results = [_denoise_group(x[g], noise_model, noise_level, psd, settings, name, tracker, uncertainty)
                for g in groups]
     image = torch.cat([r[0] for r in results]).reshape(img.shape).to(img.device)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields, replace
 from monai.utils import StrEnum, look_up_option
 
 __all__ = [
+    "NETWORK_ALONE",
     "NETWORK_SETTINGS",
     "PRESETS",
     "FilterConfig",
@@ -34,10 +35,11 @@ class NoiseModelName(StrEnum):
 class Prior(StrEnum):
     """What makes the clean estimate.
 
-    - ``filter``: the collaborative filter alone (hard thresholding, Wiener, NL-Bayes), each coefficient with its
-      noise variance from the noise field;
+    - ``filter``: the collaborative filter alone (hard thresholding, Wiener, NL-Bayes, linear combinations of
+      patches), each coefficient with its noise variance from the noise field;
     - ``network``: the DNA-Prior network alone, an untrained encoder-decoder fitted to the image under the
-      whitened spectral fidelity and total variation (the paper's method);
+      whitened spectral fidelity and total variation (the paper's method), with its own budget and automatic stop
+      (:data:`NETWORK_ALONE`);
     - ``network+filter``: the network's fit as the filter's guide to the observation's bias (it changes the result
       for a Rician magnitude only, whose exact likelihood the fit takes);
     - ``auto``: the measured best, today ``filter`` for every input (``docs/design.md``).
@@ -68,8 +70,8 @@ class VolumeMode(StrEnum):
 
 @dataclass(frozen=True)
 class FilterConfig:
-    """The collaborative filter (BM3D's two stages and an NL-Bayes step; :mod:`monai_dnaprior.filters`). Plain
-    values, so it pickles and hashes.
+    """The collaborative filter (BM3D's two stages, an NL-Bayes step and iterated linear combinations of patches;
+    :mod:`monai_dnaprior.filters`). Plain values, so it pickles and hashes.
 
     Attributes:
         patch: square patch side in 2D.
@@ -86,6 +88,13 @@ class FilterConfig:
         volume_patch: cube side in 3D.
         volume_radius: in-plane search radius in 3D.
         volume_depth_radius: search radius along the last axis in 3D.
+        ridge_patch: patch side of the iterated linear combinations of patches (after NL-Ridge/LIChI,
+            :mod:`monai_dnaprior.filters.ridge`), run last from the filter's estimate, in 2D; 0 leaves them out.
+        ridge_volume_patch: their cube side in 3D; 0 leaves them out.
+        ridge_group: patches per group of the combinations.
+        ridge_radius: their search radius, in pixels (3D: in-plane; ``volume_depth_radius`` across).
+        ridge_step: the step between their reference patches.
+        ridge_iterations: their iterations (groups matched again every third).
     """
 
     patch: int = 8
@@ -101,6 +110,12 @@ class FilterConfig:
     volume_patch: int = 4
     volume_radius: int = 5
     volume_depth_radius: int = 2
+    ridge_patch: int = 7
+    ridge_volume_patch: int = 0
+    ridge_group: int = 64
+    ridge_radius: int = 12
+    ridge_step: int = 6
+    ridge_iterations: int = 2
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,10 @@ class NetworkConfig:
         backtrack_factor: a loss above this multiple of the best loss so far restores the last good state.
         warm_iters_fraction: share of ``max_iters`` (and of the patience) given to a warm-started fit.
         volume_mode: 3D images, see :class:`VolumeMode`.
+        keep_best: return the output average as it was at the last output-variance minimum (the ES-WMV point),
+            not at the stop; the fit alone (:data:`NETWORK_ALONE`) sets it.
+
+    The defaults are the guide fit of ``prior="network+filter"``; :data:`NETWORK_ALONE` holds the fit alone's.
     """
 
     max_iters: int = 150
@@ -149,15 +168,28 @@ class NetworkConfig:
     backtrack_factor: float = 3.0
     warm_iters_fraction: float = 0.1
     volume_mode: str = VolumeMode.AUTO
+    keep_best: bool = False
 
 
-# What each preset changes: the filter's reference step (4, 3, 2 px: more overlapping estimates, more time), and where
-# a network is fitted its iteration budget and width.
+# What each preset changes: the filter's reference step (4, 3, 2 px: more overlapping estimates, more time), whether
+# the iterated linear combinations of patches run (2D white or stabilised noise: not in `fast`; reference step 6 in
+# `default`, within 1.5x BM3D's time, 2 in `quality`; benchmarks/results/ceiling/), and where a network is fitted its iteration budget and width.
 PRESETS: dict[str, tuple[FilterConfig, NetworkConfig]] = {
-    Preset.FAST: (FilterConfig(match_step=4), NetworkConfig(max_iters=60, min_iters=40)),
+    Preset.FAST: (FilterConfig(match_step=4, ridge_patch=0), NetworkConfig(max_iters=60, min_iters=40)),
     Preset.DEFAULT: (FilterConfig(), NetworkConfig()),
-    Preset.QUALITY: (FilterConfig(match_step=2),
+    Preset.QUALITY: (FilterConfig(match_step=2, ridge_step=2),
                      NetworkConfig(max_iters=400, min_iters=200, channels=(32, 32, 64, 64))),
+}
+
+# The network alone (``prior="network"``, the paper's Deep Image Prior) per preset: the result is the fit's own average,
+# so it takes the iterations a Deep Image Prior needs (thousands; the guide fit above stops at 60-400), stopped by the
+# output variance (ES-WMV) with the average at its minimum kept; the stop ends most fits before the cap. Measured in
+# docs/network.md and benchmarks/results/dip/.
+NETWORK_ALONE: dict[str, NetworkConfig] = {
+    Preset.FAST: NetworkConfig(max_iters=800, min_iters=300, patience=100, min_change=0.005, keep_best=True),
+    Preset.DEFAULT: NetworkConfig(max_iters=2000, min_iters=400, patience=150, min_change=0.005, keep_best=True),
+    Preset.QUALITY: NetworkConfig(max_iters=4000, min_iters=400, patience=200, min_change=0.0025, keep_best=True,
+                                  channels=(32, 32, 64, 64)),
 }
 
 FILTER_SETTINGS = frozenset(f.name for f in fields(FilterConfig))
@@ -165,14 +197,19 @@ NETWORK_SETTINGS = frozenset(f.name for f in fields(NetworkConfig))
 """Settings that act only where a network is fitted (``prior="network"`` or ``"network+filter"``)."""
 
 
-def preset_settings(preset: str = Preset.DEFAULT, **overrides: object) -> tuple[FilterConfig, NetworkConfig]:
+def preset_settings(
+    preset: str = Preset.DEFAULT, prior: str | None = None, **overrides: object
+) -> tuple[FilterConfig, NetworkConfig]:
     """The filter and network settings of ``preset``, with every override that is not None applied to whichever of
-    the two it belongs to.
+    the two it belongs to. The network's are those of the fit ``prior`` runs: the fit alone's
+    (:data:`NETWORK_ALONE`) for ``prior="network"``, the guide fit's (:data:`PRESETS`) otherwise.
 
     Raises:
         ValueError: an unknown preset or setting (the message names the closest known one).
     """
     filter_config, network_config = PRESETS[look_up_option(preset, Preset)]
+    if prior is not None and resolve_prior(prior) == Prior.NETWORK:
+        network_config = NETWORK_ALONE[look_up_option(preset, Preset)]
     given = {k: v for k, v in overrides.items() if v is not None}
     for key in given:
         look_up_option(key, sorted(FILTER_SETTINGS | NETWORK_SETTINGS))
@@ -186,7 +223,9 @@ def resolve_prior(prior: str) -> Prior:
 
     ``benchmarks/results/results.md``: as the filter's guide the network changes only a Rician result, -0.05 dB
     from the best classical pipeline where the filter alone is +0.01, in 8.7x that pipeline's time where the filter
-    takes 0.6x; the network alone stays far below the filter on single images.
+    takes 0.6x. ``benchmarks/results/dip/``: the network alone is 0.85-1.86 dB below BM3D on the 2D dev slices with
+    white noise (1.95 dB above deepinv's Deep Image Prior), where the filter is 0.03-0.20 dB above it in 1-3% of
+    the network's time.
     """
     prior = look_up_option(prior, Prior)
     return Prior.FILTER if prior == Prior.AUTO else prior

@@ -15,6 +15,7 @@ from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tenso
 
 from monai_dnaprior.denoising import denoise
 from monai_dnaprior.progress import active_progress
+from monai_dnaprior.series import check_series
 from monai_dnaprior.settings import NoiseModelName, Preset, Prior, VolumeMode, preset_settings, resolve_prior
 from monai_dnaprior.validation import check_image, check_network_settings, check_option, check_options
 
@@ -39,7 +40,8 @@ class DNAPriorDenoise(Transform):
             low-dose CT), ``"rician"`` (MRI magnitude) or ``"speckle"`` (ultrasound, multiplicative).
         noise_level: noise parameter on the image normalised to [0, 1]; estimated from the image when None.
         preset: ``"fast"``, ``"default"`` or ``"quality"``: the filter's reference step (4, 3, 2 px) and, where a
-            network is fitted, its iteration budget (60, 150, 400) and width.
+            network is fitted, its iteration budget (as the filter's guide 60, 150, 400; alone, the automatic stop
+            capped at 800, 2000, 4000) and width.
         max_iters: network only: cap on iterations (the automatic stop can end the fit earlier).
         seed: network only: seed of its weights, input code and perturbations (0 where None). The filter has no
             randomness.
@@ -58,6 +60,11 @@ class DNAPriorDenoise(Transform):
         prior: ``"auto"`` (the measured best: the filter), ``"filter"``, ``"network"`` (the network alone, the
             paper's method) or ``"network+filter"`` (the network's fit guides the filter: changes a Rician result
             only). The settings marked "network only" are refused where no network is fitted.
+        series: ``True``: the channels are repeats of one anatomy (diffusion directions, fMRI time points, averages;
+            a 4D NIfTI as MONAI loads it), denoised together (MP-PCA across the volumes, then a Wiener pass over
+            space and volumes; :mod:`monai_dnaprior.series`); ``False``: channels in groups, each image on its own;
+            ``None``: a series from 8 channels on, where ``prior`` is ``"auto"`` and no ``noise_psd`` or
+            uncertainty map is asked for.
 
     Raises:
         ValueError: an unknown option (naming the closest), a bad value, or a network setting without a network.
@@ -82,8 +89,11 @@ class DNAPriorDenoise(Transform):
         noise_psd: NdarrayOrTensor | None = None,
         pilot: str | None = None,
         prior: str = Prior.AUTO,
+        series: bool | None = None,
     ) -> None:
         check_options(noise_level=noise_level, seed=0 if seed is None else seed, device=device, slice_axis=slice_axis)
+        check_series(series)
+        self.series = series
         self.noise_model = str(check_option("noise_model", noise_model, NoiseModelName))
         self.preset = str(check_option("preset", preset, Preset))
         self.prior = str(check_option("prior", _prior_from_pilot(pilot, prior), Prior))
@@ -99,7 +109,7 @@ class DNAPriorDenoise(Transform):
         self.seed = 0 if seed is None else seed
         self.device = str(device) if device is not None else None
         self.slice_axis = slice_axis
-        self.filter_config, network_config = preset_settings(self.preset, **network)
+        self.filter_config, network_config = preset_settings(self.preset, prior=self.prior, **network)
         self.network_config = network_config if resolve_prior(self.prior) != Prior.FILTER else None
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
@@ -128,7 +138,7 @@ class DNAPriorDenoise(Transform):
             noise_model=self.noise_model, noise_level=self.noise_level, prior=self.prior,
             filter_config=self.filter_config, network_config=self.network_config, seed=self.seed, device=self.device,
             slice_axis=self.slice_axis, noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd),
-            name=_source_name(img_t), progress=active_progress(), uncertainty=with_map,
+            name=_source_name(img_t), progress=active_progress(), uncertainty=with_map, series=self.series,
         )
         out = _to_input_dtype(result.image, img_t.dtype)
         out_img, *_ = convert_to_dst_type(out, dst=img_t, dtype=out.dtype)

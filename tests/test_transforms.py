@@ -27,6 +27,7 @@ from nibabel.testing import data_path as nibabel_data_path
 import monai_dnaprior
 import monai_dnaprior.transforms as transforms_module
 from monai_dnaprior import (
+    NETWORK_ALONE,
     PRESETS,
     DNAPriorDenoise,
     DNAPriorDenoiseD,
@@ -90,8 +91,9 @@ def test_overrides_reach_the_network_config():
     config = t.network_config
     assert (config.max_iters, config.tv_scale, config.frequency_power) == (7, 0.3, 1.0)
     assert (config.amplitude_weight, config.phase_weight, config.volume_mode) == (2.0, 0.5, "volume")
-    fast_filter, fast_network = PRESETS["fast"]
-    assert config.channels == fast_network.channels  # what is not named keeps the preset's
+    fast_filter = PRESETS["fast"][0]
+    alone = NETWORK_ALONE["fast"]  # the network alone takes the fit-alone budget of its preset
+    assert (config.channels, config.min_iters, config.keep_best) == (alone.channels, alone.min_iters, True)
     assert t.filter_config == fast_filter
     plain = DNAPriorDenoise(preset="fast", prior="network+filter")
     assert (plain.filter_config, plain.network_config) == PRESETS["fast"]  # None keeps the preset's

@@ -56,6 +56,22 @@ def root_cause(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[:300]}"
 
 
+def as_series(value: object) -> bool | None:
+    """The ``series`` setting from a config or a command line: null/none/auto (decide from the channel count), or a
+    true/false flag (``--series true`` arrives as a string).
+
+    Raises:
+        ValueError: anything else.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("null", "none", "auto", "")):
+        return None
+    try:
+        return as_flag(value, "series")
+    except ValueError:
+        raise ValueError(f"series must be true (the channels are repeats of one anatomy), false or null (decide from "
+                         f"the channel count), got {value!r}.") from None
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split())
 
@@ -86,6 +102,7 @@ def check_settings(
     device: object = None,
     output_dtype: object = None,
     exit_on_error: bool | str = True,
+    series: object = None,
 ) -> bool:
     """Check the bundle's settings before anything is built (the configs call this in ``initialize``): the settings
     of :class:`~monai_dnaprior.transforms.DNAPriorDenoised` (checked by building it, so the rules are the
@@ -98,6 +115,7 @@ def check_settings(
             network settings (None unless ``prior`` is ``network`` or ``network+filter``).
         output_dtype: the data type written, None (the input's) or an integer or float numpy type name.
         exit_on_error: log one error line and raise ``SystemExit(1)``; when False re-raise the error.
+        series: true, false or null (:func:`as_series`; :class:`~monai_dnaprior.transforms.DNAPriorDenoise`).
 
     Returns:
         True when every setting is valid.
@@ -108,7 +126,8 @@ def check_settings(
     """
     try:
         DNAPriorDenoise(noise_model=noise_model, noise_level=noise_level, preset=preset, prior=prior,
-                        max_iters=max_iters, seed=seed, volume_mode=volume_mode, device=device)
+                        max_iters=max_iters, seed=seed, volume_mode=volume_mode, device=device,
+                        series=as_series(series))
         _check_device(device)
         if output_dtype is not None:
             try:

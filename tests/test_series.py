@@ -1,0 +1,166 @@
+"""Series mode: MP-PCA's Marchenko-Pastur split, the series path against the per-volume path on a series with a known
+clean image, the option's checks, the transforms and the bundle's settings, determinism and progress."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_dnaprior import DNAPriorDenoise, DNAPriorDenoised, denoise
+from monai_dnaprior.series import SERIES_MIN_CHANNELS, marchenko_pastur_split, mppca, use_series
+from monai_dnaprior.series.patches import PatchGrid
+
+
+def _series(channels: int = 12, shape: tuple[int, ...] = (16, 16, 8), sigma: float = 0.05, seed: int = 0):
+    """A DWI-like series: three tissues with their own decay across the volumes, plus white Gaussian noise."""
+    g = torch.Generator().manual_seed(seed)
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
+    radius = sum(c.square() for c in grids).sqrt()
+    tissues = [(radius < 0.5).float(), ((radius >= 0.5) & (radius < 0.9)).float(), 0.3 * (radius >= 0.9).float()]
+    decay = torch.rand(3, channels, generator=g) * torch.tensor([[0.3], [1.0], [2.0]])
+    clean = sum(t[None] * torch.exp(-d)[:, None, None, None] for t, d in zip(tissues, decay))
+    clean = clean.reshape(channels, *shape)
+    noisy = clean + sigma * torch.randn(clean.shape, generator=g)
+    return clean, noisy
+
+
+def _psnr(clean: torch.Tensor, x: torch.Tensor) -> float:
+    return float(10 * torch.log10(clean.max() ** 2 / (x - clean).square().mean()))
+
+
+def test_marchenko_pastur_split_finds_the_signal_rank():
+    g = torch.Generator().manual_seed(1)
+    samples, channels, rank, sigma = 400, 20, 3, 0.1
+    noise = sigma * torch.randn(samples, channels, generator=g, dtype=torch.float64)
+    signal = torch.randn(samples, rank, generator=g, dtype=torch.float64) @ torch.randn(rank, channels, generator=g,
+                                                                                        dtype=torch.float64)
+    eigenvalues = []
+    for x in (noise, noise + signal):
+        c = x - x.mean(0)
+        eigenvalues.append(torch.linalg.eigvalsh(c.T @ c / samples))
+    count, variance = marchenko_pastur_split(torch.stack(eigenvalues), samples)
+    assert int(count[0]) == channels  # pure noise: every component is noise
+    assert channels - rank - 1 <= int(count[1]) <= channels - rank  # the signal's 3 kept (and at most one more)
+    assert variance[0] == pytest.approx(sigma**2, rel=0.15) and variance[1] == pytest.approx(sigma**2, rel=0.2)
+
+
+def test_patch_grid_covers_every_voxel_once_averaged():
+    x = torch.rand(3, 7, 9, 5)
+    grid = PatchGrid(x.shape[1:], (4, 4, 4), 3)
+    sums, weights = grid.new_sums(3, x)
+    for index in grid.chunks():
+        grid.add(sums, weights, index, grid.gather(x, index), torch.ones(index.shape[0]))
+    assert bool((weights > 0).all())
+    torch.testing.assert_close(grid.average(sums, weights), x)
+
+
+def test_mppca_denoises_and_maps_the_noise():
+    clean, noisy = _series()
+    out, variance = mppca(noisy, (5, 5, 5), 2)
+    assert _psnr(clean, out) > _psnr(clean, noisy) + 4
+    assert float(variance.sqrt().median()) == pytest.approx(0.05, rel=0.25)
+
+
+def test_series_beats_the_per_volume_path():
+    clean, noisy = _series()
+    together = denoise(noisy, noise_model="gaussian", series=True)
+    apart = denoise(noisy, noise_model="gaussian", series=False)
+    assert together.info["series"] and not apart.info.get("series", False)
+    assert _psnr(clean, together.image) > _psnr(clean, apart.image) + 1.0
+    assert _psnr(clean, together.image) > _psnr(clean, noisy) + 5.0
+
+
+def test_rician_series_removes_the_magnitude_bias():
+    clean, noisy = _series(sigma=0.06)
+    g = torch.Generator().manual_seed(3)
+    magnitude = torch.hypot(noisy, 0.06 * torch.randn(noisy.shape, generator=g))
+    out = denoise(magnitude, noise_model="rician", series=True)
+    assert out.info["noise_model"] == "rician"
+    assert abs(float((out.image - clean).mean())) < 0.5 * abs(float((magnitude - clean).mean()))
+
+
+def test_series_none_decides_from_the_channels():
+    _, noisy = _series(channels=SERIES_MIN_CHANNELS)
+    assert denoise(noisy, noise_model="gaussian").info.get("series") is True
+    few = noisy[: SERIES_MIN_CHANNELS - 1]
+    assert use_series(None, tuple(few.shape), False, False, "auto") is False
+    assert use_series(None, tuple(noisy.shape), True, False, "auto") is False  # the map: per channel
+    assert use_series(None, tuple(noisy.shape), False, False, "network") is False
+
+
+@pytest.mark.parametrize("bad", ["auto", 1, "yes"])
+def test_series_must_be_a_bool_or_none(bad):
+    with pytest.raises(TypeError, match="series must be True"):
+        DNAPriorDenoise(series=bad)
+    with pytest.raises(TypeError, match="series must be True"):
+        denoise(torch.rand(2, 8, 8), series=bad)
+
+
+def test_series_true_refuses_what_it_cannot_do():
+    with pytest.raises(ValueError, match="1 channel.*series=False"):
+        denoise(torch.rand(1, 16, 16, 8), series=True)
+    _, noisy = _series()
+    with pytest.raises(ValueError, match="uncertainty"):
+        denoise(noisy, series=True, uncertainty=True)
+    with pytest.raises(ValueError, match="noise_psd"):
+        denoise(noisy, series=True, noise_psd=torch.full(noisy.shape[1:], 0.01))
+    with pytest.raises(ValueError, match="fewer than"):
+        denoise(torch.rand(40, 3, 3, 2), series=True)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch", "meta"])
+def test_transform_keeps_type_shape_and_is_deterministic(kind):
+    _, noisy = _series(channels=10)
+    img = {"numpy": noisy.numpy(), "torch": noisy, "meta": MetaTensor(noisy, meta={"filename_or_obj": "s.nii"})}[kind]
+    t = DNAPriorDenoise(series=True)
+    a, b = t(img), t(img)
+    assert isinstance(a, type(img)) and tuple(a.shape) == tuple(noisy.shape)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    if kind == "meta":
+        assert a.meta["filename_or_obj"] == "s.nii"
+
+
+def test_dictionary_transform_and_progress():
+    from monai_dnaprior.progress import reporting_progress
+
+    clean, noisy = _series(channels=10)
+    seen = []
+    with reporting_progress(lambda done, total: seen.append((done, total))):
+        out = DNAPriorDenoised("image", series=True)({"image": noisy.numpy()})["image"]
+    assert _psnr(clean, torch.as_tensor(out)) > _psnr(clean, noisy) + 4
+    assert seen and seen[-1][0] == seen[-1][1] and len(seen) > 3
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+
+
+def test_two_dimensional_series():
+    clean, noisy = _series(channels=12, shape=(32, 32))
+    out = denoise(noisy, noise_model="gaussian", series=True)
+    assert _psnr(clean, out.image) > _psnr(clean, noisy) + 4
+
+
+@pytest.mark.parametrize("value,expected", [(None, None), ("null", None), ("auto", None), ("true", True),
+                                            (True, True), ("false", False), (0, False)])
+def test_bundle_series_setting(value, expected):
+    from monai_dnaprior.bundle.checks import as_series, check_settings
+
+    assert as_series(value) is expected
+    assert check_settings(series=value, exit_on_error=False)
+
+
+def test_bundle_refuses_a_bad_series_setting():
+    from monai_dnaprior.bundle.checks import check_settings
+
+    with pytest.raises(ValueError, match="series must be true"):
+        check_settings(series="maybe", exit_on_error=False)
+
+
+def test_bundle_config_passes_series_to_the_transform():
+    import json
+    from pathlib import Path
+
+    config = json.loads((Path(__file__).resolve().parents[1] / "bundle/configs/inference.json").read_text())
+    assert config["series"] is None
+    denoiser = [t for t in config["preprocessing"]["transforms"] if t["_target_"].endswith("DNAPriorDenoised")][0]
+    assert "@series" in denoiser["series"]
