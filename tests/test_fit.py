@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,8 +16,10 @@ import torch
 from conftest import NOISE_MODEL_NAMES, make_phantom, noisy_phantom, psnr, small_network, synthesise
 
 import monai_dnaprior.network.volume as volume_module
-from monai_dnaprior import NetworkConfig, PriorState, denoise, fit_prior, get_noise_model
-from monai_dnaprior.network import FitResult, NetworkFit, fit_network, volume_fits
+import monai_dnaprior.settings as settings_module
+from monai_dnaprior import DNAPriorDenoise, NetworkConfig, PriorState, denoise, fit_prior, get_noise_model
+from monai_dnaprior.network import FitResult, NetworkFit, OutputAverager, fit_network, volume_fits
+from monai_dnaprior.settings import NETWORK_ALONE, PRESETS, preset_settings
 from monai_dnaprior.noise import estimate_noise_field
 
 SIGMA = 0.1
@@ -412,3 +415,72 @@ def test_other_errors_pass_through_the_fallback(monkeypatch):
     _scripted_fit(monkeypatch, [ValueError("boom")])
     with pytest.raises(ValueError, match="boom"):
         fit_network(target.as_subclass(_OnCuda), field, small_network(3), 0)
+
+
+# ------------------------------------------------------------------------------- the fit alone: budget and stop
+
+
+def test_the_fit_alone_has_its_own_budget_and_the_guide_fit_keeps_its():
+    """``prior="network"`` takes :data:`NETWORK_ALONE` (thousands of iterations, the average at the variance
+    minimum); the guide fit of ``network+filter`` keeps :data:`PRESETS`' (its numbers unchanged)."""
+    for preset in ("fast", "default", "quality"):
+        _, alone = preset_settings(preset, prior="network")
+        _, guide = preset_settings(preset, prior="network+filter")
+        assert alone == NETWORK_ALONE[preset] and alone.keep_best
+        assert guide == PRESETS[preset][1] and not guide.keep_best
+        assert alone.max_iters >= 5 * guide.max_iters
+    assert preset_settings("default")[1] == preset_settings("default", prior="auto")[1] == PRESETS["default"][1]
+    assert DNAPriorDenoise(prior="network").network_config == NETWORK_ALONE["default"]
+    assert DNAPriorDenoise(prior="network", preset="fast", max_iters=9).network_config == replace(
+        NETWORK_ALONE["fast"], max_iters=9)
+    assert DNAPriorDenoise(prior="network+filter").network_config == PRESETS["default"][1]
+
+
+@pytest.mark.parametrize("noise_model", NOISE_MODEL_NAMES)
+def test_denoise_fits_the_network_alone_with_the_fit_alone_settings(monkeypatch, noise_model):
+    """Without ``network_config``, ``prior="network"`` runs the preset's fit alone, for every noise model."""
+    budget = small_network(25, min_iters=10, patience=500, keep_best=True)
+    monkeypatch.setitem(settings_module.NETWORK_ALONE, "default", budget)
+    noisy = synthesise(noise_model, make_phantom((24, 24))[None], np.random.default_rng(1))
+    result = denoise(torch.from_numpy(noisy), noise_model, prior="network")
+    assert result.info["prior"] == "network" and result.info["iterations"] == 25
+    assert result.info["noise_model"] == noise_model and bool(torch.isfinite(result.image).all())
+
+
+def test_keep_best_returns_the_average_at_the_output_variance_minimum():
+    """ES-WMV: outputs that settle and then wander off (as a fit that starts to fit the noise); the stop comes
+    ``patience`` iterations after the variance minimum, and ``keep_best`` returns the average as it was there."""
+    generator = torch.Generator().manual_seed(0)
+    kept, last = OutputAverager(0.9, patience=20, min_iters=5, keep_best=True), OutputAverager(0.9, 20, 5)
+    averages = []
+    for it in range(1, 300):
+        output = torch.randn(1, 1, 8, 8, generator=generator) * (abs(it - 60) / 60 + 0.05)
+        kept.update(output)
+        last.update(output)
+        averages.append(kept.mean.clone())
+        if kept.should_stop():
+            break
+    assert 55 <= kept.best_iteration <= 80 and kept.iteration == kept.best_iteration + 21 and last.should_stop()
+    assert kept.result_iteration == kept.best_iteration and last.result_iteration == last.iteration
+    assert torch.equal(kept.result()[0], averages[kept.best_iteration - 1])
+    assert torch.equal(last.result()[0], averages[-1]) and not torch.equal(kept.result()[0], last.result()[0])
+
+
+def test_the_fit_returns_the_average_it_names(noisy_2d):
+    """With ``keep_best`` the fit returns the average of ``returned_iteration`` (the last variance minimum), without
+    it the last one; the same seed gives the same result."""
+    _, noisy = noisy_2d
+    target = torch.from_numpy(noisy)[None]
+    model = get_noise_model("gaussian", target[0], 2, level=SIGMA)
+    runs = {}
+    for keep_best in (True, False):
+        seen = []
+        config = small_network(40, min_iters=5, patience=500, min_change=0.0, keep_best=keep_best)
+        result = fit_prior(target, model, config, seed=3, monitor=lambda it, raw, avg: seen.append(avg.clone()))
+        assert result.iterations == 40 and 5 <= result.returned_iteration <= 40
+        assert torch.equal(result.image, seen[result.returned_iteration - 1])
+        runs[keep_best] = result
+    assert runs[False].returned_iteration == 40
+    again = fit_prior(target, model, small_network(40, min_iters=5, patience=500, min_change=0.0, keep_best=True),
+                      seed=3)
+    assert torch.equal(again.image, runs[True].image) and again.returned_iteration == runs[True].returned_iteration

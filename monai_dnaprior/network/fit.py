@@ -32,13 +32,16 @@ class PriorState:
 
 @dataclass
 class FitResult:
-    """The outcome of one fit, in the fit domain."""
+    """The outcome of one fit, in the fit domain: the averaged output and its spread, the iterations run, the state a
+    neighbour starts from, the loss per iteration, and the iteration whose average was returned (the last
+    output-variance minimum with ``keep_best``, else the last)."""
 
     image: torch.Tensor
     uncertainty: torch.Tensor
     iterations: int
     state: PriorState
     history: list[float] = field(default_factory=list)
+    returned_iteration: int = 0
 
 
 def _build_network(config: NetworkConfig, spatial_dims: int, out_channels: int, seed: int, device: torch.device) -> DIPHourglass:
@@ -107,6 +110,7 @@ def _fit(
         max(1, math.ceil(config.patience * fraction)),
         math.ceil(config.min_iters * fraction),
         min_change=config.min_change * noise_model.fit_sigma,
+        keep_best=config.keep_best,
     )
     fidelity = SpectralFidelity(
         spatial_dims, config.amplitude_weight, config.phase_weight, config.frequency_power, noise_psd
@@ -151,4 +155,4 @@ def _fit(
                 break
     image, uncertainty = averager.result()
     state = PriorState({k: v.detach().clone() for k, v in net.state_dict().items()}, code)
-    return FitResult(image, uncertainty, averager.iteration, state, history)
+    return FitResult(image, uncertainty, averager.iteration, state, history, averager.result_iteration)
