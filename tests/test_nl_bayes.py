@@ -105,9 +105,9 @@ def test_refine_averages_the_step_and_its_error():
     noisy = _noisy(clean, 0.1)
     field = _field(noisy, 0.1, NoiseSpectrum.white(2))
     observation = noisy[None, None]
-    off_config = FilterConfig(bayes_patch=0)
+    off_config = FilterConfig(bayes_patch=0, ridge_patch=0)  # the step alone, without the combinations after it
     off = filter_observation(observation, field, off_config, with_error=True)
-    on = filter_observation(observation, field, FilterConfig(), with_error=True)
+    on = filter_observation(observation, field, FilterConfig(ridge_patch=0), with_error=True)
     plain = collaborative_refine(observation, observation, 0.1, filter_passes(off_config), return_variance=True)
     torch.testing.assert_close(off.mean, plain[0])  # 0 disables the step: the Wiener pass's result
     torch.testing.assert_close(off.variance, plain[1])  # and its error

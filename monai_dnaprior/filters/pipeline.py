@@ -3,7 +3,8 @@ mean becomes the clean image.
 
 White noise (or noise a transform stabilised): a hard-thresholding pass makes the first pilot (BM3D's first stage),
 one block-matching Wiener pass follows, and in 2D it is averaged with an NL-Bayes step piloted by the thresholded
-image. Coloured noise: the first pilot is the observation blurred, since matching on the observation would follow
+image; where the preset sets them, iterated linear combinations of patches (:mod:`.ridge`) start from that average
+(2D). Coloured noise: the first pilot is the observation blurred, since matching on the observation would follow
 the noise's own texture; a local DCT Wiener pass, block-matching Wiener passes, and in 2D an NL-Bayes step that takes
 the noise's correlation exactly has the last word. Each coefficient gets its own noise variance from the spectrum.
 """
@@ -18,12 +19,13 @@ from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior.filters.collaborative import CollaborativePass, collaborative_refine
 from monai_dnaprior.filters.nl_bayes import BayesPass, bayes_refine, bayes_variance
+from monai_dnaprior.filters.ridge import RidgePass, ridge_refine
 from monai_dnaprior.noise.field import NoiseField
 from monai_dnaprior.progress import ProgressTracker
 from monai_dnaprior.settings import FilterConfig
 from monai_dnaprior.uncertainty import averaged_error
 
-__all__ = ["FilterResult", "bayes_pass", "filter_observation", "filter_passes"]
+__all__ = ["FilterResult", "bayes_pass", "filter_observation", "filter_passes", "ridge_pass"]
 
 
 def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = False) -> list[CollaborativePass]:
@@ -51,6 +53,17 @@ def bayes_pass(config: FilterConfig, passes: Sequence[CollaborativePass], spatia
     return BayesPass(patch=config.bayes_patch)
 
 
+def ridge_pass(config: FilterConfig, spatial_dims: int = 2) -> RidgePass | None:
+    """The iterated linear combinations of patches that run last (:mod:`.ridge`), or None where the preset leaves
+    them out (``ridge_patch`` in 2D, ``ridge_volume_patch`` in 3D)."""
+    patch = config.ridge_patch if spatial_dims == 2 else config.ridge_volume_patch
+    if patch <= 0 or config.ridge_iterations <= 0:
+        return None
+    depth = config.volume_depth_radius if spatial_dims == 3 else 0
+    return RidgePass(patch=patch, group=config.ridge_group, radius=config.ridge_radius, step=config.ridge_step,
+                     iterations=config.ridge_iterations, depth_radius=depth)
+
+
 @dataclass
 class FilterResult:
     """The filter's estimate of the observation's mean (fit domain, ``(1, C, *spatial)``) and, where asked, its
@@ -65,7 +78,29 @@ def filter_observation(
     tracker: ProgressTracker | None = None, units: float = 0.0,
 ) -> FilterResult:
     """Estimate the mean of ``observation`` (``(1, C, *spatial)``, fit domain, its shrinkage target at 0) with the
-    collaborative passes of :func:`filter_passes` and the NL-Bayes step of :func:`bayes_pass`.
+    passes of :func:`_collaborative_estimate`, then, for white (or stabilised) noise where the preset sets them
+    (:func:`ridge_pass`), the iterated linear combinations of patches from that estimate (the expected error stays
+    the collaborative estimate's)."""
+    ridge = ridge_pass(config, observation.ndim - 2)
+    tracker = tracker or ProgressTracker(None, 0)
+    if ridge is None or not field.is_white:  # coloured: measured no better, given the spectrum (docs/filter.md)
+        return _collaborative_estimate(observation, field, config, with_error, tracker, units)
+    first = units / (1 + _RIDGE_SHARE * ridge.iterations)
+    result = _collaborative_estimate(observation, field, config, with_error, tracker, first)
+    with tracker.span(units - first):
+        mean = ridge_refine(observation, result.mean, field.model.fit_sigma, ridge)
+    return FilterResult(mean, result.variance)
+
+
+_RIDGE_SHARE = 0.3  # the share of the collaborative passes' time that one iteration of the combinations takes
+
+
+def _collaborative_estimate(
+    observation: torch.Tensor, field: NoiseField, config: FilterConfig, with_error: bool,
+    tracker: ProgressTracker, units: float,
+) -> FilterResult:
+    """The estimate of :func:`filter_observation` before the combinations: the collaborative passes of
+    :func:`filter_passes` and the NL-Bayes step of :func:`bayes_pass`.
 
     The expected error is the last Wiener pass's; with white noise in 2D, that of the average of the Wiener pass's
     and the NL-Bayes model's of the result (:func:`~monai_dnaprior.filters.nl_bayes.bayes_variance`; coloured: the
@@ -77,7 +112,6 @@ def filter_observation(
     spectrum = None if field.is_white else field.spectrum
     bayes = bayes_pass(config, passes, spatial_dims)
     stages = len(passes) + (bayes is not None) + (with_error and bayes is not None and field.is_white)
-    tracker = tracker or ProgressTracker(None, 0)
     share = units / stages
 
     def run(noisy: torch.Tensor, pilot: torch.Tensor, steps: Sequence[CollaborativePass], variance: bool = False):
