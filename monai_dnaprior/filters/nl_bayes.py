@@ -22,7 +22,7 @@ import torch
 from monai_dnaprior.filters.block_matching import match_blocks, patch_indices
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 from monai_dnaprior.filters.collaborative import GROUPED_VOXELS
-from monai_dnaprior.filters.slabs import in_slabs
+from monai_dnaprior.filters.slabs import by_channel, in_slabs
 from monai_dnaprior.progress import in_shares, report_share
 
 __all__ = ["POSTERIOR_INFLATION", "BayesPass", "bayes_refine", "bayes_variance", "nl_bayes"]
@@ -161,11 +161,7 @@ def bayes_refine(
     ``spectrum`` says) with ``pilot``, an estimate of the clean image of the same shape, channel by channel."""
     if sigma <= 0:
         return noisy.clone()
-    out = torch.empty_like(noisy)
-    for i in in_shares(noisy.shape[0] * noisy.shape[1]):
-        b, c = divmod(i, noisy.shape[1])
-        out[b, c] = _bayes_image(noisy[b, c], pilot[b, c], sigma, spec, spectrum)
-    return out
+    return by_channel(noisy, pilot, lambda n, p: _bayes_image(n, p, sigma, spec, spectrum))
 
 
 def bayes_variance(estimate: torch.Tensor, sigma: float, spec: BayesPass = BayesPass()) -> torch.Tensor:

@@ -31,9 +31,9 @@ import torch
 
 from monai_dnaprior.filters.block_matching import match_blocks, patch_indices
 from monai_dnaprior.filters.collaborative import GROUPED_VOXELS
-from monai_dnaprior.filters.slabs import in_slabs
+from monai_dnaprior.filters.slabs import by_channel, in_slabs
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
-from monai_dnaprior.progress import in_shares, report_share
+from monai_dnaprior.progress import report_share
 
 __all__ = ["RidgePass", "combination_weights", "ridge_filter", "ridge_refine"]
 
@@ -206,8 +206,4 @@ def ridge_refine(
     ``spectrum`` says) from ``guide``, an estimate of the clean image of the same shape, channel by channel."""
     if sigma <= 0:
         return noisy.clone()
-    out = torch.empty_like(noisy)
-    for i in in_shares(noisy.shape[0] * noisy.shape[1]):
-        b, c = divmod(i, noisy.shape[1])
-        out[b, c] = _ridge_image(noisy[b, c], guide[b, c], sigma, spec, spectrum)
-    return out
+    return by_channel(noisy, guide, lambda n, g: _ridge_image(n, g, sigma, spec, spectrum))

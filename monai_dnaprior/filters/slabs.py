@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from monai_dnaprior.progress import sub_span
+from monai_dnaprior.progress import in_shares, sub_span
 
-__all__ = ["in_slabs"]
+__all__ = ["by_channel", "in_slabs"]
 
 _MATCH_TABLE = 2**25  # references x offsets of one block matching; larger images go in slabs along the last axis
 _MIN_SLAB = 4  # reference positions along the last axis per slab, at the least
@@ -55,3 +55,15 @@ def in_slabs(
         for out, p in zip(outs, parts):
             out[..., start + keep0 : start + keep1] = p[..., keep0:keep1]
     return tuple(outs) if len(outs) > 1 else outs[0]
+
+
+def by_channel(
+    noisy: torch.Tensor, guide: torch.Tensor, image_filter: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """``image_filter(noisy_image, guide_image)`` over every image of ``(B, C, *spatial)`` ``noisy`` and its ``guide``,
+    the progress in equal shares."""
+    out = torch.empty_like(noisy)
+    for i in in_shares(noisy.shape[0] * noisy.shape[1]):
+        b, c = divmod(i, noisy.shape[1])
+        out[b, c] = image_filter(noisy[b, c], guide[b, c])
+    return out
