@@ -13,7 +13,9 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
+from monai.config import NdarrayOrTensor
 
 from monai_dnaprior.devices import resolve_device, with_cpu_threads
 from monai_dnaprior.filters.pipeline import filter_observation
@@ -60,7 +62,7 @@ class DenoiseResult:
 
 @with_cpu_threads
 def denoise(
-    img: torch.Tensor,
+    img: NdarrayOrTensor,
     noise_model: str = NoiseModelName.AUTO,
     noise_level: float | None = None,
     *,
@@ -83,7 +85,8 @@ def denoise(
     denoised in groups of at most :data:`CHANNEL_GROUP`, each with its own noise field.
 
     Args:
-        img: the noisy image; any real dtype. It is never modified.
+        img: the noisy image, a torch tensor or a numpy array (the result is a tensor); any real dtype. It is never
+            modified.
         noise_model: ``"auto"`` (chosen from the data, :func:`monai_dnaprior.noise.choose_noise_model`) or one of
             :class:`~monai_dnaprior.settings.NoiseModelName`.
         noise_level: the noise parameter in units of the image normalised to [0, 1]; estimated when None.
@@ -109,6 +112,8 @@ def denoise(
         ValueError: a bad image or setting, ``network_config`` where no network is fitted, or ``series=True`` where
             the image cannot be denoised as a series.
     """
+    if isinstance(img, np.ndarray) and img.dtype.kind in "biufc":  # numeric: the checks below name what is wrong
+        img = torch.as_tensor(img)
     check_image(img)
     check_options(noise_level=noise_level, seed=seed, device=device, slice_axis=slice_axis)
     check_series(series)

@@ -226,3 +226,14 @@ def test_the_users_cpu_thread_setting_is_kept():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_denoise_takes_a_numpy_array_and_leaves_it_as_it_was():
+    """``denoise()`` takes numpy as the transforms do (the result is a tensor) and does not write into the array."""
+    rng = np.random.default_rng(0)
+    noisy = (0.5 + 0.1 * rng.standard_normal((1, 32, 32))).astype(np.float32)
+    before = noisy.copy()
+    result = denoise(noisy)
+    assert isinstance(result.image, torch.Tensor) and result.image.shape == (1, 32, 32)
+    assert np.array_equal(noisy, before)
+    assert torch.allclose(result.image, denoise(torch.from_numpy(before)).image)
