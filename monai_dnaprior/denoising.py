@@ -23,7 +23,7 @@ from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.network.volume import fit_network
 from monai_dnaprior.noise import UPPER_BOUND_SHARE, choose_noise_model, estimate_noise_field, haar_blocks
 from monai_dnaprior.progress import ProgressTracker
-from monai_dnaprior.series import check_series, denoise_series, use_series
+from monai_dnaprior.series import denoise_series, use_series
 from monai_dnaprior.settings import (
     FilterConfig,
     NetworkConfig,
@@ -116,9 +116,9 @@ def denoise(
         img = torch.as_tensor(img)
     check_image(img)
     check_options(noise_level=noise_level, seed=seed, device=device, slice_axis=slice_axis)
-    check_series(series)
     noise_model = check_option("noise_model", noise_model, NoiseModelName)
-    run_prior = resolve_prior(check_option("prior", prior, Prior))
+    asked_prior = check_option("prior", prior, Prior)
+    run_prior = resolve_prior(asked_prior)
     if noise_psd is not None and noise_model in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):
         raise ValueError(f"noise_psd describes additive noise; use noise_model='gaussian' or 'rician', not {noise_model!r}.")
     if network_config is not None and run_prior == Prior.FILTER:
@@ -136,7 +136,7 @@ def denoise(
     psd = None if noise_psd is None else torch.as_tensor(noise_psd, dtype=torch.float64).reshape(x.shape[1:])
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = ProgressTracker(progress, x.numel())
-    if use_series(series, tuple(x.shape), uncertainty, noise_psd is not None, str(check_option("prior", prior, Prior))):
+    if use_series(series, tuple(x.shape), uncertainty, noise_psd is not None, asked_prior):
         image, info = denoise_series(x, noise_model, noise_level, tracker)
         info.update(device=str(run_device), seconds=time.perf_counter() - start)
         logger.info("DNA-Prior%s: series of %d, %s in %.1f s on %s", _named(name), x.shape[0], info["prior"],

@@ -73,8 +73,11 @@ class OutputAverager:
             score = float(self.variance.mean())
             if score < self.best_score * (1 - self.tolerance):
                 self.best_score, self.best_iteration = score, self.iteration
-                if self.keep_best:
+                if self.keep_best and self.best_mean is None:
                     self.best_mean, self.best_variance = self.mean.clone(), self.variance.clone()
+                elif self.keep_best:  # into the same buffers: a new minimum comes at most iterations early on
+                    self.best_mean.copy_(self.mean)
+                    self.best_variance.copy_(self.variance)
         if self.iteration % self.check_every == 0:
             if self._checkpoint is not None and self.iteration >= self.min_iters:
                 change = float((self.mean - self._checkpoint).square().mean().sqrt())

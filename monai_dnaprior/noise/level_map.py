@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from monai_dnaprior.noise.estimation import haar_blocks
 from monai_dnaprior.noise.local_map import fit_local, local_at, LOCAL_SIDES
 from monai_dnaprior.noise.windows import window_levels
 
@@ -105,15 +106,15 @@ def polynomial_terms(coords: torch.Tensor, order: int) -> torch.Tensor:
 
 
 def _window_levels(
-    x: torch.Tensor, spatial_dims: int, floor: float | None
+    x: torch.Tensor, spatial_dims: int, floor: float | None, blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The levels of the windows that read one (the largest windows that give :data:`_MIN_WINDOWS`) and their centres
     ``(N, d)``; None with too few windows."""
-    blocks = [n // 2 for n in x.shape[1:]]
-    sides = [s for s in _WINDOWS[spatial_dims] if math.prod(n // s for n in blocks) >= _MIN_WINDOWS]
+    grid = blocks[0].shape[1:]
+    sides = [s for s in _WINDOWS[spatial_dims] if math.prod(n // s for n in grid) >= _MIN_WINDOWS]
     if not sides:
         return None
-    levels, centres = window_levels(x, spatial_dims, sides[0], floor, background=floor is not None)
+    levels, centres = window_levels(x, spatial_dims, sides[0], floor, floor is not None, blocks)
     keep = ~torch.isnan(levels)
     if int(keep.sum()) < _MIN_WINDOWS // 2:
         return None
@@ -135,7 +136,8 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
         spatial_dims: 2 or 3.
         floor: windows whose blocks' mean is below this are left out (a magnitude's background); None keeps all.
     """
-    read = _window_levels(x, spatial_dims, floor)
+    blocks = haar_blocks(x, spatial_dims)  # read once, by the trend's windows and the local part's
+    read = _window_levels(x, spatial_dims, floor, blocks)
     if read is None:
         return None
     levels, coords = read
@@ -145,7 +147,7 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     coefficients, order, fitted, _, explained = min(fits, key=lambda fit: fit[3])
     trend = LevelMap(coefficients, order, spatial_dims, 0.0, 0.0)
     candidates = [(trend, fitted, explained, MIN_EXPLAINED)] if order > 0 else []
-    with_local = _with_local_part(x, spatial_dims, floor, trend, levels, coords)
+    with_local = _with_local_part(x, spatial_dims, floor, blocks, trend, levels, coords)
     if with_local is not None:
         candidates.insert(0, (*with_local, MIN_EXPLAINED_LOCAL))
     for level_map, fitted, explained, least in candidates:
@@ -192,13 +194,13 @@ def _explained(target: torch.Tensor, residual: torch.Tensor, terms: float) -> fl
 
 
 def _with_local_part(
-    x: torch.Tensor, spatial_dims: int, floor: float | None, trend: LevelMap, levels: torch.Tensor,
-    coords: torch.Tensor,
+    x: torch.Tensor, spatial_dims: int, floor: float | None, blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    trend: LevelMap, levels: torch.Tensor, coords: torch.Tensor,
 ) -> tuple[LevelMap, torch.Tensor, float] | None:
     """``trend`` with a local part, its values at the trend's windows (``levels`` at ``coords``) that read within
     :data:`_TRIM` robust stds above it, and the share of their variance it explains; None where no local part beats
     the trend."""
-    small, centres = window_levels(x, spatial_dims, LOCAL_SIDES[spatial_dims], floor, background=floor is not None)
+    small, centres = window_levels(x, spatial_dims, LOCAL_SIDES[spatial_dims], floor, floor is not None, blocks)
     trend_values = trend.log_at(centres.flatten(1).T).view(small.shape)
     local = fit_local(small.log() - trend_values, centres, len(trend.coefficients))
     if local is None:

@@ -16,7 +16,8 @@ spread over a 16x16 window is about 0.015); a Rician magnitude of signal-to-nois
 
 
 def window_levels(
-    x: torch.Tensor, spatial_dims: int, side: int, floor: float | None = None, background: bool = False
+    x: torch.Tensor, spatial_dims: int, side: int, floor: float | None = None, background: bool = False,
+    blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The noise level of every window of ``side`` Haar blocks per axis of ``x`` (``(C, *spatial)``), and the windows'
     centres.
@@ -26,9 +27,10 @@ def window_levels(
         window's blocks carry noise, or where their mean is below ``floor``: a magnitude's Rayleigh background reads
         0.66 of its noise), and the centres ``(spatial_dims, *grid)`` on coordinates scaled to [-1, 1] per axis.
         With ``background`` (a magnitude), a window left without a level that holds pure Rayleigh noise
-        (:data:`RAYLEIGH_RATIO`) reads it from its exact second moment, ``sigma^2 = mean(y^2) / 2``.
+        (:data:`RAYLEIGH_RATIO`) reads it from its exact second moment, ``sigma^2 = mean(y^2) / 2``. ``blocks``:
+        :func:`~monai_dnaprior.noise.estimation.haar_blocks` of ``x`` where the caller has them already.
     """
-    detail, mean, noisy = haar_blocks(x, spatial_dims)
+    detail, mean, noisy = haar_blocks(x, spatial_dims) if blocks is None else blocks
     if floor is not None:
         noisy = noisy & (mean > floor)
     grid = tuple(n // side for n in detail.shape[1:])

@@ -3,6 +3,10 @@ anatomy), and the checks of the ``series`` setting."""
 
 from __future__ import annotations
 
+import math
+
+from monai_dnaprior.settings import Prior
+
 __all__ = ["SERIES_MIN_CHANNELS", "check_series", "patch_sides", "series_refusal", "use_series"]
 
 SERIES_MIN_CHANNELS = 8
@@ -33,10 +37,7 @@ def patch_sides(shape: tuple[int, ...], channels: int) -> tuple[int, ...]:
     side = BASE_SIDE[len(shape)]
     while True:
         sides = tuple(min(side, s) for s in shape)
-        voxels = 1
-        for s in sides:
-            voxels *= s
-        if voxels > channels or side >= MAX_SIDE or sides == tuple(shape):
+        if math.prod(sides) > channels or side >= MAX_SIDE or sides == tuple(shape):
             return sides
         side += 1
 
@@ -50,11 +51,9 @@ def series_refusal(shape: tuple[int, ...], uncertainty: bool, has_psd: bool, pri
         return "the uncertainty map is not made for a series yet"
     if has_psd:
         return "a given noise_psd describes one image's noise; the series estimates its own"
-    if prior not in ("auto",):
-        return f"prior={prior!r} asks for the per-image path; the series mode is prior='auto'"
-    voxels = 1
-    for s in patch_sides(spatial, channels):
-        voxels *= s
+    if prior != Prior.AUTO:
+        return f"prior={str(prior)!r} asks for the per-image path; the series mode is prior='auto'"
+    voxels = math.prod(patch_sides(spatial, channels))
     if voxels <= channels:
         return f"its patches hold {voxels} voxels, fewer than its {channels} channels (too small an image)"
     return None
@@ -70,7 +69,7 @@ def use_series(series: bool | None, shape: tuple[int, ...], uncertainty: bool, h
     check_series(series)
     if series is False:
         return False
-    refusal = series_refusal(tuple(shape), uncertainty, has_psd, str(prior))
+    refusal = series_refusal(tuple(shape), uncertainty, has_psd, prior)
     if series is None:
         return refusal is None and shape[0] >= SERIES_MIN_CHANNELS
     if refusal is not None:

@@ -3,6 +3,7 @@ patches, M voxels each, C volumes), and estimates added back into the series wit
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -25,9 +26,7 @@ class PatchGrid:
                  chunk_values: int = 2**22) -> None:
         self.shape = tuple(int(s) for s in shape)
         self.sides = tuple(min(int(p), s) for p, s in zip(sides, self.shape))
-        self.voxels = 1
-        for s in self.shape:
-            self.voxels *= s
+        self.voxels = math.prod(self.shape)
         strides = [1] * len(self.shape)
         for d in range(len(self.shape) - 2, -1, -1):
             strides[d] = strides[d + 1] * self.shape[d + 1]

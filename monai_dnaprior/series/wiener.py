@@ -11,22 +11,13 @@ vary across the scan). Patches overlap; each is weighted by ``1 / (sigma^2 sum g
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from monai_dnaprior.filters.collaborative import dct_matrix
 from monai_dnaprior.progress import report_share
 from monai_dnaprior.series.patches import PatchGrid
 
-__all__ = ["dct_matrix", "series_wiener"]
-
-
-def dct_matrix(size: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """The orthonormal DCT-II matrix ``(size, size)`` (rows are the basis functions)."""
-    n = torch.arange(size, dtype=dtype)
-    basis = torch.cos(math.pi * (n[None, :] + 0.5) * n[:, None] / size) * math.sqrt(2.0 / size)
-    basis[0] /= math.sqrt(2.0)
-    return basis
+__all__ = ["series_wiener"]
 
 
 def _along(x: torch.Tensor, matrices: list[torch.Tensor], transpose: bool = False) -> torch.Tensor:
@@ -44,7 +35,7 @@ def series_wiener(
     channels = series.shape[0]
     grid = PatchGrid(series.shape[1:], sides, step, channels)
     work = torch.float32
-    dcts = [dct_matrix(side).to(series.device, work) for side in grid.sides]
+    dcts = [dct_matrix(side, series.device).to(work) for side in grid.sides]
     sums, weights = grid.new_sums(channels, series)
     flat_variance = variance.reshape(1, -1)
     for k, index in enumerate(grid.chunks()):
