@@ -88,13 +88,27 @@ class FilterConfig:
         volume_patch: cube side in 3D.
         volume_radius: in-plane search radius in 3D.
         volume_depth_radius: search radius along the last axis in 3D.
+        volume_depth_step: step between the reference cubes along the last axis in 3D (white noise).
+        volume_wiener_patch: cube side of the Wiener pass in 3D (white noise; the thresholding pass keeps
+            ``volume_patch``).
+        volume_wiener_group: cubes per group of the Wiener pass in 3D (white noise).
+        volume_wiener_radius: in-plane search radius of the Wiener pass in 3D (white noise).
+        volume_wiener_depth_radius: its search radius along the last axis.
+        volume_bayes_patch: cube side of an NL-Bayes step in 3D (white noise), averaged with the Wiener pass; 0
+            leaves it out.
+        volume_bayes_group: cubes per group of that step (searched as the Wiener pass, references every
+            ``match_step``).
         ridge_patch: patch side of the iterated linear combinations of patches (after NL-Ridge/LIChI,
             :mod:`monai_dnaprior.filters.ridge`), run last from the filter's estimate, in 2D; 0 leaves them out.
         ridge_volume_patch: their cube side in 3D; 0 leaves them out.
-        ridge_group: patches per group of the combinations.
-        ridge_radius: their search radius, in pixels (3D: in-plane; ``volume_depth_radius`` across).
-        ridge_step: the step between their reference patches.
-        ridge_iterations: their iterations (groups matched again every third).
+        ridge_volume_group: cubes per group in 3D.
+        ridge_volume_radius: their in-plane search radius in 3D (``volume_depth_radius`` across).
+        ridge_volume_step: the step between their reference cubes in 3D, along every axis (at most the cube side).
+        ridge_volume_iterations: their iterations in 3D.
+        ridge_group: patches per group of the combinations (2D).
+        ridge_radius: their search radius, in pixels (2D).
+        ridge_step: the step between their reference patches (2D).
+        ridge_iterations: their iterations (2D; groups matched again every third).
     """
 
     patch: int = 8
@@ -110,8 +124,19 @@ class FilterConfig:
     volume_patch: int = 4
     volume_radius: int = 5
     volume_depth_radius: int = 2
+    volume_depth_step: int = 1
+    volume_wiener_patch: int = 4
+    volume_wiener_group: int = 16
+    volume_wiener_radius: int = 5
+    volume_wiener_depth_radius: int = 2
+    volume_bayes_patch: int = 0
+    volume_bayes_group: int = 128
     ridge_patch: int = 7
-    ridge_volume_patch: int = 0
+    ridge_volume_patch: int = 4
+    ridge_volume_group: int = 128
+    ridge_volume_radius: int = 7
+    ridge_volume_step: int = 4
+    ridge_volume_iterations: int = 2
     ridge_group: int = 64
     ridge_radius: int = 12
     ridge_step: int = 6
@@ -172,12 +197,16 @@ class NetworkConfig:
 
 
 # What each preset changes: the filter's reference step (4, 3, 2 px: more overlapping estimates, more time), whether
-# the iterated linear combinations of patches run (2D white or stabilised noise: not in `fast`; reference step 6 in
-# `default`, within 1.5x BM3D's time, 2 in `quality`; benchmarks/results/ceiling/), and where a network is fitted its iteration budget and width.
+# the iterated linear combinations of patches run (white or stabilised noise: not in `fast`; 2D: reference step 6 in
+# `default`, within 1.5x BM3D's time, 2 in `quality`; 3D: 4x4x4 cubes, 128 per group, 2 iterations in `default`, 3 and
+# a wider thresholding search in `quality`; benchmarks/results/ceiling/, docs/filter.md), and where a network is
+# fitted its iteration budget and width.
 PRESETS: dict[str, tuple[FilterConfig, NetworkConfig]] = {
-    Preset.FAST: (FilterConfig(match_step=4, ridge_patch=0), NetworkConfig(max_iters=60, min_iters=40)),
+    Preset.FAST: (FilterConfig(match_step=4, ridge_patch=0, ridge_volume_patch=0),
+                  NetworkConfig(max_iters=60, min_iters=40)),
     Preset.DEFAULT: (FilterConfig(), NetworkConfig()),
-    Preset.QUALITY: (FilterConfig(match_step=2, ridge_step=2),
+    Preset.QUALITY: (FilterConfig(match_step=2, ridge_step=2, ridge_volume_iterations=3, volume_radius=7,
+                                  volume_depth_radius=4),
                      NetworkConfig(max_iters=400, min_iters=200, channels=(32, 32, 64, 64))),
 }
 

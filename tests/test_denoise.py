@@ -189,7 +189,7 @@ def test_the_filter_gets_the_given_filter_config(monkeypatch, noisy_2d):
     mine = FilterConfig(patch=6, threshold=3.0)
     denoise(torch.from_numpy(noisy_2d[1]), filter_config=mine)
     denoise(torch.from_numpy(noisy_2d[1]), preset="fast")
-    assert configs == [mine, FilterConfig(match_step=4, ridge_patch=0)]
+    assert configs == [mine, FilterConfig(match_step=4, ridge_patch=0, ridge_volume_patch=0)]
 
 
 # --------------------------------------------------------------------------------------------------- settings

@@ -108,7 +108,10 @@ def test_pipeline_runs_the_stage_where_the_preset_sets_it():
     assert ridge_pass(PRESETS["fast"][0], 2) is None
     assert ridge_pass(PRESETS["default"][0], 2) == RidgePass(patch=7, group=64, radius=12, step=6, iterations=2)
     assert ridge_pass(PRESETS["quality"][0], 2).step == 2
-    assert ridge_pass(FilterConfig(), 3) is None  # volumes: not measured to help (docs/filter.md)
+    assert ridge_pass(FilterConfig(), 3) == RidgePass(patch=4, group=128, radius=7, step=4, iterations=2,
+                                                      depth_radius=2)  # volumes: cubes (docs/filter.md)
+    assert ridge_pass(PRESETS["fast"][0], 3) is None
+    assert ridge_pass(PRESETS["quality"][0], 3).iterations == 3
     clean = _scene((48, 48))
     noisy = _noisy(clean, 0.1, seed=4)
     field = NoiseField(get_noise_model("gaussian", noisy[None], 2, level=0.1), NoiseSpectrum.white(2))

@@ -94,7 +94,7 @@ def test_presets_spend_more_in_order():
 
 def test_preset_settings_apply_each_override_to_its_config():
     filter_config, network_config = preset_settings("fast", match_step=5, max_iters=7, tv_scale=None, seed=None)
-    assert filter_config == FilterConfig(match_step=5, ridge_patch=0)  # the override replaced the preset's 4
+    assert filter_config == FilterConfig(match_step=5, ridge_patch=0, ridge_volume_patch=0)  # 5 replaced the preset's 4
     assert network_config == NetworkConfig(max_iters=7, min_iters=40)  # None keeps the preset's
     assert preset_settings() == PRESETS["default"]
     assert preset_settings(Preset.QUALITY) == PRESETS["quality"]

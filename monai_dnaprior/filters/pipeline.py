@@ -4,9 +4,10 @@ mean becomes the clean image.
 White noise (or noise a transform stabilised): a hard-thresholding pass makes the first pilot (BM3D's first stage),
 one block-matching Wiener pass follows, and in 2D it is averaged with an NL-Bayes step piloted by the thresholded
 image; where the preset sets them, iterated linear combinations of patches (:mod:`.ridge`) start from that average
-(2D). Coloured noise: the first pilot is the observation blurred, since matching on the observation would follow
-the noise's own texture; a local DCT Wiener pass, block-matching Wiener passes, and in 2D an NL-Bayes step that takes
-the noise's correlation exactly has the last word. Each coefficient gets its own noise variance from the spectrum.
+(3D: over 4x4x4 cubes, 128 per group, from the Wiener pass). Coloured noise: the first pilot is the observation
+blurred, since matching on the observation would follow the noise's own texture; a local DCT Wiener pass,
+block-matching Wiener passes, and in 2D an NL-Bayes step that takes the noise's correlation exactly has the last
+word. Each coefficient gets its own noise variance from the spectrum.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ __all__ = ["FilterResult", "bayes_pass", "filter_observation", "filter_passes", 
 
 
 def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = False) -> list[CollaborativePass]:
-    """The collaborative passes, in order: square patches in 2D, cubes searched across slices in 3D."""
+    """The collaborative passes, in order: square patches in 2D, cubes searched across slices in 3D (white noise:
+    :func:`_volume_passes`)."""
+    if spatial_dims == 3 and not coloured:
+        return _volume_passes(config)
     if spatial_dims == 2:
         patch, depth, depth_radius = config.patch, 1, 0
         radius, threshold_radius = config.match_radius, config.threshold_radius
@@ -45,23 +49,52 @@ def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = 
     return [thresholded] + [matched] * config.wiener_passes
 
 
-def bayes_pass(config: FilterConfig, passes: Sequence[CollaborativePass], spatial_dims: int = 2) -> BayesPass | None:
-    """The NL-Bayes step, or None: in 2D, after at least two passes, where ``config.bayes_patch`` is set (measured on
-    the 2D dev scans, ``benchmarks/nl_bayes.py``: it adds with white and coloured noise; in 3D it added nothing)."""
-    if config.bayes_patch <= 0 or spatial_dims != 2 or len(passes) < 2:
+def _volume_passes(config: FilterConfig) -> list[CollaborativePass]:
+    """White noise in 3D: hard thresholding over ``volume_patch`` cubes matched on the observation, then Wiener
+    passes with their own cube, group, search and depth step (``volume_wiener_*``; larger cubes or groups, as BM4D's
+    Wiener stage has, measured no better here: ``docs/filter.md``)."""
+    cube, side = config.volume_patch, config.volume_wiener_patch
+    steps = dict(step=config.match_step, depth_step=config.volume_depth_step)
+    thresholded = CollaborativePass.hard_threshold(
+        config.threshold, patch=cube, depth=cube, group=config.match_group, radius=config.volume_radius,
+        depth_radius=config.volume_depth_radius, **steps)
+    matched = CollaborativePass.wiener(
+        patch=side, depth=side, group=config.volume_wiener_group, radius=config.volume_wiener_radius,
+        depth_radius=config.volume_wiener_depth_radius, **steps)
+    return [thresholded] + [matched] * config.wiener_passes
+
+
+def bayes_pass(
+    config: FilterConfig, passes: Sequence[CollaborativePass], spatial_dims: int = 2, coloured: bool = False
+) -> BayesPass | None:
+    """The NL-Bayes step, or None: after at least two passes, where ``config.bayes_patch`` (2D) or, for white noise,
+    ``config.volume_bayes_patch`` (3D, searched as the 3D Wiener pass) is set (measured on the 2D dev scans,
+    ``benchmarks/nl_bayes.py``: it adds with white and coloured noise; 3D: ``docs/filter.md``)."""
+    if len(passes) < 2:
         return None
-    return BayesPass(patch=config.bayes_patch)
+    if spatial_dims == 2:
+        return BayesPass(patch=config.bayes_patch) if config.bayes_patch > 0 else None
+    if coloured or config.volume_bayes_patch <= 0:
+        return None
+    return BayesPass(patch=config.volume_bayes_patch, group=config.volume_bayes_group,
+                     radius=config.volume_wiener_radius, step=min(config.match_step, config.volume_bayes_patch),
+                     depth_radius=config.volume_wiener_depth_radius, depth_step=max(1, config.volume_depth_step))
 
 
 def ridge_pass(config: FilterConfig, spatial_dims: int = 2) -> RidgePass | None:
     """The iterated linear combinations of patches that run last (:mod:`.ridge`), or None where the preset leaves
-    them out (``ridge_patch`` in 2D, ``ridge_volume_patch`` in 3D)."""
-    patch = config.ridge_patch if spatial_dims == 2 else config.ridge_volume_patch
-    if patch <= 0 or config.ridge_iterations <= 0:
+    them out (``ridge_patch`` in 2D, ``ridge_volume_patch`` in 3D, each with its own settings)."""
+    if spatial_dims == 2:
+        if config.ridge_patch <= 0 or config.ridge_iterations <= 0:
+            return None
+        return RidgePass(patch=config.ridge_patch, group=config.ridge_group, radius=config.ridge_radius,
+                         step=config.ridge_step, iterations=config.ridge_iterations)
+    patch = config.ridge_volume_patch
+    if patch <= 0 or config.ridge_volume_iterations <= 0:
         return None
-    depth = config.volume_depth_radius if spatial_dims == 3 else 0
-    return RidgePass(patch=patch, group=config.ridge_group, radius=config.ridge_radius, step=config.ridge_step,
-                     iterations=config.ridge_iterations, depth_radius=depth)
+    return RidgePass(patch=patch, group=config.ridge_volume_group, radius=config.ridge_volume_radius,
+                     step=min(config.ridge_volume_step, patch),  # a larger step would leave voxels out
+                     iterations=config.ridge_volume_iterations, depth_radius=config.volume_depth_radius)
 
 
 @dataclass
@@ -110,7 +143,7 @@ def _collaborative_estimate(
     passes = filter_passes(config, spatial_dims, coloured=not field.is_white)
     sigma = field.model.fit_sigma
     spectrum = None if field.is_white else field.spectrum
-    bayes = bayes_pass(config, passes, spatial_dims)
+    bayes = bayes_pass(config, passes, spatial_dims, coloured=not field.is_white)
     stages = len(passes) + (bayes is not None) + (with_error and bayes is not None and field.is_white)
     share = units / stages
 

@@ -138,12 +138,16 @@ def ridge_filter(
     if spectrum is not None and not spectrum.is_white:
         reach = torch.tensor([min(r, s - 1) for r, s in zip(radius, shape)], device=noisy.device)
         lags = (_lag_correlation(spectrum, reach.tolist(), noisy.device), reach)
+    group = spec.group
+    if noisy.ndim == 3:  # a tiny volume: no more cubes than a corner reference reaches, since the reference fills a
+        # short group and its copies, taken as independent noise, would keep it as noisy as it was
+        group = min(group, math.prod(min(r + 1, s - p + 1) for r, s, p in zip(radius, shape, patch)))
     y_flat, x_flat, z_flat = noisy.flatten(), guide.flatten(), noisy.flatten()
     groups = None
     for m in range(spec.iterations):
         keep = (1 - (m + 1) / spec.iterations) * spec.keep
         if m % spec.rematch == 0:
-            groups = match_blocks(x_flat.view(shape), patch, radius, step, spec.group)
+            groups = match_blocks(x_flat.view(shape), patch, radius, step, group)
         x_flat, z_flat = _iteration(y_flat, x_flat, z_flat, groups, shape, patch, n, sigma, keep, lags, spec.flat)
         report_share((m + 1) / spec.iterations)
     return z_flat.view(shape)

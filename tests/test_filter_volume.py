@@ -1,0 +1,98 @@
+"""The filter's 3D path for white noise (``filters/pipeline.py``): its own Wiener cube, group, search and depth step,
+the iterated linear combinations of cubes and an optional NL-Bayes step; coloured volumes keep the plain passes."""
+
+from __future__ import annotations
+
+import torch
+from conftest import make_phantom, psnr
+
+from monai_dnaprior import FilterConfig
+from monai_dnaprior.filters import CollaborativePass, collaborative_refine, filter_passes
+from monai_dnaprior.filters.nl_bayes import BayesPass
+from monai_dnaprior.filters.pipeline import bayes_pass, filter_observation, ridge_pass
+from monai_dnaprior.filters.ridge import RidgePass, ridge_filter
+from monai_dnaprior.noise.field import NoiseField
+from monai_dnaprior.noise.models import get_noise_model
+from monai_dnaprior.noise.spectrum import NoiseSpectrum
+
+TINY = dict(volume_radius=3, volume_depth_radius=1, volume_wiener_radius=3, volume_wiener_depth_radius=1,
+            ridge_volume_radius=3, ridge_volume_group=32)
+
+
+def _volume(seed: int = 0, sigma: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, NoiseField]:
+    clean = torch.as_tensor(make_phantom((20, 20, 8)))
+    noisy = clean + sigma * torch.randn(clean.shape, generator=torch.Generator().manual_seed(seed))
+    field = NoiseField(get_noise_model("gaussian", noisy[None], 3, level=sigma), NoiseSpectrum.white(3))
+    return clean, noisy, field
+
+
+def test_white_volume_passes_take_their_own_wiener_settings():
+    config = FilterConfig(volume_wiener_patch=5, volume_wiener_group=32, volume_wiener_radius=6,
+                          volume_wiener_depth_radius=3, volume_depth_step=2)
+    thresholded, wiener = filter_passes(config, 3)
+    assert thresholded == CollaborativePass.hard_threshold(2.7, patch=4, depth=4, group=16, radius=5, depth_radius=2,
+                                                           step=3, depth_step=2)
+    assert wiener == CollaborativePass.wiener(patch=5, depth=5, group=32, radius=6, depth_radius=3, step=3,
+                                              depth_step=2)
+    assert wiener.shapes(3) == ((5, 5, 5), (6, 6, 3), (3, 3, 2))
+    coloured = filter_passes(config, 3, coloured=True)  # coloured volumes: the plain cubes, every slice
+    assert all(p.patch == p.depth == 4 and p.depth_step == 1 and p.group in (1, 16) for p in coloured)
+    assert filter_passes(config, 2) == filter_passes(FilterConfig(), 2)  # 2D untouched
+
+
+def test_depth_step_covers_every_slice():
+    clean, noisy, _ = _volume(1)
+    spec = CollaborativePass.wiener(patch=3, depth=3, group=8, radius=2, depth_radius=1, step=3, depth_step=3)
+    out = collaborative_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
+    assert torch.isfinite(out).all() and psnr(out, clean) > psnr(noisy, clean) + 3
+
+
+def test_volume_nl_bayes_step_is_set_and_averaged():
+    passes = filter_passes(FilterConfig(), 3)
+    config = FilterConfig(volume_bayes_patch=3, volume_bayes_group=40, **TINY)
+    spec = bayes_pass(config, passes, 3)
+    assert spec == BayesPass(patch=3, group=40, radius=3, step=3, depth_radius=1, depth_step=1)
+    assert spec.shapes(3) == ((3, 3, 3), (3, 3, 1), (3, 3, 1))
+    assert bayes_pass(config, passes, 3, coloured=True) is None
+    assert bayes_pass(FilterConfig(volume_bayes_patch=0), passes, 3) is None
+    clean, noisy, field = _volume(2)
+    plain = FilterConfig(ridge_volume_patch=0, **TINY)
+    without = filter_observation(noisy[None, None], field, plain).mean[0, 0]
+    with_step = filter_observation(noisy[None, None], field, FilterConfig(
+        ridge_volume_patch=0, volume_bayes_patch=3, volume_bayes_group=40, **TINY), with_error=True)
+    assert with_step.variance is not None and torch.isfinite(with_step.variance).all()
+    assert not torch.equal(with_step.mean[0, 0], without)
+    assert psnr(with_step.mean[0, 0], clean) > psnr(noisy, clean) + 4
+
+
+def test_volume_combinations_follow_their_own_settings():
+    config = FilterConfig(ridge_volume_patch=3, ridge_volume_group=48, ridge_volume_radius=4, ridge_volume_step=5,
+                          ridge_volume_iterations=3, volume_depth_radius=1)
+    assert ridge_pass(config, 3) == RidgePass(patch=3, group=48, radius=4, step=3, iterations=3, depth_radius=1)
+    assert ridge_pass(FilterConfig(ridge_volume_patch=0), 3) is None
+    assert ridge_pass(FilterConfig(ridge_volume_patch=4, ridge_volume_iterations=0), 3) is None
+    assert ridge_pass(config, 2) == ridge_pass(FilterConfig(), 2)  # 2D keeps its own
+
+
+def test_volume_combinations_cover_every_voxel_and_improve_the_estimate():
+    """A step larger than the cube would leave voxels out (NaN); it is clamped, and the stage adds to the
+    collaborative estimate."""
+    clean, noisy, field = _volume(3)
+    without = filter_observation(noisy[None, None], field, FilterConfig(ridge_volume_patch=0, **TINY)).mean[0, 0]
+    config = FilterConfig(ridge_volume_patch=3, ridge_volume_step=6, **TINY)
+    result = filter_observation(noisy[None, None], field, config, with_error=True)
+    out = result.mean[0, 0]
+    assert torch.isfinite(out).all() and result.variance is not None
+    assert psnr(out, clean) > psnr(without, clean)
+
+
+def test_tiny_volume_groups_hold_no_copies_of_the_reference():
+    """In a 6x10x10 volume a corner cube reaches 3x7x3 = 63 cubes: a group of 128 is cut to them (copies of the
+    reference, taken as independent noise, kept it noisy: -1 dB against BM4D on a dev crop)."""
+    clean = torch.as_tensor(make_phantom((6, 10, 10)))
+    noisy = clean + 0.1 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(4))
+    guide = 0.5 * (clean + noisy)
+    spec = dict(patch=4, radius=7, step=4, iterations=2, depth_radius=2)
+    cut = ridge_filter(noisy, guide, 0.1, RidgePass(group=128, **spec))
+    torch.testing.assert_close(cut, ridge_filter(noisy, guide, 0.1, RidgePass(group=63, **spec)))
+    assert not torch.equal(cut, ridge_filter(noisy, guide, 0.1, RidgePass(group=62, **spec)))
