@@ -9,8 +9,10 @@ series in the same run: the input; DIPY ``patch2self`` with its defaults (versio
 patches, OLS or ridge, returned every volume with its mean removed in DIPY 1.12: 15 dB, left out); DIPY
 ``localpca.mppca`` (Marchenko-Pastur PCA, its defaults; patch radius 1 on a volume of 3 slices); BM4D volume by
 volume with the Rician pipeline (sigma from the bright blocks, the Rician mean inverted;
-``anchors.rician_bm_pipeline``); DNA-Prior per volume (``series=False``: today's path, channels in groups of four);
-DNA-Prior's series mode (``series=True``).
+``anchors.rician_bm_pipeline``); DNA-Prior per volume (``series=False``: the 0.8.0 path, channels in groups of four);
+DNA-Prior's series mode (``series=True``: MP-PCA, the network fitted to predict each volume from the others, the
+series Wiener pass piloted by MP-PCA and by MP-PCA averaged with the network, blended by SURE) and the same without
+its network (``dnaprior series, no network``: the 0.8.0 series path, MP-PCA and one Wiener pass).
 
 Figures: with a clean series, PSNR over the brain mask (``range = clean.max()``) and, for DWI, the mean absolute error
 of DTI's FA and MD (DIPY ``TensorModel``, weighted least squares) against the fit on the clean series, over the brain;
@@ -25,9 +27,11 @@ PSNR of the simulated one).
 from __future__ import annotations
 
 import argparse
-import sys
 import csv
 import json
+import os
+import shlex
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -72,12 +76,27 @@ def dnaprior(series: bool) -> Callable[[Series, np.ndarray, np.ndarray | None], 
     return run
 
 
+def dnaprior_classical(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
+    """The series mode without its network (the 0.8.0 series path: MP-PCA and one Wiener pass piloted by it)."""
+    from monai_dnaprior.series import pipeline
+
+    def classical_only(target, pilot, variance, classical, wiener, config=None):
+        return wiener(target, pilot, variance), {"network_weight": 0.0}
+
+    saved, pipeline.network_blend = pipeline.network_blend, classical_only
+    try:
+        return dnaprior(True)(s, data, bvals)
+    finally:
+        pipeline.network_blend = saved
+
+
 METHODS: dict[str, Callable] = {
     "patch2self": patch2self_default,
     "mppca (dipy)": mppca_dipy,
     "bm4d+vst per volume": bm4d_vst,
     "dnaprior per volume": dnaprior(False),
     "dnaprior series": dnaprior(True),
+    "dnaprior series, no network": dnaprior_classical,
 }
 PEERS = ("patch2self", "mppca (dipy)", "bm4d+vst per volume")
 
@@ -138,12 +157,20 @@ def cross_prediction(s: Series, denoised: list[np.ndarray]) -> float:
 # ----------------------------------------------------------------------------------------------------- running
 
 
-def run_method(s: Series, name: str, cache: Path, fresh: bool) -> tuple[list[np.ndarray], float, str]:
-    """The method's output (the whole series, or its two halves for real DWI) and seconds, cached under ``cache``."""
-    key = cache / f"{s.name}__{name.replace(' ', '_').replace('(', '').replace(')', '').replace('+', '_')}"
+RAN = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, process {os.getpid()}"  # this run, for the record
+UNRECORDED = ("earlier processes of the session, cached before the benchmark recorded its processes (docs/series.md "
+              "says which ran together)")
+
+
+def run_method(s: Series, name: str, cache: Path, fresh: bool) -> tuple[list[np.ndarray], float, str, str]:
+    """The method's output (the whole series, or its two halves for real DWI), seconds, error and the process that
+    ran it, cached under ``cache``."""
+    slug = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_").replace(",", "")
+    key = cache / f"{s.name}__{slug}"
     if not fresh and key.with_suffix(".npz").exists():
         z = np.load(key.with_suffix(".npz"))
-        return [z[k] for k in sorted(z.files) if k.startswith("out")], float(z["seconds"]), str(z["error"])
+        ran = str(z["ran"]) if "ran" in z.files else UNRECORDED
+        return [z[k] for k in sorted(z.files) if k.startswith("out")], float(z["seconds"]), str(z["error"]), ran
     split = s.clean is None and s.kind == "dwi"
     parts = halves(s) if split else [np.arange(s.noisy.shape[-1])]
     outs, seconds, error = [], 0.0, ""
@@ -160,9 +187,9 @@ def run_method(s: Series, name: str, cache: Path, fresh: bool) -> tuple[list[np.
         seconds += time.perf_counter() - start
         outs.append(out)
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(key.with_suffix(".npz"), seconds=seconds, error=error,
+    np.savez_compressed(key.with_suffix(".npz"), seconds=seconds, error=error, ran=RAN,
                         **{f"out{k}": o for k, o in enumerate(outs)})
-    return outs, seconds, error
+    return outs, seconds, error, RAN
 
 
 def evaluate(s: Series, methods: list[str], cache: Path, fresh: bool) -> list[dict]:
@@ -171,10 +198,11 @@ def evaluate(s: Series, methods: list[str], cache: Path, fresh: bool) -> list[di
     for name in ["input"] + methods:
         if name == "input":
             split = s.clean is None and s.kind == "dwi"
-            outs, seconds, error = ([s.noisy[..., i] for i in halves(s)] if split else [s.noisy]), 0.0, ""
+            outs, seconds, error, ran = ([s.noisy[..., i] for i in halves(s)] if split else [s.noisy]), 0.0, "", ""
         else:
-            outs, seconds, error = run_method(s, name, cache, fresh)
-        row = {"series": s.name, "shape": s.shape_str, "method": name, "seconds": round(seconds, 2), "error": error}
+            outs, seconds, error, ran = run_method(s, name, cache, fresh)
+        row = {"series": s.name, "shape": s.shape_str, "method": name, "seconds": round(seconds, 2), "error": error,
+               "ran": ran}
         if s.clean is not None:
             row["psnr_brain"] = round(psnr_brain(s.clean, outs[0], s.mask), 3)
         if reference is not None:
@@ -197,7 +225,7 @@ def _best_peer(rows: list[dict], key: str, higher: bool) -> dict | None:
 
 def write_results(rows: list[dict], series: list[Series], out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    keys = ["series", "shape", "method", "seconds", "psnr_brain", "fa_mae", "md_mae", "tsnr", "cv_rmse", "error"]
+    keys = ["series", "shape", "method", "seconds", "psnr_brain", "fa_mae", "md_mae", "tsnr", "cv_rmse", "error", "ran"]
     with open(out / "series.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
@@ -206,7 +234,13 @@ def write_results(rows: list[dict], series: list[Series], out: Path, command: st
              "Each method's output and seconds are cached under `--cache` and reused by later runs (`--fresh NAME` "
              "reruns one); a table may therefore gather methods run in several processes of one session on the "
              "same machine (see `docs/series.md` for which ran together).", "",
-             __doc__.split("\n\n", 2)[2].strip(), "", "## Series", ""]
+             __doc__.split("\n\n", 2)[2].strip(), "", "## Which process ran what", ""]
+    runs: dict[str, list[str]] = {}
+    for r in rows:
+        if r["ran"]:
+            runs.setdefault(r["ran"], []).append(f"{r['method']} on {r['series']}")
+    lines += [f"- {ran}: {', '.join(done)}" for ran, done in runs.items()]
+    lines += ["", "## Series", ""]
     lines += [f"- `{s.name}` ({s.shape_str}): {s.source}; {s.notes}" for s in series]
     metrics = {"psnr_brain": ("PSNR brain (dB)", True), "fa_mae": ("FA MAE", False), "md_mae": ("MD MAE (um^2/ms)", False),
                "tsnr": ("median tSNR", True), "cv_rmse": ("cross-half DTI prediction RMSE", False)}
@@ -215,15 +249,17 @@ def write_results(rows: list[dict], series: list[Series], out: Path, command: st
         present = [k for k in metrics if any(k in r for r in sub)]
         lines += ["", f"## {s.name} ({s.shape_str})", ""]
         table = []
+        mp = next((r["seconds"] for r in sub if r["method"] == "mppca (dipy)" and r["seconds"] > 0), None)
         for r in sub:
-            cells = [r["method"]] + [r.get(k, "") for k in present] + [r["seconds"]]
+            ratio = f"{r['seconds'] / mp:.2f}" if mp and r["method"].startswith("dnaprior") else ""
+            cells = [r["method"]] + [r.get(k, "") for k in present] + [r["seconds"], ratio]
             for k in present:
                 best = _best_peer(sub, k, metrics[k][1])
                 if best is not None and r["method"].startswith("dnaprior") and k in r:
                     cells.append(f"{r[k] - best[k]:+.3g} vs {best['method']}")
             table.append(cells + ([f"failed: {r['error']}"] if r["error"] else []))
         width = max(len(c) for c in table)
-        heads = ["method"] + [metrics[k][0] for k in present] + ["seconds"]
+        heads = ["method"] + [metrics[k][0] for k in present] + ["seconds", "x MP-PCA's seconds"]
         heads += [f"{metrics[k][0]} vs best peer" for k in present][: width - len(heads)]
         heads += [""] * (width - len(heads))
         lines.append(markdown_table(heads, [c + [""] * (width - len(c)) for c in table]))
@@ -250,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
             if any(f in m for f in args.fresh):
                 run_method(s, m, Path(args.cache), True)
         rows += evaluate(s, methods, Path(args.cache), False)
-    write_results(rows, series, out, "python benchmarks/series.py " + " ".join(sys.argv[1:]))
+    write_results(rows, series, out, "python benchmarks/series.py " + shlex.join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

@@ -5,12 +5,14 @@
 2. MP-PCA (:mod:`~monai_dnaprior.series.mppca`): local PCA across the volumes, the noise components cut at the
    Marchenko-Pastur edge; it also maps the noise variance.
 3. The series Wiener pass (:mod:`~monai_dnaprior.series.wiener`): space and volumes in one transform, shrunk with the
-   MP-PCA estimate as the pilot.
+   MP-PCA estimate as the pilot, and again with the average of MP-PCA and a network fitted to predict each volume
+   from the others (:mod:`~monai_dnaprior.series.network`) as the pilot; the two blended with the weight SURE
+   chooses (:mod:`~monai_dnaprior.series.blend`).
 4. Back through the model: the Rician mean inverted (the magnitude's bias removed) with the sigma MP-PCA measured
    where the series is bright (the Rician estimate of a single image reads it 25 % high on a series with no
    background of pure noise), the Anscombe or log inverse.
 
-Deterministic: nothing is random.
+Deterministic: the network's fit and SURE's probe are seeded.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import torch
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import choose_noise_model, get_noise_model
 from monai_dnaprior.progress import ProgressTracker
+from monai_dnaprior.series.blend import network_blend
 from monai_dnaprior.series.mppca import mppca
 from monai_dnaprior.series.options import patch_sides
 from monai_dnaprior.series.wiener import series_wiener
@@ -33,7 +36,7 @@ logger = logging.getLogger("monai_dnaprior")
 
 MPPCA_STEP = 2  # patch corners every 2 voxels: 0.2 dB below every voxel on the DWI-like series, in a quarter the time
 WIENER_SIDE, WIENER_STEP = 4, 2  # the Wiener pass's patches: 4 px a side (5: +0.08 dB for 2x the time)
-_SHARES = (0.05, 0.45, 0.5)  # noise model, MP-PCA, Wiener: the shares of the time, for the progress reported
+_SHARES = (0.05, 0.1, 0.85)  # noise model, MP-PCA, network and Wiener passes: the shares of the time (progress)
 
 
 def _series_sigma(pilot: torch.Tensor, variance: torch.Tensor) -> float:
@@ -68,15 +71,19 @@ def denoise_series(
     sides = patch_sides(tuple(x.shape[1:]), x.shape[0])
     with tracker.span(units[1]):
         pilot, variance = mppca(target, sides, MPPCA_STEP)
+    wiener_sides = tuple(min(WIENER_SIDE, s) for s in x.shape[1:])
     with tracker.span(units[2]):
-        wiener_sides = tuple(min(WIENER_SIDE, s) for s in x.shape[1:])
-        estimate = series_wiener(target, pilot, variance, wiener_sides, WIENER_STEP)
+        estimate, found = network_blend(
+            target, pilot, variance, lambda t: mppca(t, sides, MPPCA_STEP),
+            lambda t, p, v: series_wiener(t, p, v, wiener_sides, WIENER_STEP))
+    info.update(found)
     sigma = _series_sigma(pilot, variance)
     if noise_level is None and model.additive:  # the level the series' own redundancy measures (Gaussian, Rician)
         model = type(model)(sigma)
         info["noise_level"] = sigma
     clean, _, _ = model.clean_estimate(estimate)
     info.update(patch=sides, mppca_sigma=sigma)
-    logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches then the series Wiener pass",
-                x.shape[0], chosen, model.level, "x".join(map(str, sides)))
+    logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches, the series Wiener pass "
+                "(network weight %.2f)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),
+                info["network_weight"])
     return window.restore(model.inverse(clean, y)), info
