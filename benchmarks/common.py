@@ -147,10 +147,11 @@ def noise_seed(case: str, noise: str, base: int = 0) -> int:
     return (zlib.crc32(f"{case}/{noise}".encode()) + base) % 2**32
 
 
-def add_noise(clean: np.ndarray, noise: str, seed: int) -> np.ndarray:
-    """``clean`` (in [0, 1]) corrupted by ``noise`` at the strength of :data:`NOISE_PARAMS`, as float32."""
+def add_noise(clean: np.ndarray, noise: str, seed: int, param: float | None = None) -> np.ndarray:
+    """``clean`` (in [0, 1]) corrupted by ``noise`` at the strength ``param`` (default :data:`NOISE_PARAMS`'s), as
+    float32."""
     rng = np.random.default_rng(seed)
-    p = NOISE_PARAMS[noise]
+    p = NOISE_PARAMS[noise] if param is None else param
     x = clean.astype(np.float64)
     scale = float(x.max() - x.min())
     if noise == "gaussian":

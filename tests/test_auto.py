@@ -5,6 +5,8 @@ background)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -120,3 +122,18 @@ def test_non_negative_additive_noise_stays_gaussian():
     noisy = (x + 0.03 * torch.randn(x.shape, generator=gen)).clamp_min(0)
     assert choose_noise_model("auto", noisy, 2) == "gaussian"
     assert choose_noise_model("auto", noisy - 0.5, 2) == "gaussian"  # negative values: additive at once
+
+
+def test_too_small_to_choose_warns_and_is_gaussian():
+    """A 24x24 slice (144 finest blocks) is too small to tell the models apart: Gaussian, and a warning naming the
+    fix; a 64x64 speckle slice needs no warning."""
+    torch.manual_seed(3)  # the Gamma draws
+    g = torch.Generator().manual_seed(3)
+    small = 0.5 + 0.5 * torch.rand(1, 24, 24, generator=g)
+    speckle = small * torch.distributions.Gamma(4.0, 4.0).sample(small.shape)
+    with pytest.warns(UserWarning, match="too few .* noise_model='rician', 'poisson' or 'speckle'"):
+        assert choose_noise_model("auto", speckle, 2) == "gaussian"
+    large = 0.5 + 0.5 * torch.rand(1, 64, 64, generator=g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        detect_noise_model(large * torch.distributions.Gamma(4.0, 4.0).sample(large.shape), 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from monai.utils import look_up_option
@@ -17,7 +18,7 @@ from monai_dnaprior.noise.estimation import (
 )
 from monai_dnaprior.noise.models import get_noise_model
 from monai_dnaprior.noise.rayleigh import RAYLEIGH_MEAN_TO_STD, RAYLEIGH_STD, coloured_rayleigh_background
-from monai_dnaprior.noise.spectrum import colour_test, estimate_noise_spectrum
+from monai_dnaprior.noise.spectrum import estimate_noise_spectrum
 from monai_dnaprior.settings import NoiseModelName
 
 __all__ = ["choose_noise_model", "detect_noise_model"]
@@ -80,11 +81,16 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> NoiseModelName:
 
 
 def _detect(y: torch.Tensor, spatial_dims: int) -> tuple[NoiseModelName, bool]:
-    """:func:`detect_noise_model`'s model, and whether it was read from counts (a lattice of whole steps)."""
-    if float(y.min()) < -1e-6 * float(y.abs().max()) or too_thin(y, spatial_dims):
+    """:func:`detect_noise_model`'s model, and whether it was read from counts (a lattice of whole steps). Too few
+    blocks to tell the models apart give Gaussian, with a warning that says so."""
+    if float(y.min()) < -1e-6 * float(y.abs().max()):
+        return NoiseModelName.GAUSSIAN, False
+    if too_thin(y, spatial_dims):
+        _warn_too_small(0)
         return NoiseModelName.GAUSSIAN, False
     detail, mean, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
     if int(noisy.sum()) < _MIN_DETECTION_BLOCKS:
+        _warn_too_small(int(noisy.sum()))
         return NoiseModelName.GAUSSIAN, False
     if _counting_step(y, spatial_dims) is not None:
         return NoiseModelName.POISSON, True
@@ -101,6 +107,15 @@ def _detect(y: torch.Tensor, spatial_dims: int) -> tuple[NoiseModelName, bool]:
     if _dark_anatomy_floor(y, spatial_dims, m, v, noisy, mean):
         return NoiseModelName.RICIAN, False
     return NoiseModelName.GAUSSIAN, False
+
+
+def _warn_too_small(blocks: int) -> None:
+    warnings.warn(
+        f"noise_model='auto': the image has {blocks} finest 2x2(x2) blocks that carry noise, too few (under "
+        f"{_MIN_DETECTION_BLOCKS}) to tell the noise models apart, so its noise is taken as Gaussian. If it is an MRI "
+        "magnitude, counts or speckle, pass noise_model='rician', 'poisson' or 'speckle'.",
+        stacklevel=2,
+    )
 
 
 def _binned_profile(y: torch.Tensor, spatial_dims: int, bins: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -259,11 +274,12 @@ def choose_noise_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has
     - its stabilised image's finest scale is not filled by noise (the quietest windows under 0.85 of the wavelet
       MAD, read above 0.05 of the [0, 1] image: :func:`~monai_dnaprior.noise.estimation.finest_scale_quietness_where`):
       a clean scan's texture, not noise, grew with the mean;
-    - speckle: the stabilised noise is coloured, read above 0.05 of the image (the log's offset flattens the dark
-      background, whose smooth anatomy would read as colour) by the flattest patches' spectrum and then
-      :func:`~monai_dnaprior.noise.spectrum.colour_test`, which smooth anatomy does not fool;
     - continuous (not counted) Poisson: the flattest patches' spectrum is coloured (a variance that grows in
       proportion to the mean is as often texture as counts). Raw counts (a lattice) are white.
+
+    Speckle stays speckle where its log holds colour (a scan's own noise under weak speckle): the speckle field reads
+    that colour, where additive noise would leave the image nearly untouched (its dark regions' quiet finest scale
+    reads as signal; 23.5 dB from a 23.4 dB input, 31.3 dB as speckle, on a dev slice).
     """
     noise_model = look_up_option(noise_model, NoiseModelName)
     if noise_model != NoiseModelName.AUTO:
@@ -282,10 +298,4 @@ def choose_noise_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has
     anatomy = haar_blocks(y, spatial_dims)[1] > _LOG_FLOOR  # where the log's offset does not flatten the noise
     if finest_scale_quietness_where(stabilised, spatial_dims, anatomy) < _NOISE_FILLED:
         return NoiseModelName.GAUSSIAN
-    if counted:  # raw counts: no resampling has touched them, so their noise is white
-        return detected
-    mask = blocks_to_voxels(anatomy, y.shape[-spatial_dims:]).bool()
-    if estimate_noise_spectrum(stabilised, spatial_dims, mask=mask)[0].is_white:
-        return detected
-    test = colour_test(stabilised, spatial_dims, mask=mask)
-    return detected if test is None or not test.coloured else NoiseModelName.GAUSSIAN
+    return detected  # raw counts, or speckle: whatever colour the log domain holds, the speckle field reads
