@@ -88,16 +88,9 @@ class FilterConfig:
         volume_patch: cube side in 3D.
         volume_radius: in-plane search radius in 3D.
         volume_depth_radius: search radius along the last axis in 3D.
-        volume_depth_step: step between the reference cubes along the last axis in 3D (white noise).
-        volume_wiener_patch: cube side of the Wiener pass in 3D (white noise; the thresholding pass keeps
-            ``volume_patch``).
-        volume_wiener_group: cubes per group of the Wiener pass in 3D (white noise).
-        volume_wiener_radius: in-plane search radius of the Wiener pass in 3D (white noise).
-        volume_wiener_depth_radius: its search radius along the last axis.
-        volume_bayes_patch: cube side of an NL-Bayes step in 3D (white noise), averaged with the Wiener pass; 0
-            leaves it out.
-        volume_bayes_group: cubes per group of that step (searched as the Wiener pass, references every
-            ``match_step``).
+        volume_wiener_radius: in-plane search radius of the Wiener pass in 3D, white noise (the thresholding pass
+            and coloured noise's passes: ``volume_radius``).
+        volume_wiener_depth_radius: its search radius along the last axis (the others': ``volume_depth_radius``).
         ridge_patch: patch side of the iterated linear combinations of patches (after NL-Ridge/LIChI,
             :mod:`monai_dnaprior.filters.ridge`), run last from the filter's estimate, in 2D; 0 leaves them out.
         ridge_volume_patch: their cube side in 3D; 0 leaves them out.
@@ -124,13 +117,8 @@ class FilterConfig:
     volume_patch: int = 4
     volume_radius: int = 5
     volume_depth_radius: int = 2
-    volume_depth_step: int = 1
-    volume_wiener_patch: int = 4
-    volume_wiener_group: int = 16
     volume_wiener_radius: int = 5
     volume_wiener_depth_radius: int = 2
-    volume_bayes_patch: int = 0
-    volume_bayes_group: int = 128
     ridge_patch: int = 7
     ridge_volume_patch: int = 4
     ridge_volume_group: int = 128

@@ -1,5 +1,5 @@
-"""The filter's 3D path for white noise (``filters/pipeline.py``): its own Wiener cube, group, search and depth step,
-the iterated linear combinations of cubes and an optional NL-Bayes step; coloured volumes keep the plain passes."""
+"""The filter's 3D path for white noise (``filters/pipeline.py``): the Wiener pass's own search and the iterated
+linear combinations of cubes; coloured volumes keep one search for every pass."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import torch
 from conftest import make_phantom, psnr
 
 from monai_dnaprior import FilterConfig
-from monai_dnaprior.filters import CollaborativePass, collaborative_refine, filter_passes
-from monai_dnaprior.filters.nl_bayes import BayesPass
+from monai_dnaprior.filters import CollaborativePass, filter_passes
 from monai_dnaprior.filters.pipeline import bayes_pass, filter_observation, ridge_pass
 from monai_dnaprior.filters.ridge import RidgePass, ridge_filter
 from monai_dnaprior.noise.field import NoiseField
@@ -26,43 +25,17 @@ def _volume(seed: int = 0, sigma: float = 0.1) -> tuple[torch.Tensor, torch.Tens
     return clean, noisy, field
 
 
-def test_white_volume_passes_take_their_own_wiener_settings():
-    config = FilterConfig(volume_wiener_patch=5, volume_wiener_group=32, volume_wiener_radius=6,
-                          volume_wiener_depth_radius=3, volume_depth_step=2)
+def test_white_volume_passes_take_their_own_wiener_search():
+    config = FilterConfig(volume_radius=7, volume_depth_radius=4, volume_wiener_radius=6, volume_wiener_depth_radius=3)
     thresholded, wiener = filter_passes(config, 3)
-    assert thresholded == CollaborativePass.hard_threshold(2.7, patch=4, depth=4, group=16, radius=5, depth_radius=2,
-                                                           step=3, depth_step=2)
-    assert wiener == CollaborativePass.wiener(patch=5, depth=5, group=32, radius=6, depth_radius=3, step=3,
-                                              depth_step=2)
-    assert wiener.shapes(3) == ((5, 5, 5), (6, 6, 3), (3, 3, 2))
-    coloured = filter_passes(config, 3, coloured=True)  # coloured volumes: the plain cubes, every slice
-    assert all(p.patch == p.depth == 4 and p.depth_step == 1 and p.group in (1, 16) for p in coloured)
+    assert thresholded == CollaborativePass.hard_threshold(2.7, patch=4, depth=4, group=16, radius=7, depth_radius=4,
+                                                           step=3)
+    assert wiener == CollaborativePass.wiener(patch=4, depth=4, group=16, radius=6, depth_radius=3, step=3)
+    assert wiener.shapes(3) == ((4, 4, 4), (6, 6, 3), (3, 3, 1))
+    coloured = filter_passes(config, 3, coloured=True)  # coloured volumes: one search for every pass
+    assert all(p.radius == 7 and p.depth_radius == 4 for p in coloured if p.group > 1)
     assert filter_passes(config, 2) == filter_passes(FilterConfig(), 2)  # 2D untouched
-
-
-def test_depth_step_covers_every_slice():
-    clean, noisy, _ = _volume(1)
-    spec = CollaborativePass.wiener(patch=3, depth=3, group=8, radius=2, depth_radius=1, step=3, depth_step=3)
-    out = collaborative_refine(noisy[None, None], clean[None, None], 0.1, [spec])[0, 0]
-    assert torch.isfinite(out).all() and psnr(out, clean) > psnr(noisy, clean) + 3
-
-
-def test_volume_nl_bayes_step_is_set_and_averaged():
-    passes = filter_passes(FilterConfig(), 3)
-    config = FilterConfig(volume_bayes_patch=3, volume_bayes_group=40, **TINY)
-    spec = bayes_pass(config, passes, 3)
-    assert spec == BayesPass(patch=3, group=40, radius=3, step=3, depth_radius=1, depth_step=1)
-    assert spec.shapes(3) == ((3, 3, 3), (3, 3, 1), (3, 3, 1))
-    assert bayes_pass(config, passes, 3, coloured=True) is None
-    assert bayes_pass(FilterConfig(volume_bayes_patch=0), passes, 3) is None
-    clean, noisy, field = _volume(2)
-    plain = FilterConfig(ridge_volume_patch=0, **TINY)
-    without = filter_observation(noisy[None, None], field, plain).mean[0, 0]
-    with_step = filter_observation(noisy[None, None], field, FilterConfig(
-        ridge_volume_patch=0, volume_bayes_patch=3, volume_bayes_group=40, **TINY), with_error=True)
-    assert with_step.variance is not None and torch.isfinite(with_step.variance).all()
-    assert not torch.equal(with_step.mean[0, 0], without)
-    assert psnr(with_step.mean[0, 0], clean) > psnr(noisy, clean) + 4
+    assert bayes_pass(FilterConfig(), filter_passes(FilterConfig(), 3), 3) is None  # no NL-Bayes step in 3D
 
 
 def test_volume_combinations_follow_their_own_settings():

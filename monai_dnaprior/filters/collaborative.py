@@ -59,8 +59,8 @@ class CollaborativePass:
     the noisy image, coefficients below ``threshold`` times their noise std zeroed) and else empirical Wiener
     (:meth:`wiener`: groups matched on the pilot, gains from its coefficients). ``group=1`` filters every patch on
     its own (a local DCT filter, no search). In 3D, ``depth`` is the patch size along the last axis (1: flat
-    patches; ``patch``: cubes), ``depth_radius`` the search radius along it, and ``depth_step`` the step of the
-    references along it (1: every slice).
+    patches; ``patch``: cubes), ``depth_radius`` the search radius along it, and the references step through every
+    slice.
     """
 
     patch: int = 8
@@ -70,7 +70,6 @@ class CollaborativePass:
     depth: int = 1
     depth_radius: int = 1
     threshold: float = 0.0
-    depth_step: int = 1
 
     @classmethod
     def hard_threshold(cls, threshold: float, **shape: int) -> CollaborativePass:
@@ -93,7 +92,7 @@ class CollaborativePass:
         if spatial_dims == 2:
             return (self.patch,) * 2, (self.radius,) * 2, (self.step,) * 2
         return (self.patch, self.patch, self.depth), (self.radius, self.radius, self.depth_radius), (
-            self.step, self.step, self.depth_step)
+            self.step, self.step, 1)
 
 
 def collaborative_filter(

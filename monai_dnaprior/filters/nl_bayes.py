@@ -35,23 +35,16 @@ POSTERIOR_INFLATION = 1.5
 
 @dataclass(frozen=True)
 class BayesPass:
-    """Square (2D) or cubic (3D) patch side, patches per group, search radius and reference step, in voxels; in 3D
-    the search radius and reference step along the last axis (0: ``radius`` and ``step``)."""
+    """Square (2D) or cubic (3D) patch side, patches per group, search radius and reference step, in voxels."""
 
     patch: int = 7
     group: int = 80
     radius: int = 16
     step: int = 4
-    depth_radius: int = 0
-    depth_step: int = 0
 
     def shapes(self, spatial_dims: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Patch shape, search radius and reference step per axis."""
-        radius, step = (self.radius,) * spatial_dims, (self.step,) * spatial_dims
-        if spatial_dims == 3:
-            radius = (self.radius, self.radius, self.depth_radius or self.radius)
-            step = (self.step, self.step, self.depth_step or self.step)
-        return (self.patch,) * spatial_dims, radius, step
+        return (self.patch,) * spatial_dims, (self.radius,) * spatial_dims, (self.step,) * spatial_dims
 
 
 def nl_bayes(

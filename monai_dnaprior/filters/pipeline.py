@@ -51,34 +51,23 @@ def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = 
 
 def _volume_passes(config: FilterConfig) -> list[CollaborativePass]:
     """White noise in 3D: hard thresholding over ``volume_patch`` cubes matched on the observation, then Wiener
-    passes with their own cube, group, search and depth step (``volume_wiener_*``; larger cubes or groups, as BM4D's
-    Wiener stage has, measured no better here: ``docs/filter.md``)."""
-    cube, side = config.volume_patch, config.volume_wiener_patch
-    steps = dict(step=config.match_step, depth_step=config.volume_depth_step)
+    passes over the same cubes with their own search (``volume_wiener_*``: ``quality`` widens only the thresholding
+    pass's; larger cubes or groups, as BM4D's Wiener stage has, measured no better here: ``docs/filter.md``)."""
+    shape = dict(patch=config.volume_patch, depth=config.volume_patch, group=config.match_group, step=config.match_step)
     thresholded = CollaborativePass.hard_threshold(
-        config.threshold, patch=cube, depth=cube, group=config.match_group, radius=config.volume_radius,
-        depth_radius=config.volume_depth_radius, **steps)
+        config.threshold, radius=config.volume_radius, depth_radius=config.volume_depth_radius, **shape)
     matched = CollaborativePass.wiener(
-        patch=side, depth=side, group=config.volume_wiener_group, radius=config.volume_wiener_radius,
-        depth_radius=config.volume_wiener_depth_radius, **steps)
+        radius=config.volume_wiener_radius, depth_radius=config.volume_wiener_depth_radius, **shape)
     return [thresholded] + [matched] * config.wiener_passes
 
 
-def bayes_pass(
-    config: FilterConfig, passes: Sequence[CollaborativePass], spatial_dims: int = 2, coloured: bool = False
-) -> BayesPass | None:
-    """The NL-Bayes step, or None: after at least two passes, where ``config.bayes_patch`` (2D) or, for white noise,
-    ``config.volume_bayes_patch`` (3D, searched as the 3D Wiener pass) is set (measured on the 2D dev scans,
-    ``benchmarks/nl_bayes.py``: it adds with white and coloured noise; 3D: ``docs/filter.md``)."""
-    if len(passes) < 2:
+def bayes_pass(config: FilterConfig, passes: Sequence[CollaborativePass], spatial_dims: int = 2) -> BayesPass | None:
+    """The NL-Bayes step, or None: in 2D, after at least two passes, where ``config.bayes_patch`` is set (measured on
+    the 2D dev scans, ``benchmarks/nl_bayes.py``: it adds with white and coloured noise; in 3D, with the combinations
+    of cubes after it, it measured -0.05 to +0.02 dB on the dev EPI volume for 1.5x the time: ``docs/filter.md``)."""
+    if config.bayes_patch <= 0 or spatial_dims != 2 or len(passes) < 2:
         return None
-    if spatial_dims == 2:
-        return BayesPass(patch=config.bayes_patch) if config.bayes_patch > 0 else None
-    if coloured or config.volume_bayes_patch <= 0:
-        return None
-    return BayesPass(patch=config.volume_bayes_patch, group=config.volume_bayes_group,
-                     radius=config.volume_wiener_radius, step=min(config.match_step, config.volume_bayes_patch),
-                     depth_radius=config.volume_wiener_depth_radius, depth_step=max(1, config.volume_depth_step))
+    return BayesPass(patch=config.bayes_patch)
 
 
 def ridge_pass(config: FilterConfig, spatial_dims: int = 2) -> RidgePass | None:
@@ -143,7 +132,7 @@ def _collaborative_estimate(
     passes = filter_passes(config, spatial_dims, coloured=not field.is_white)
     sigma = field.model.fit_sigma
     spectrum = None if field.is_white else field.spectrum
-    bayes = bayes_pass(config, passes, spatial_dims, coloured=not field.is_white)
+    bayes = bayes_pass(config, passes, spatial_dims)
     stages = len(passes) + (bayes is not None) + (with_error and bayes is not None and field.is_white)
     share = units / stages
 
