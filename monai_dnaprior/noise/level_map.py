@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from monai_dnaprior.noise.estimation import haar_blocks
+from monai_dnaprior.noise.fine_map import fine_log_level
 from monai_dnaprior.noise.local_map import fit_local, local_at, LOCAL_SIDES
 from monai_dnaprior.noise.windows import window_levels
 
@@ -157,8 +158,30 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     else:
         return None
     level_map.low, level_map.high, level_map.explained = float(fitted.min()), float(fitted.max()), explained
+    if level_map.local is not None:
+        _read_fine_local(level_map, x, floor is not None)
     level_map.shift = float(level_map.log_values(tuple(x.shape[1:])).median())
     return level_map
+
+
+def _read_fine_local(level_map: LevelMap, x: torch.Tensor, magnitude: bool) -> None:
+    """Replace the local part of ``level_map`` by the fine map (:mod:`.fine_map`) less its polynomial trend, kept on
+    a grid of every other voxel: where the windows found a local part, the fine map follows it closer (on the 2D
+    development slices, a 2.5x band -0.96 / -2.15 / -0.01 / -0.24 -> -0.16 / -0.18 / +0.16 / -0.34 dB from the
+    oracle)."""
+    spatial_dims = level_map.spatial_dims
+    fine = fine_log_level(x, spatial_dims, magnitude)
+    stride = [2 if n >= 8 else 1 for n in fine.shape]
+    pooled = torch.nn.functional.avg_pool3d if spatial_dims == 3 else torch.nn.functional.avg_pool2d
+    grid = pooled(fine[None, None], stride, stride)[0, 0]
+    centres = [(s - 1) / 2 + s * torch.arange(g, dtype=torch.float64) for s, g in zip(stride, grid.shape)]
+    axes = [-1 + 2 * c / max(n - 1, 1) for c, n in zip(centres, fine.shape)]
+    coords = torch.stack([a.flatten() for a in torch.meshgrid(*axes, indexing="ij")], -1)
+    trend = (polynomial_terms(coords, level_map.order) @ level_map.coefficients).view(grid.shape)
+    level_map.local = grid - grid.median() - trend
+    level_map.local_extent = tuple((float(a[0]), float(a[-1])) for a in axes)
+    values = level_map.local + trend
+    level_map.low, level_map.high = float(values.min()), float(values.max())
 
 
 def _trimmed_fit(
