@@ -12,6 +12,9 @@ Cases, built from the real scans:
   windowed noiseless k-space. ``kspace_epi_volume_3d`` does the same in 3D on the first EPI frame (BM4D the oracle).
 - ``resampled_*``: a scan with white noise resampled by MONAI ``Spacingd`` to 0.6 of its pixel size (bilinear):
   low-pass noise. Reference: the resampled clean scan.
+- ``--heldout``: the same physics, at the same doses and strengths, on held-out scans never used for tuning
+  (``benchmarks/heldout.py``): low-dose CT of a head and of the Shepp-Logan phantom, k-space MRI of a T1 coronal and
+  an abdomen slice and of DIPY's ``S0_10slices`` volume, and the two slices resampled.
 - ``epi_two_frames`` (real noise, nothing synthetic): frame 0 of nibabel's ``example4d.nii.gz`` denoised as a volume
   and compared with frame 1 (noise-to-noise); see :func:`noise_power_removed`.
 
@@ -65,6 +68,9 @@ CT_DOSE = {"ratlung_ct_2d": 2.0e3, "ct_small_2d": 5.0e3}  # I0, incident photons
 KSPACE_SIGMA = {"mri_sagittal_2d": 0.12, "mr_small_2d": 0.12}  # per real/imag component, of the image range
 KSPACE_VOLUME_SIGMA = {"epi_volume_3d": 0.12}  # a 3D k-space window over the EPI volume (no resampled twin: too big)
 RESAMPLE_SIGMA, RESAMPLE_PIXDIM = 0.07, 0.6
+HELDOUT_CT_DOSE = {"ct_head_2d": 5.0e3, "shepp_logan_2d": 5.0e3}  # held-out scans: chosen before any run, like the dev
+HELDOUT_KSPACE_SIGMA = {"t1_coronal_2d": 0.12, "mr_abdomen_2d": 0.12}
+HELDOUT_KSPACE_VOLUME_SIGMA = {"s0_10slices_3d": 0.12}
 QUICK_CASE = "kspace_mr_small_2d"
 REAL_CASE = "epi_two_frames"
 
@@ -171,17 +177,23 @@ def resampled_case(scan: Scan, sigma: float, pixdim: float) -> Case:
     return Case(f"resampled_{scan.name}", text, resample(scan.image, pixdim), simulate)
 
 
-def build_cases(data_dir: Path, filters: list[str] | None) -> list[Case]:
-    """Every synthetic case, kept when its name contains one of ``filters`` (all when None)."""
-    scans = {s.name: s for s in load_scans(data_dir, list(CT_DOSE) + list(KSPACE_SIGMA) + list(KSPACE_VOLUME_SIGMA))}
+def build_cases(data_dir: Path, filters: list[str] | None, heldout: bool = False) -> list[Case]:
+    """Every synthetic case on the development scans (or, ``heldout``, on the held-out ones), kept when its name
+    contains one of ``filters`` (all when None)."""
+    if heldout:
+        from heldout import load_heldout
+
+        doses, kspace, volumes = HELDOUT_CT_DOSE, HELDOUT_KSPACE_SIGMA, HELDOUT_KSPACE_VOLUME_SIGMA
+        scans = {s.name: s for s in load_heldout(list(doses) + list(kspace) + list(volumes))}
+    else:
+        doses, kspace, volumes = CT_DOSE, KSPACE_SIGMA, KSPACE_VOLUME_SIGMA
+        scans = {s.name: s for s in load_scans(data_dir, list(doses) + list(kspace) + list(volumes))}
     builders: dict[str, Callable[[], Case]] = {}
-    for name, dose in CT_DOSE.items():
+    for name, dose in doses.items():
         builders[f"lowdose_{name}"] = lambda n=name, d=dose: ct_case(scans[n], d)
-    for name, sigma in KSPACE_SIGMA.items():
+    for name, sigma in (kspace | volumes).items():
         builders[f"kspace_{name}"] = lambda n=name, s=sigma: kspace_case(scans[n], s)
-    for name, sigma in KSPACE_VOLUME_SIGMA.items():
-        builders[f"kspace_{name}"] = lambda n=name, s=sigma: kspace_case(scans[n], s)
-    for name in KSPACE_SIGMA:
+    for name in kspace:
         builders[f"resampled_{name}"] = lambda n=name: resampled_case(scans[n], RESAMPLE_SIGMA, RESAMPLE_PIXDIM)
     return [build() for key, build in builders.items() if not filters or any(f in key for f in filters)]
 
@@ -399,7 +411,9 @@ def write_markdown(path: Path, args: argparse.Namespace, sections: dict[str, str
                    seconds: float) -> None:
     note_lines = "\n".join(f"- {n}" for n in notes) or "- none"
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections.items())
-    path.write_text(f"""# DNA-Prior on coloured and real noise
+    scans = ("**held-out scans** (`--heldout`: never used for tuning, `benchmarks/heldout.py`)" if args.heldout
+             else "the development scans")
+    path.write_text(f"""# DNA-Prior on coloured and real noise: {scans}
 
 DNA-Prior preset `{args.preset}` (`prior="auto"`: the filter); the network fit alone with max_iters
 {args.max_iters or "the preset's"}, seed {args.seed}; device {args.device or "auto"}; {args.realisations} noise draws
@@ -444,6 +458,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0,
                    help="the network's seed (the fit-alone row; the noise seeds are fixed per case)")
     p.add_argument("--realisations", type=int, default=None, help="noise draws per oracle PSD (default 64; quick 16)")
+    p.add_argument("--heldout", action="store_true",
+                   help="the same physics on the held-out scans (never used for tuning); no real-noise case")
     args = p.parse_args(argv)
     args.realisations = args.realisations or (16 if args.quick else 64)
     return args
@@ -453,8 +469,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     filters = [QUICK_CASE] if args.quick else (args.cases.split(",") if args.cases else None)
-    cases = build_cases(args.data_dir, filters)
-    run_real = not args.quick and (not filters or any(f in REAL_CASE for f in filters))
+    cases = build_cases(args.data_dir, filters, args.heldout)
+    run_real = not args.quick and not args.heldout and (not filters or any(f in REAL_CASE for f in filters))
     if not cases and not run_real:
         raise SystemExit(f"No case matches {filters}.")
     warm_up(args.device)

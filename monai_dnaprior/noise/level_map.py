@@ -6,7 +6,8 @@ bowtie filters all make the noise's standard deviation vary smoothly across a sc
 the robust level (MAD) of every window of blocks, a low-order polynomial fitted to their logarithms (a Gaussian bump,
 an exponential falloff and a tilt are all quadratic there), windows that read above the fit trimmed away (edges and
 texture only ever raise a window's level), the fit refitted; what it cannot follow (a narrow band, a g-factor's
-ridges) is added from windows half the size where it predicts them better (:mod:`.local_map`). The map is kept only where its spread over the image
+ridges) is added where windows half the size say it predicts them better (:mod:`.local_map`), read voxel by voxel
+(:mod:`.fine_map`). The map is kept only where its spread over the image
 exceeds :data:`FLAT_SPREAD`: stationary noise then gives no map at all, and the result of stationary noise is the
 same with or without this module.
 
@@ -59,8 +60,8 @@ class LevelMap:
             extrapolates beyond what was read).
         explained: the share of the windows' log-level variance the fit explains (adjusted R^2).
         shift: what makes the map's median 1 over the image.
-        local: the local part on its window grid (:mod:`.local_map`), or None.
-        local_extent: the first and last window centres of ``local`` per axis.
+        local: the local part on a regular grid (the fine map's, every other voxel: :mod:`.fine_map`), or None.
+        local_extent: the first and last grid points of ``local`` per axis, on the coordinates of the polynomial.
     """
 
     coefficients: torch.Tensor

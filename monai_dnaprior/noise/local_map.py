@@ -3,7 +3,8 @@
 Small windows' log-levels minus the polynomial's trend are smoothed by a normalised Gaussian over the window grid
 (windows that read far above it trimmed: edges and texture only raise a level) and kept only where they predict the
 windows better than the trend alone, by generalised cross-validation: the smoother's degrees of freedom (its weights
-on each window's own value) are charged against the residual it removes.
+on each window's own value) are charged against the residual it removes. Where it is kept, the map's local part is
+then read voxel by voxel (:mod:`.fine_map`): these windows decide whether there is one.
 """
 
 from __future__ import annotations
