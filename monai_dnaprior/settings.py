@@ -59,6 +59,16 @@ class Preset(StrEnum):
     QUALITY = "quality"
 
 
+class GroupTransform(StrEnum):
+    """The transform of the collaborative passes' groups (white or stabilised noise): ``dct``, the DCT in the patch
+    and across the group; ``adaptive``, per group the DCT or the Haar wavelet, whichever the shrinkage predicts the
+    lower risk for (piecewise-constant anatomy, phantoms and label-like images are sparse in the Haar wavelet, as in
+    BM3D's first stage). Coloured noise always takes the DCT."""
+
+    DCT = "dct"
+    ADAPTIVE = "adaptive"
+
+
 class VolumeMode(StrEnum):
     """How a network is fitted to a 3D image: ``slices`` (2D fits along the slice axis, each warm-started from its
     neighbour), ``volume`` (one 3D fit, slice by slice where it does not fit in memory); ``auto`` is ``slices``."""
@@ -102,6 +112,7 @@ class FilterConfig:
         ridge_radius: their search radius, in pixels (2D).
         ridge_step: the step between their reference patches (2D).
         ridge_iterations: their iterations (2D; groups matched again every third).
+        group_transform: the groups' transform in the hard-thresholding and Wiener passes (:class:`GroupTransform`).
     """
 
     patch: int = 8
@@ -129,6 +140,7 @@ class FilterConfig:
     ridge_radius: int = 12
     ridge_step: int = 6
     ridge_iterations: int = 2
+    group_transform: str = GroupTransform.ADAPTIVE
 
 
 @dataclass(frozen=True)

@@ -209,7 +209,11 @@ def test_the_passes_follow_the_config():
     coloured = filter_passes(FilterConfig(coloured_passes=2), 2, coloured=True)  # nothing matched on the noise
     assert len(coloured) == 3 and coloured[0].group == 1 and not any(p.is_hard_threshold for p in coloured)
     assert filter_passes(FilterConfig(patch=6, match_step=2))[1] == CollaborativePass.wiener(
-        patch=6, group=16, radius=8, step=2, depth_radius=0)
+        patch=6, group=16, radius=8, step=2, depth_radius=0, adaptive=True)
+    assert all(p.adaptive for p in passes + volume) and not any(p.adaptive for p in coloured)
+    assert not any(p.adaptive for p in filter_passes(FilterConfig(group_transform="dct")))
+    with pytest.raises(ValueError, match="adaptive"):
+        filter_passes(FilterConfig(group_transform="haar"))
 
 
 def test_a_hard_thresholding_pass_needs_a_positive_threshold():

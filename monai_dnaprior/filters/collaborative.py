@@ -23,9 +23,10 @@ from monai_dnaprior.filters.slabs import in_slabs
 from monai_dnaprior.progress import in_shares, report_share
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
 
-__all__ = ["BIAS_INFLATION", "CollaborativePass", "collaborative_filter", "collaborative_refine", "dct_matrix",
-           "group_variances", "patch_basis"]
+__all__ = ["BIAS_INFLATION", "CollaborativePass", "RiskTally", "axis_transform", "collaborative_filter", "collaborative_refine",
+           "dct_matrix", "group_variances", "haar_matrix", "patch_basis"]
 
+_MARGIN = 0.9
 GROUPED_VOXELS = 2**22  # bounds the grouped patches held at once
 # The group's own estimate reads the clean signal's energy low (detail it shrank away is invisible to it), so the
 # squared bias it gives is scaled up by this, per number of spatial dimensions; measured against the actual error of
@@ -43,17 +44,53 @@ def dct_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor
     return d.to(device=device, dtype=torch.float32)
 
 
-def patch_basis(patch: Sequence[int], device: torch.device) -> torch.Tensor:
-    """Separable DCT of a row-major flattened patch."""
-    basis = dct_matrix(patch[0], device)
+def haar_matrix(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Orthonormal Haar wavelet matrix of size ``n x n`` (every level; ``n`` a power of 2), the mean first."""
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"A Haar matrix needs a power of 2, got {n}.")
+    h = torch.ones(1, 1, dtype=torch.float64)
+    while h.shape[0] < n:
+        pair = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)
+        h = torch.cat([torch.kron(h, pair[:1]), torch.kron(torch.eye(h.shape[0], dtype=torch.float64), pair[1:])])
+        h = h / h.square().sum(1, keepdim=True).sqrt()
+    return h.to(device=device, dtype=torch.float32)
+
+
+def axis_transform(n: int, device: torch.device | str | None = None, haar: bool = False) -> torch.Tensor:
+    """The orthonormal transform along one axis of ``n`` samples: the DCT, or the Haar wavelet where ``haar`` and
+    ``n`` is a power of 2."""
+    return haar_matrix(n, device) if haar and n & (n - 1) == 0 else dct_matrix(n, device)
+
+
+def patch_basis(patch: Sequence[int], device: torch.device, haar: bool = False) -> torch.Tensor:
+    """Separable transform of a row-major flattened patch: the DCT along every axis (``haar``: the Haar wavelet
+    along every axis whose side is a power of 2)."""
+    basis = axis_transform(patch[0], device, haar)
     for p in patch[1:]:
-        basis = torch.kron(basis, dct_matrix(p, device))
+        basis = torch.kron(basis, axis_transform(p, device, haar))
     return basis
+
+
+@dataclass
+class RiskTally:
+    """The risk the adaptive Wiener passes predicted, summed over their groups: with the DCT alone (``dct``) and with
+    each group's choice (``chosen``)."""
+
+    dct: float = 0.0
+    chosen: float = 0.0
+
+    @property
+    def cut(self) -> float:
+        """The share of the DCT's risk the choice of the Haar wavelet removes (0 with no adaptive pass)."""
+        return 1.0 - self.chosen / self.dct if self.dct > 0 else 0.0
 
 
 @dataclass(frozen=True)
 class CollaborativePass:
     """One collaborative pass: patch side, and for block matching the search radius, reference step and group size.
+
+    With ``adaptive`` (white noise), every group takes the DCT or the Haar wavelet (in the patch and across the
+    group), whichever its shrinkage predicts the lower risk for (:func:`collaborative_filter`).
 
     Its shrinkage is hard thresholding where ``threshold > 0`` (:meth:`hard_threshold`: no pilot, groups matched on
     the noisy image, coefficients below ``threshold`` times their noise std zeroed) and else empirical Wiener
@@ -70,6 +107,7 @@ class CollaborativePass:
     depth: int = 1
     depth_radius: int = 1
     threshold: float = 0.0
+    adaptive: bool = False
 
     @classmethod
     def hard_threshold(cls, threshold: float, **shape: int) -> CollaborativePass:
@@ -97,7 +135,7 @@ class CollaborativePass:
 
 def collaborative_filter(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: CollaborativePass, spectrum: NoiseSpectrum | None = None,
-    return_variance: bool = False,
+    return_variance: bool = False, tally: RiskTally | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma``: Wiener
     with ``pilot``, or hard thresholding where ``spec.threshold`` is set (``pilot`` unused).
@@ -109,6 +147,10 @@ def collaborative_filter(
     Every group's estimate is weighted by ``1 / sum(gain^2 variance)`` (its residual noise: groups the pilot
     calls flat are trusted more; hard thresholding: the noise of the coefficients kept), and the overlapping
     estimates are averaged voxel by voxel. The group's mean (its first coefficient) is never thresholded.
+
+    With ``spec.adaptive`` and white noise, each group is filtered in the DCT and in the Haar wavelet (in the patch
+    and across the group) and keeps the one whose shrinkage predicts the lower risk (:func:`_filter_groups`); a
+    Wiener pass adds both risks to ``tally``.
 
     With ``return_variance`` it also returns the expected squared error of the estimate per voxel: the filter is
     linear given the pilot, so a group estimate's voxel ``j`` of patch ``k`` carries the residual noise variance
@@ -125,48 +167,94 @@ def collaborative_filter(
     patch = tuple(min(p, s) for p, s in zip(patch, shape))
     hard = spec.is_hard_threshold
     groups = match_blocks(noisy if hard else pilot, patch, radius, step, spec.group)
-    basis = patch_basis(patch, noisy.device)
-    variance = torch.full((basis.shape[0],), sigma**2, device=noisy.device)
-    if spectrum is not None and not spectrum.is_white:
-        variance = sigma**2 * spectrum.coefficient_variances(basis, patch)
-    across = dct_matrix(groups.shape[1], noisy.device)
+    variance = torch.full((patch_voxels := math.prod(patch),), sigma**2, device=noisy.device)
+    white = spectrum is None or spectrum.is_white
+    transforms = [(patch_basis(patch, noisy.device), dct_matrix(groups.shape[1], noisy.device))]
+    if spec.adaptive and white:
+        transforms.append((patch_basis(patch, noisy.device, haar=True),
+                           axis_transform(groups.shape[1], noisy.device, haar=True)))
     cross = None  # coloured noise: the group's patches share noise where they lie within its correlation
-    if spectrum is not None and not spectrum.is_white and groups.shape[1] > 1:
-        table, reach = spectrum.coefficient_cross_covariances(basis, patch)
-        cross = (sigma**2 * table.to(noisy.device), reach, float(variance.min()))
+    if not white:
+        basis = transforms[0][0]
+        variance = sigma**2 * spectrum.coefficient_variances(basis, patch)
+        if groups.shape[1] > 1:
+            table, reach = spectrum.coefficient_cross_covariances(basis, patch)
+            cross = (sigma**2 * table.to(noisy.device), reach, float(variance.min()))
     numerator = torch.zeros(noisy.numel(), device=noisy.device)
     denominator = torch.zeros(noisy.numel(), device=noisy.device)
     error = torch.zeros(noisy.numel(), device=noisy.device) if return_variance else None
-    inflation = BIAS_INFLATION[noisy.ndim]
+    inflation = BIAS_INFLATION[noisy.ndim] if return_variance else None
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
-    chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * basis.shape[0]))
+    chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * patch_voxels * len(transforms)))
     if cross is not None:
         chunk = max(1, chunk // groups.shape[1])
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
         if cross is not None:
-            variance = group_variances(groups[a : a + chunk], across, *cross)
-        coef = _group_transform(noisy_flat[index], basis, across)
-        if hard:
-            gain = (coef.square() > spec.threshold**2 * variance).to(coef)
-            gain[:, 0, 0] = 1.0
-        else:
-            energy = _group_transform(pilot_flat[index], basis, across).square()
-            gain = energy / (energy + variance)
-        estimate = _inverse_group_transform(gain * coef, basis, across)
-        weight = (1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12))[:, None, None].expand_as(estimate)
+            variance = group_variances(groups[a : a + chunk], transforms[0][1], *cross)
+        noisy_groups, pilot_groups = noisy_flat[index], None if hard else pilot_flat[index]
+        best = None
+        for basis, across in transforms:
+            found = _filter_groups(noisy_groups, pilot_groups, variance, spec.threshold, basis, across, inflation)
+            if best is not None and tally is not None and not hard:
+                tally.dct += float(best[3].sum())
+                tally.chosen += float(torch.minimum(best[3], found[3]).sum())
+            best = found if best is None else _lower_risk(best, found)
+        estimate, weight, group_error, _ = best
+        weight = weight[:, None, None].expand_as(estimate)
         numerator.index_add_(0, index.flatten(), (estimate * weight).flatten())
         denominator.index_add_(0, index.flatten(), weight.flatten())
         if error is not None:
-            noise = _inverse_group_transform(gain.square() * variance, basis.square(), across.square())
-            kept = coef if hard else gain * coef
-            bias = _inverse_group_transform((gain - 1) * kept, basis, across).square()
-            error.index_add_(0, index.flatten(), ((noise + inflation * bias) * weight).flatten())
+            error.index_add_(0, index.flatten(), (group_error * weight).flatten())
         report_share(min(a + chunk, groups.shape[0]) / groups.shape[0])
     out = (numerator / denominator).view(shape)
     if error is None:
         return out
     return out, (error / denominator).view(shape)
+
+
+def _filter_groups(
+    noisy: torch.Tensor, pilot: torch.Tensor | None, variance: torch.Tensor, threshold: float, basis: torch.Tensor,
+    across: torch.Tensor, inflation: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Shrink groups ``(refs, group, voxels)`` in one transform: hard thresholding where ``threshold > 0`` (the
+    group's mean kept), else empirical Wiener with ``pilot``'s groups.
+
+    Returns:
+        ``(estimate, weight, error, risk)``: the groups' estimates, their aggregation weights ``1 / sum(gain^2
+        variance)`` ``(refs,)``, the expected squared error per voxel (with ``inflation``; else None) and the risk
+        the shrinkage predicts ``(refs,)``: Wiener ``sum e v / (e + v)`` with ``e`` the pilot's energy; hard
+        thresholding ``v`` per coefficient kept and ``max(c^2 - v, 0)`` per coefficient zeroed.
+    """
+    coef = _group_transform(noisy, basis, across)
+    if threshold > 0:
+        gain = (coef.square() > threshold**2 * variance).to(coef)
+        gain[:, 0, 0] = 1.0
+        risk = (gain * variance + (1 - gain) * (coef.square() - variance).clamp_min(0)).sum((1, 2))
+    else:
+        energy = _group_transform(pilot, basis, across).square()
+        gain = energy / (energy + variance)
+        risk = (gain * variance).sum((1, 2))
+    estimate = _inverse_group_transform(gain * coef, basis, across)
+    weight = 1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12)
+    error = None
+    if inflation is not None:
+        noise = _inverse_group_transform(gain.square() * variance, basis.square(), across.square())
+        kept = coef if threshold > 0 else gain * coef
+        error = noise + inflation * _inverse_group_transform((gain - 1) * kept, basis, across).square()
+    return estimate, weight, error, risk
+
+
+def _lower_risk(
+    first: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+    second: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Per group, whichever of two :func:`_filter_groups` results predicts the lower risk."""
+    pick = second[3] < _MARGIN * first[3]
+    expand = pick[:, None, None]
+    error = None if first[2] is None else torch.where(expand, second[2], first[2])
+    return (torch.where(expand, second[0], first[0]), torch.where(pick, second[1], first[1]), error,
+            torch.minimum(first[3], second[3]))
 
 
 def group_variances(
@@ -196,12 +284,12 @@ def _inverse_group_transform(coef: torch.Tensor, basis: torch.Tensor, across: to
 
 def _filter_image(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: CollaborativePass, spectrum: NoiseSpectrum | None,
-    return_variance: bool = False,
+    return_variance: bool = False, tally: RiskTally | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """One pass over a single-channel image (:func:`in_slabs`)."""
     patch, radius, step = spec.shapes(noisy.ndim)
     return in_slabs(
-        lambda n, p: collaborative_filter(n, p, sigma, spec, spectrum, return_variance),
+        lambda n, p: collaborative_filter(n, p, sigma, spec, spectrum, return_variance, tally),
         noisy, pilot, patch, radius, step, spec.group > 1,
     )
 
@@ -213,6 +301,7 @@ def collaborative_refine(
     passes: Sequence[CollaborativePass],
     spectrum: NoiseSpectrum | None = None,
     return_variance: bool = False,
+    tally: RiskTally | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Wiener-filter ``noisy`` with ``pilot`` as the first pilot, pass after pass, each result the next pilot.
 
@@ -226,6 +315,7 @@ def collaborative_refine(
         return_variance: also return the expected squared error of the result per voxel (noise variance plus
             squared bias of the last pass; see :func:`collaborative_filter`), same shape; computed in the last pass
             only.
+        tally: where given, the adaptive Wiener passes add their predicted risks to it (:class:`RiskTally`).
     """
     if sigma <= 0 or not passes:
         return (noisy.clone(), torch.zeros_like(noisy)) if return_variance else noisy.clone()
@@ -237,7 +327,7 @@ def collaborative_refine(
         estimate = pilot[b, c]
         for k in in_shares(len(passes)):
             last = var is not None and k == len(passes) - 1
-            estimate = _filter_image(noisy[b, c], estimate, sigma, passes[k], spectrum, last)
+            estimate = _filter_image(noisy[b, c], estimate, sigma, passes[k], spectrum, last, tally)
             if last:
                 estimate, var[b, c] = estimate
         out[b, c] = estimate
