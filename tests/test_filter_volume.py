@@ -29,8 +29,9 @@ def test_white_volume_passes_take_their_own_wiener_search():
     config = FilterConfig(volume_radius=7, volume_depth_radius=4, volume_wiener_radius=6, volume_wiener_depth_radius=3)
     thresholded, wiener = filter_passes(config, 3)
     assert thresholded == CollaborativePass.hard_threshold(2.7, patch=4, depth=4, group=16, radius=7, depth_radius=4,
-                                                           step=3)
-    assert wiener == CollaborativePass.wiener(patch=4, depth=4, group=16, radius=6, depth_radius=3, step=3)
+                                                           step=3, adaptive=True)
+    assert wiener == CollaborativePass.wiener(patch=4, depth=4, group=16, radius=6, depth_radius=3, step=3,
+                                              adaptive=True)
     assert wiener.shapes(3) == ((4, 4, 4), (6, 6, 3), (3, 3, 1))
     coloured = filter_passes(config, 3, coloured=True)  # coloured volumes: one search for every pass
     assert all(p.radius == 7 and p.depth_radius == 4 for p in coloured if p.group > 1)
