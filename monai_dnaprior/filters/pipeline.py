@@ -41,12 +41,10 @@ def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = 
     else:
         patch, depth, depth_radius = config.volume_patch, config.volume_patch, config.volume_depth_radius
         radius = threshold_radius = config.volume_radius
-    shape = dict(patch=patch, step=config.match_step, depth=depth)
-    if coloured:
-        matched = CollaborativePass.wiener(group=config.match_group, radius=radius, depth_radius=depth_radius, **shape)
-        return [CollaborativePass.wiener(patch=patch, depth=depth)] + [matched] * config.coloured_passes
-    shape["adaptive"] = _adaptive(config)
+    shape = dict(patch=patch, step=config.match_step, depth=depth, adaptive=_adaptive(config) and not coloured)
     matched = CollaborativePass.wiener(group=config.match_group, radius=radius, depth_radius=depth_radius, **shape)
+    if coloured:
+        return [CollaborativePass.wiener(patch=patch, depth=depth)] + [matched] * config.coloured_passes
     thresholded = CollaborativePass.hard_threshold(config.threshold, group=config.match_group,
                                                    radius=threshold_radius, depth_radius=depth_radius, **shape)
     return [thresholded] + [matched] * config.wiener_passes
