@@ -106,19 +106,19 @@ def fine_log_level(x: torch.Tensor, spatial_dims: int, magnitude: bool = False) 
     spatial = tuple(x.shape[1:])
     excluded = _carries_no_noise(x, spatial_dims)
     detail = _diagonal_detail(x, spatial_dims)
-    squares = detail.square() / _CUT_VARIANCE
+    energy = detail.square()
     narrow, wide = _Average(spatial_dims, FINE_SMOOTH, 2), _Average(spatial_dims, 4 * FINE_SMOOTH, 8)
     if magnitude:
         blur = GaussianFilter(spatial_dims, SMOOTH_FOR_SNR, truncated=3.0)
         smooth = blur(x[:, None])[:, 0] / blur(torch.ones((1, 1, *spatial), dtype=x.dtype))[0]
     level = torch.full(spatial, float(detail.abs().median()) / MAD_TO_SIGMA, dtype=x.dtype).clamp_min(1e-12)
     for _ in range(_ROUNDS):
-        keep = (squares * _CUT_VARIANCE < (OUTLIER * level).square()) & ~excluded
-        samples = squares
+        keep = (energy < (OUTLIER * level).square()) & ~excluded
+        samples = energy / _CUT_VARIANCE
         if magnitude:
             dark = (smooth < DARK_SNR * level) & ~excluded
             keep = (keep & (smooth > BRIGHT_SNR * level)) | dark
-            samples = torch.where(dark, x.square() / 2, squares)
+            samples = torch.where(dark, x.square() / 2, samples)
         keep = keep.to(x.dtype)
         total, weight = narrow(samples, keep)
         total_wide, weight_wide = wide(samples, keep)
