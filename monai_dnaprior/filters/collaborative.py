@@ -191,6 +191,7 @@ def collaborative_filter(
     chunk = max(1, GROUPED_VOXELS // (groups.shape[1] * patch_voxels * len(transforms)))
     if cross is not None:
         chunk = max(1, chunk // groups.shape[1])
+    risks = torch.zeros(2, dtype=torch.float64, device=noisy.device)  # the DCT's and the lower, for ``tally``
     for a in range(0, groups.shape[0], chunk):
         index = patch_indices(groups[a : a + chunk], patch, shape)  # (refs, group, voxels)
         if cross is not None:
@@ -200,8 +201,7 @@ def collaborative_filter(
         for basis, across in transforms:
             found = _filter_groups(noisy_groups, pilot_groups, variance, spec.threshold, basis, across, inflation)
             if best is not None and tally is not None and not hard:
-                tally.dct += float(best[3].sum())
-                tally.chosen += float(torch.minimum(best[3], found[3]).sum())
+                risks += torch.stack([best[3].sum(), torch.minimum(best[3], found[3]).sum()]).double()
             best = found if best is None else _lower_risk(best, found)
         estimate, weight, group_error, _ = best
         weight = weight[:, None, None].expand_as(estimate)
@@ -210,6 +210,8 @@ def collaborative_filter(
         if error is not None:
             error.index_add_(0, index.flatten(), (group_error * weight).flatten())
         report_share(min(a + chunk, groups.shape[0]) / groups.shape[0])
+    if tally is not None:
+        tally.dct, tally.chosen = tally.dct + float(risks[0]), tally.chosen + float(risks[1])
     out = (numerator / denominator).view(shape)
     if error is None:
         return out
