@@ -64,8 +64,16 @@ def _volume_passes(config: FilterConfig) -> list[CollaborativePass]:
 
 
 def _adaptive(config: FilterConfig) -> bool:
-    """Whether the groups choose between the DCT and the Haar wavelet (:class:`GroupTransform`)."""
-    return look_up_option(config.group_transform, GroupTransform) == GroupTransform.ADAPTIVE
+    """Whether the groups choose between the DCT and the Haar wavelet (:class:`GroupTransform`).
+
+    Raises:
+        ValueError: ``config.group_transform`` is not one of them (the message names the setting and its options).
+    """
+    try:
+        return look_up_option(config.group_transform, GroupTransform) == GroupTransform.ADAPTIVE
+    except ValueError as error:
+        raise ValueError(f"FilterConfig.group_transform={config.group_transform!r} is not known: pass one of "
+                         f"{[t.value for t in GroupTransform]} (default 'adaptive').") from error
 
 
 def bayes_pass(config: FilterConfig, passes: Sequence[CollaborativePass], spatial_dims: int = 2) -> BayesPass | None:
