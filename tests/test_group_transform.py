@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_phantom, psnr
 
-from monai_dnaprior import FilterConfig
+from monai_dnaprior import FilterConfig, denoise
 from monai_dnaprior.filters import collaborative_refine, filter_passes
 from monai_dnaprior.filters.collaborative import RiskTally, haar_matrix, patch_basis
 from monai_dnaprior.filters.pipeline import filter_observation
@@ -80,3 +80,13 @@ def test_a_piecewise_constant_image_skips_the_later_stages():
         assert adaptive.piecewise_constant is expected and not dct.piecewise_constant
         if expected:
             assert psnr(clean, adaptive.mean[0, 0]) > psnr(clean, dct.mean[0, 0]) + 0.5
+
+
+def test_the_result_says_when_the_image_is_piecewise_constant(caplog):
+    """``denoise`` reports the rule in its info and its log; a smooth image carries no such entry."""
+    noisy = _noisy(_ellipses(seed=4), 0.05, seed=5)[None]
+    with caplog.at_level("INFO", logger="monai_dnaprior"):
+        result = denoise(noisy, noise_model="gaussian", noise_level=0.05)
+    assert result.info.get("piecewise_constant") is True and "piecewise constant" in caplog.text
+    smooth = _noisy(torch.as_tensor(make_phantom((64, 64))), 0.05, seed=6)[None]
+    assert "piecewise_constant" not in denoise(smooth, noise_model="gaussian", noise_level=0.05).info
