@@ -81,6 +81,18 @@ def synthesise(noise_model: str, clean: np.ndarray, rng: np.random.Generator, le
     return noisy.astype(np.float32)
 
 
+def make_series(channels: int, shape: tuple[int, ...], sigma: float = 0.05, seed: int = 0):
+    """A DWI-like series ``(channels, *shape)``: three tissues, each with its own decay across the volumes, and it
+    with white Gaussian noise: ``(clean, noisy)`` torch tensors."""
+    g = torch.Generator().manual_seed(seed)
+    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
+    radius = sum(c.square() for c in grids).sqrt()
+    tissues = [(radius < 0.5).float(), ((radius >= 0.5) & (radius < 0.9)).float(), 0.3 * (radius >= 0.9).float()]
+    decay = torch.rand(3, channels, generator=g) * torch.tensor([[0.3], [1.0], [2.0]])
+    clean = sum(t[None] * torch.exp(-d).reshape(-1, *[1] * len(shape)) for t, d in zip(tissues, decay))
+    return clean, clean + sigma * torch.randn(clean.shape, generator=g)
+
+
 def psnr(x, clean, data_range: float = 1.0) -> float:
     """PSNR in dB of ``x`` against ``clean`` (numpy or torch)."""
     x = np.asarray(as_numpy(x), dtype=np.float64)

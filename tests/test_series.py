@@ -3,27 +3,20 @@ clean image, the option's checks, the transforms and the bundle's settings, dete
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from conftest import make_series
 
 from monai_dnaprior import DNAPriorDenoise, DNAPriorDenoised, denoise
 from monai_dnaprior.series import SERIES_MIN_CHANNELS, marchenko_pastur_split, mppca, use_series
 from monai_dnaprior.series.patches import PatchGrid
 
 
-def _series(channels: int = 12, shape: tuple[int, ...] = (16, 16, 8), sigma: float = 0.05, seed: int = 0):
-    """A DWI-like series: three tissues with their own decay across the volumes, plus white Gaussian noise."""
-    g = torch.Generator().manual_seed(seed)
-    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
-    radius = sum(c.square() for c in grids).sqrt()
-    tissues = [(radius < 0.5).float(), ((radius >= 0.5) & (radius < 0.9)).float(), 0.3 * (radius >= 0.9).float()]
-    decay = torch.rand(3, channels, generator=g) * torch.tensor([[0.3], [1.0], [2.0]])
-    clean = sum(t[None] * torch.exp(-d)[:, None, None, None] for t, d in zip(tissues, decay))
-    clean = clean.reshape(channels, *shape)
-    noisy = clean + sigma * torch.randn(clean.shape, generator=g)
-    return clean, noisy
+_series = partial(make_series, channels=12, shape=(16, 16, 8))
 
 
 def _psnr(clean: torch.Tensor, x: torch.Tensor) -> float:

@@ -4,8 +4,11 @@ estimates whose answer is known, and the series path reports the weight it chose
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
+from conftest import make_series
 
 from monai_dnaprior import denoise
 from monai_dnaprior.series.network import SeriesNetConfig, VolumePredictor, shell_means
@@ -14,15 +17,7 @@ from monai_dnaprior.series.sure import rademacher, sure_blend_weight, weighted_d
 FAST = SeriesNetConfig(hidden=16, steps=60, batch=512)
 
 
-def _series(channels: int = 8, shape: tuple[int, ...] = (12, 12, 6), sigma: float = 0.05, seed: int = 0):
-    """Three tissues, each with its own decay over the volumes, and white Gaussian noise."""
-    g = torch.Generator().manual_seed(seed)
-    grids = torch.meshgrid(*[torch.linspace(-1, 1, s) for s in shape], indexing="ij")
-    radius = sum(c.square() for c in grids).sqrt()
-    tissues = [(radius < 0.5).float(), ((radius >= 0.5) & (radius < 0.9)).float(), 0.3 * (radius >= 0.9).float()]
-    decay = torch.rand(3, channels, generator=g) * torch.tensor([[0.3], [1.0], [2.0]])
-    clean = sum(t[None] * torch.exp(-d).reshape(-1, *[1] * len(shape)) for t, d in zip(tissues, decay))
-    return clean, clean + sigma * torch.randn(clean.shape, generator=g)
+_series = partial(make_series, channels=8, shape=(12, 12, 6))
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
