@@ -1,4 +1,4 @@
-"""The series' clean estimate with the Rician bias read at a smoothed level (``series/inverse.py``)."""
+"""The series' clean estimate with the Rician bias read at a local median (``series/inverse.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 
 from monai_dnaprior.noise import get_noise_model
 from monai_dnaprior.noise.models import rician_mean
-from monai_dnaprior.series.inverse import smoothed_bias_clean
+from monai_dnaprior.series.inverse import local_median, median_bias_clean
 
 SIGMA = 0.05
 
@@ -18,30 +18,31 @@ def _rician(level: float = SIGMA):
 def test_additive_gaussian_keeps_the_model_s_own_clean_estimate():
     model = get_noise_model("gaussian", torch.zeros(1, 8, 8, 8), 3, SIGMA)
     estimate = torch.randn(4, 10, 12, 6, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(smoothed_bias_clean(model, estimate), model.clean_estimate(estimate)[0])
+    torch.testing.assert_close(median_bias_clean(model, estimate), model.clean_estimate(estimate)[0])
 
 
 def test_a_smooth_estimate_gets_the_exact_inverse():
-    """Where the estimate is smooth at the voxel scale its smoothed level is itself: the pointwise inverse."""
+    """Where the estimate is linear over each neighbourhood its local median is itself: the pointwise inverse."""
     model = _rician()
     axis = torch.linspace(0, 1, 16)
     clean = 0.2 + 0.3 * axis[None, :, None, None] + 0.2 * axis[None, None, :, None] + torch.zeros(3, 16, 16, 8)
     estimate = rician_mean(clean, SIGMA)
-    out = smoothed_bias_clean(model, estimate)
+    out = median_bias_clean(model, estimate)
     assert out.shape == estimate.shape and out.dtype == estimate.dtype
     torch.testing.assert_close(out, clean, atol=2e-3, rtol=0)
 
 
 def test_near_the_floor_the_error_is_not_multiplied_by_the_inverse_s_slope():
     """Signal 1.5 sigma under a residual error of 0.2 sigma: the pointwise inverse multiplies the error by its slope
-    there (about 1.4); the bias read at the smoothed level keeps it as it is, and the mean stays at the signal."""
+    there (about 1.4); the bias read at the local median keeps it about as it is, and the mean stays at the
+    signal."""
     model = _rician()
     signal = 1.5 * SIGMA
     error = 0.2 * SIGMA * torch.randn(6, 24, 24, 12, generator=torch.Generator().manual_seed(1))
     estimate = rician_mean(torch.full_like(error, signal), SIGMA) + error
     original = estimate.clone()
     pointwise = model.clean_estimate(estimate)[0]
-    out = smoothed_bias_clean(model, estimate)
+    out = median_bias_clean(model, estimate)
     torch.testing.assert_close(estimate, original)  # the input is left as it was
     spread = float(error.std())
     assert float((pointwise - signal).std()) > 1.3 * spread
@@ -54,4 +55,26 @@ def test_a_background_of_pure_noise_stays_zero():
     model = _rician()
     floor = float(rician_mean(torch.tensor(0.0), SIGMA))
     estimate = floor + 0.01 * SIGMA * torch.randn(2, 20, 20, 10, generator=torch.Generator().manual_seed(2))
-    assert float(smoothed_bias_clean(model, estimate).abs().max()) == 0.0
+    assert float(median_bias_clean(model, estimate).abs().max()) == 0.0
+
+
+def test_local_median_is_each_neighbourhood_s_median_and_keeps_an_edge():
+    x = torch.randn(2, 7, 6, 5, generator=torch.Generator().manual_seed(3))
+    out = local_median(x)
+    c, i, j, k = 1, 3, 2, 2  # an inner voxel: its 27 neighbours
+    assert float(out[c, i, j, k]) == float(x[c, i - 1:i + 2, j - 1:j + 2, k - 1:k + 2].flatten().median())
+    edge = torch.zeros(1, 10, 10)
+    edge[:, :, 5:] = 1.0  # a step: a median keeps it where an average would blur it
+    torch.testing.assert_close(local_median(edge), edge)
+
+
+def test_an_exact_zero_background_beside_tissue_stays_zero():
+    """A step from a pure-noise background (at the floor) to tissue: the background next to the tissue is not lifted
+    by the tissue's level."""
+    model = _rician()
+    floor = float(rician_mean(torch.tensor(0.0), SIGMA))
+    estimate = torch.full((3, 16, 16, 8), floor)
+    estimate[:, :, 8:] = float(rician_mean(torch.tensor(0.5), SIGMA))
+    out = median_bias_clean(model, estimate)
+    assert float(out[:, :, :8].abs().max()) == 0.0
+    torch.testing.assert_close(out[:, :, 9:], torch.full_like(out[:, :, 9:], 0.5), atol=1e-3, rtol=0)

@@ -8,9 +8,9 @@
    MP-PCA estimate as the pilot, and again with the average of MP-PCA and a network fitted to predict each volume
    from the others (:mod:`~monai_dnaprior.series.network`) as the pilot; the two blended with the weight SURE
    chooses (:mod:`~monai_dnaprior.series.blend`).
-4. Back through the model: the Rician mean inverted (the magnitude's bias removed, read at the estimate smoothed
-   over a voxel: :mod:`~monai_dnaprior.series.inverse`) with the sigma MP-PCA measured where the series is bright
-   (the Rician estimate of a single image reads it 25 % high on a series with no background of pure noise), the
+4. Back through the model: the Rician mean inverted (the magnitude's bias removed, read at the estimate's local
+   median: :mod:`~monai_dnaprior.series.inverse`) with the sigma MP-PCA measured where the series is bright (the
+   Rician estimate of a single image reads it 25 % high on a series with no background of pure noise), the
    Anscombe or log inverse.
 
 Deterministic: the network's fit and SURE's probe are seeded.
@@ -26,7 +26,7 @@ from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import choose_noise_model, get_noise_model
 from monai_dnaprior.progress import ProgressTracker
 from monai_dnaprior.series.blend import network_blend
-from monai_dnaprior.series.inverse import smoothed_bias_clean
+from monai_dnaprior.series.inverse import median_bias_clean
 from monai_dnaprior.series.mppca import mppca
 from monai_dnaprior.series.options import patch_sides
 from monai_dnaprior.series.wiener import series_wiener
@@ -83,7 +83,7 @@ def denoise_series(
     if noise_level is None and model.additive:  # the level the series' own redundancy measures (Gaussian, Rician)
         model = type(model)(sigma)
         info["noise_level"] = sigma
-    clean = smoothed_bias_clean(model, estimate)
+    clean = median_bias_clean(model, estimate)
     info.update(patch=sides, mppca_sigma=sigma)
     logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches, the series Wiener pass "
                 "(network weight %.2f)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),
