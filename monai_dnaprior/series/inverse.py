@@ -7,7 +7,7 @@ and the amplified error differs between the directions, which reads as a false a
 the median of each voxel's ``3^d`` neighbourhood (volume by volume; a median keeps a tissue's edge where a smoothing
 would carry the tissue's level into a background beside it) and subtracted, and the estimate's own variation around
 that level is kept as it is: ``clean = inverse(s) + (m - s)``, ``s`` the median of the estimate ``m``; 0 where
-either ``s`` or ``m`` holds no signal (:meth:`~monai_dnaprior.noise.models.NoiseModel.clean_estimate`). Models whose
+either ``s`` or ``m`` holds no signal (:meth:`~monai_dnaprior.noise.models.NoiseModel.no_signal`). Models whose
 inverse is not a magnitude's take their own ``clean_estimate``.
 """
 
@@ -40,5 +40,5 @@ def median_bias_clean(model: NoiseModel, estimate: torch.Tensor) -> torch.Tensor
         return model.clean_estimate(estimate)[0]
     median = local_median(estimate)
     level = model.clean_estimate(median)[0]
-    signal = (level > 0) & (model.clean_estimate(estimate)[0] > 0)
-    return torch.where(signal, level + estimate - median, torch.zeros_like(estimate)).clamp_min(0)
+    background = model.no_signal(median) | model.no_signal(estimate)
+    return torch.where(background, torch.zeros_like(estimate), level + estimate - median).clamp_min(0)
