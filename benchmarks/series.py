@@ -12,7 +12,8 @@ volume with the Rician pipeline (sigma from the bright blocks, the Rician mean i
 ``anchors.rician_bm_pipeline``); DNA-Prior per volume (``series=False``: the 0.8.0 path, channels in groups of four);
 DNA-Prior's series mode (``series=True``: MP-PCA, the network fitted to predict each volume from the others, the
 series Wiener pass piloted by MP-PCA and by MP-PCA averaged with the network, blended by SURE) and the same without
-its network (``dnaprior series, no network``: the 0.8.0 series path, MP-PCA and one Wiener pass).
+its network (``dnaprior series, no network``: MP-PCA and one Wiener pass, as the 0.8.0 series path, with this version's
+Rician inverse).
 
 Figures: with a clean series, PSNR over the brain mask (``range = clean.max()``) and, for DWI, the mean absolute error
 of DTI's FA and MD (DIPY ``TensorModel``, weighted least squares) against the fit on the clean series, over the brain;
@@ -77,7 +78,7 @@ def dnaprior(series: bool) -> Callable[[Series, np.ndarray, np.ndarray | None], 
 
 
 def dnaprior_classical(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
-    """The series mode without its network (the 0.8.0 series path: MP-PCA and one Wiener pass piloted by it)."""
+    """The series mode without its network (MP-PCA and one Wiener pass piloted by it, as the 0.8.0 series path)."""
     from monai_dnaprior.series import pipeline
 
     def classical_only(target, pilot, variance, classical, wiener, config=None):
