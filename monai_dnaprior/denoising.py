@@ -82,7 +82,9 @@ def denoise(
     """Denoise a channel-first ``(C, H, W)`` or ``(C, H, W, D)`` image with the noise field estimated from it.
 
     Spatial axes of size 1 do not count (a depth-1 DICOM slice ``(1, H, W, 1)`` is a 2D image). Channels are
-    denoised in groups of at most :data:`CHANNEL_GROUP`, each with its own noise field.
+    denoised in groups of at most :data:`CHANNEL_GROUP`, each with its own noise field. A non-negative image (a
+    magnitude, counts) gives a non-negative result: its clean image is non-negative, and a voxel estimated below 0 is
+    nearer to it at 0 (a Gaussian model's estimate dips below 0 in a dark background).
 
     Args:
         img: the noisy image, a torch tensor or a numpy array (the result is a tensor); any real dtype. It is never
@@ -141,10 +143,10 @@ def denoise(
         info.update(device=str(run_device), seconds=time.perf_counter() - start)
         logger.info("DNA-Prior%s: series of %d, %s in %.1f s on %s", _named(name), x.shape[0], info["prior"],
                     info["seconds"], run_device)
-        return DenoiseResult(image.reshape(img.shape).to(img.device), None, info)
+        return DenoiseResult(_keep_sign(image, x).reshape(img.shape).to(img.device), None, info)
     results = [_denoise_group(x[g], noise_model, noise_level, psd, settings, name, tracker, uncertainty)
                for g in groups]
-    image = torch.cat([r[0] for r in results]).reshape(img.shape).to(img.device)
+    image = _keep_sign(torch.cat([r[0] for r in results]), x).reshape(img.shape).to(img.device)
     error_map = torch.cat([r[1] for r in results]).reshape(img.shape).to(img.device) if uncertainty else None
     info = dict(results[0][2])
     if len(results) > 1:
@@ -164,6 +166,11 @@ class _Settings:
     network: NetworkConfig
     seed: int
     slice_axis: int
+
+
+def _keep_sign(image: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``image`` clamped at 0 where the input ``x`` has no negative value."""
+    return image.clamp_min(0) if float(x.min()) >= 0 else image
 
 
 def _named(name: str | None) -> str:

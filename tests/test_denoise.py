@@ -237,3 +237,24 @@ def test_denoise_takes_a_numpy_array_and_leaves_it_as_it_was():
     assert isinstance(result.image, torch.Tensor) and result.image.shape == (1, 32, 32)
     assert np.array_equal(noisy, before)
     assert torch.allclose(result.image, denoise(torch.from_numpy(before)).image)
+
+
+def test_a_non_negative_image_gives_a_non_negative_result(monkeypatch):
+    """A noisy magnitude masked to an exact-zero background (as a skull-stripped scan), denoised as Gaussian: the
+    estimate dips below 0 beside the mask's edge; the result is that estimate clamped at 0. An image with a value
+    below 0 is not clamped."""
+    g = torch.Generator().manual_seed(0)
+    clean = torch.zeros(1, 48, 48)
+    clean[:, 12:36, 12:36] = 0.8
+    clean[:, 20:28, 20:28] = 0.05
+    y = (clean + 0.1 * torch.randn(clean.shape, generator=g)).clamp_min(0) * (clean > 0)
+    out = denoise(y, "gaussian").image
+    below = y.clone()
+    below[0, 0, 0] = -0.01
+    kept = denoise(below, "gaussian").image
+    monkeypatch.setattr(denoising_module, "_keep_sign", lambda image, x: image)
+    unclamped = denoise(y, "gaussian").image
+    assert float(y.min()) == 0.0 and int((unclamped < 0).sum()) > 0
+    torch.testing.assert_close(out, unclamped.clamp_min(0), atol=0, rtol=0)
+    torch.testing.assert_close(kept, denoise(below, "gaussian").image, atol=0, rtol=0)
+    assert float(kept.min()) < 0
