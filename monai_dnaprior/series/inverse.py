@@ -34,6 +34,6 @@ def median_bias_clean(model: NoiseModel, estimate: torch.Tensor) -> torch.Tensor
     if not model.is_magnitude:
         return model.clean_estimate(estimate)[0]
     median = local_median(estimate)
-    level = model.clean_estimate(median)[0]
+    level = model.unobserve(median)
     background = model.no_signal(median) | model.no_signal(estimate)
     return torch.where(background, torch.zeros_like(estimate), level + estimate - median).clamp_min(0)
