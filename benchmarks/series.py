@@ -12,8 +12,8 @@ volume with the Rician pipeline (sigma from the bright blocks, the Rician mean i
 ``anchors.rician_bm_pipeline``); DNA-Prior per volume (``series=False``: the 0.8.0 path, channels in groups of four);
 DNA-Prior's series mode (``series=True``: MP-PCA, the network fitted to predict each volume from the others, the
 series Wiener pass piloted by MP-PCA and by MP-PCA averaged with the network, blended by SURE) and the same without
-its network (``dnaprior series, no network``: MP-PCA and one Wiener pass, as the 0.8.0 series path, with this version's
-Rician inverse).
+its network (``dnaprior series, no network``, ``prior="filter"``: MP-PCA and one Wiener pass, as the 0.8.0 series
+path, with this version's Rician inverse).
 
 Figures: with a clean series, PSNR over the brain mask (``range = clean.max()``) and, for DWI, the mean absolute error
 of DTI's FA and MD (DIPY ``TensorModel``, weighted least squares) against the fit on the clean series, over the brain;
@@ -67,28 +67,14 @@ def bm4d_vst(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarra
     return np.stack([anchors.rician_bm_pipeline(data[..., k]) for k in range(data.shape[-1])], -1)
 
 
-def dnaprior(series: bool) -> Callable[[Series, np.ndarray, np.ndarray | None], np.ndarray]:
+def dnaprior(series: bool, prior: str = "auto") -> Callable[[Series, np.ndarray, np.ndarray | None], np.ndarray]:
     def run(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
         from monai_dnaprior import DNAPriorDenoise
 
-        out = DNAPriorDenoise(series=series)(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
+        out = DNAPriorDenoise(series=series, prior=prior)(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
         return np.moveaxis(out, 0, -1)
 
     return run
-
-
-def dnaprior_classical(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
-    """The series mode without its network (MP-PCA and one Wiener pass piloted by it, as the 0.8.0 series path)."""
-    from monai_dnaprior.series import pipeline
-
-    def classical_only(target, pilot, variance, classical, wiener, config=None):
-        return wiener(target, pilot, variance), {"network_weight": 0.0}
-
-    saved, pipeline.network_blend = pipeline.network_blend, classical_only
-    try:
-        return dnaprior(True)(s, data, bvals)
-    finally:
-        pipeline.network_blend = saved
 
 
 METHODS: dict[str, Callable] = {
@@ -97,7 +83,7 @@ METHODS: dict[str, Callable] = {
     "bm4d+vst per volume": bm4d_vst,
     "dnaprior per volume": dnaprior(False),
     "dnaprior series": dnaprior(True),
-    "dnaprior series, no network": dnaprior_classical,
+    "dnaprior series, no network": dnaprior(True, prior="filter"),
 }
 PEERS = ("patch2self", "mppca (dipy)", "bm4d+vst per volume")
 

@@ -106,9 +106,10 @@ def denoise(
         name: what to call the image in the log and in warnings (a file name).
         progress: called as ``progress(done, total)`` in voxels as the work goes on.
         series: True: the channels are repeats of one anatomy (diffusion directions, time points), denoised together
-            (:mod:`monai_dnaprior.series`); False: channel groups, each with its own noise field; None: a series
+            (:mod:`monai_dnaprior.series`; with ``prior="auto"`` its network is blended in by SURE, with
+            ``prior="filter"`` it is left out); False: channel groups, each with its own noise field; None: a series
             where there are at least :data:`~monai_dnaprior.series.SERIES_MIN_CHANNELS` channels, ``prior`` is
-            ``auto``, and neither ``noise_psd`` nor the uncertainty map is asked for.
+            ``auto`` or ``filter``, and neither ``noise_psd`` nor the uncertainty map is asked for.
 
     Raises:
         ValueError: a bad image or setting, ``network_config`` where no network is fitted, or ``series=True`` where
@@ -139,7 +140,8 @@ def denoise(
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = ProgressTracker(progress, x.numel())
     if use_series(series, tuple(x.shape), uncertainty, noise_psd is not None, asked_prior):
-        image, info = denoise_series(x, noise_model, noise_level, tracker)
+        with_network = asked_prior == Prior.AUTO  # prior="filter": MP-PCA and the series Wiener pass alone
+        image, info = denoise_series(x, noise_model, noise_level, tracker, with_network)
         info.update(device=str(run_device), seconds=time.perf_counter() - start)
         logger.info("DNA-Prior%s: series of %d, %s in %.1f s on %s", _named(name), x.shape[0], info["prior"],
                     info["seconds"], run_device)

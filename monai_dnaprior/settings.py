@@ -43,6 +43,9 @@ class Prior(StrEnum):
     - ``network+filter``: the network's fit as the filter's guide to the observation's bias (it changes the result
       for a Rician magnitude only, whose exact likelihood the fit takes);
     - ``auto``: the measured best, today ``filter`` for every input (``docs/design.md``).
+
+    A series (``series=True``, :mod:`monai_dnaprior.series`) takes ``auto`` (its own network, predicting each volume
+    from the others, weighed in by SURE) or ``filter`` (MP-PCA and the series Wiener pass alone).
     """
 
     AUTO = "auto"

@@ -62,9 +62,10 @@ class DNAPriorDenoise(Transform):
             only). The settings marked "network only" are refused where no network is fitted.
         series: ``True``: the channels are repeats of one anatomy (diffusion directions, fMRI time points, averages;
             a 4D NIfTI as MONAI loads it), denoised together (MP-PCA across the volumes, then a Wiener pass over
-            space and volumes; :mod:`monai_dnaprior.series`); ``False``: channels in groups, each image on its own;
-            ``None``: a series from 8 channels on, where ``prior`` is ``"auto"`` and no ``noise_psd`` or
-            uncertainty map is asked for.
+            space and volumes, a network predicting each volume from the others blended in by SURE with
+            ``prior="auto"`` and left out with ``prior="filter"``; :mod:`monai_dnaprior.series`); ``False``:
+            channels in groups, each image on its own; ``None``: a series from 8 channels on, where ``prior`` is
+            ``"auto"`` or ``"filter"`` and no ``noise_psd`` or uncertainty map is asked for.
 
     Raises:
         ValueError: an unknown option (naming the closest), a bad value, or a network setting without a network.

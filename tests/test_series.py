@@ -81,6 +81,20 @@ def test_series_none_decides_from_the_channels():
     assert use_series(None, tuple(few.shape), False, False, "auto") is False
     assert use_series(None, tuple(noisy.shape), True, False, "auto") is False  # the map: per channel
     assert use_series(None, tuple(noisy.shape), False, False, "network") is False
+    assert use_series(None, tuple(noisy.shape), False, False, "filter") is True
+
+
+def test_series_filter_prior_leaves_the_network_out():
+    clean, noisy = _series()
+    classical = denoise(noisy, noise_model="gaussian", prior="filter")
+    blended = denoise(noisy, noise_model="gaussian")
+    assert classical.info["series"] and classical.info["prior"] == "series filter"
+    assert "network_weight" not in classical.info and blended.info["prior"] == "series"
+    assert _psnr(clean, classical.image) > _psnr(clean, noisy) + 5.0
+    assert blended.info["network_weight"] > 0.1  # the network takes part in the blend here, so the results differ
+    assert float((classical.image - blended.image).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="prior='filter'"):
+        denoise(noisy, series=True, prior="network")
 
 
 @pytest.mark.parametrize("bad", ["auto", 1, "yes"])

@@ -51,8 +51,9 @@ def series_refusal(shape: tuple[int, ...], uncertainty: bool, has_psd: bool, pri
         return "the uncertainty map is not made for a series yet"
     if has_psd:
         return "a given noise_psd describes one image's noise; the series estimates its own"
-    if prior != Prior.AUTO:
-        return f"prior={str(prior)!r} asks for the per-image path; the series mode is prior='auto'"
+    if prior not in (Prior.AUTO, Prior.FILTER):
+        return (f"prior={str(prior)!r} fits the single-image network; the series mode takes prior='auto' (its own "
+                "network, weighed by SURE) or prior='filter' (MP-PCA and the series Wiener pass, no network)")
     voxels = math.prod(patch_sides(spatial, channels))
     if voxels <= channels:
         return f"its patches hold {voxels} voxels, fewer than its {channels} channels (too small an image)"

@@ -7,7 +7,8 @@
 3. The series Wiener pass (:mod:`~monai_dnaprior.series.wiener`): space and volumes in one transform, shrunk with the
    MP-PCA estimate as the pilot, and again with the average of MP-PCA and a network fitted to predict each volume
    from the others (:mod:`~monai_dnaprior.series.network`) as the pilot; the two blended with the weight SURE
-   chooses (:mod:`~monai_dnaprior.series.blend`).
+   chooses (:mod:`~monai_dnaprior.series.blend`). Without the network (``prior="filter"``) the first pass is the
+   estimate.
 4. Back through the model: the Rician mean inverted (the magnitude's bias removed, read at the estimate's local
    median: :mod:`~monai_dnaprior.series.inverse`) with the sigma MP-PCA measured where the series is bright (the
    Rician estimate of a single image reads it 25 % high on a series with no background of pure noise), the
@@ -50,9 +51,10 @@ def _series_sigma(pilot: torch.Tensor, variance: torch.Tensor) -> float:
 
 
 def denoise_series(
-    x: torch.Tensor, noise_model: str, noise_level: float | None, tracker: ProgressTracker
+    x: torch.Tensor, noise_model: str, noise_level: float | None, tracker: ProgressTracker, with_network: bool = True
 ) -> tuple[torch.Tensor, dict]:
-    """Denoise the series ``x`` ``(C, *spatial)`` (float32, any range); returns the series and what was found."""
+    """Denoise the series ``x`` ``(C, *spatial)`` (float32, any range) with the network blended in where
+    ``with_network``; returns the series and what was found."""
     spatial_dims = x.ndim - 1
     units = [share * x.numel() for share in _SHARES]
     window = IntensityWindow.from_image(x)
@@ -65,7 +67,7 @@ def denoise_series(
         y = window.normalize(x)
         model = get_noise_model(chosen, y, spatial_dims, noise_level)
     info = {"noise_model": str(chosen), "asked_noise_model": str(noise_model), "noise_level": model.level,
-            "prior": "series", "series": True, "iterations": 0}
+            "prior": "series" if with_network else "series filter", "series": True, "iterations": 0}
     if model.level <= model.min_level:
         tracker.advance(units[1] + units[2])
         return x.clone(), {**info, "prior": "none"}
@@ -75,10 +77,13 @@ def denoise_series(
         pilot, variance = mppca(target, sides, MPPCA_STEP)
     wiener_sides = tuple(min(WIENER_SIDE, s) for s in x.shape[1:])
     with tracker.span(units[2]):
-        estimate, found = network_blend(
-            target, pilot, variance, lambda t: mppca(t, sides, MPPCA_STEP),
-            lambda t, p, v: series_wiener(t, p, v, wiener_sides, WIENER_STEP))
-    info.update(found)
+        if with_network:
+            estimate, found = network_blend(
+                target, pilot, variance, lambda t: mppca(t, sides, MPPCA_STEP),
+                lambda t, p, v: series_wiener(t, p, v, wiener_sides, WIENER_STEP))
+            info.update(found)
+        else:
+            estimate = series_wiener(target, pilot, variance, wiener_sides, WIENER_STEP)
     sigma = _series_sigma(pilot, variance)
     if noise_level is None and model.additive:  # the level the series' own redundancy measures (Gaussian, Rician)
         model = type(model)(sigma)
@@ -86,6 +91,6 @@ def denoise_series(
     clean = median_bias_clean(model, estimate)
     info.update(patch=sides, mppca_sigma=sigma)
     logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches, the series Wiener pass "
-                "(network weight %.2f)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),
-                info["network_weight"])
+                "(%s)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),
+                f"network weight {info['network_weight']:.2f}" if with_network else "no network: prior='filter'")
     return window.restore(model.inverse(clean, y)), info
