@@ -69,7 +69,8 @@ def clean_error(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor, erro
     expected squared error is ``error``.
 
     Where the mean is the clean image (``model.mean_is_clean``: all models but Rician) that is ``sqrt(error)``. A
-    mean inverted exactly: the root mean square of ``unobserve(mean + e) - clean`` over ``e ~ N(0, error)``, by
+    mean inverted exactly (``mean`` the level the inverse is read at, the local median: its error taken as the
+    estimate's): the root mean square of ``unobserve(mean + e) - unobserve(mean)`` over ``e ~ N(0, error)``, by
     Gauss-Hermite quadrature (near the noise floor the inverse is steep and a mean below the floor maps to 0, where a
     slope would mislead). Mapped back by the fit's linear step (``by_fit``) it adds the bias that step leaves
     (:func:`observation_bias`).
@@ -80,10 +81,11 @@ def clean_error(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor, erro
         return (error + observation_bias(model, mean, clean)).clamp_min(0).sqrt()
     nodes, weights = np.polynomial.hermite.hermgauss(_QUADRATURE)
     std = error.clamp_min(0).sqrt()
+    level = model.unobserve(mean)
     total = torch.zeros_like(clean)
     for node, weight in zip(nodes, weights / math.sqrt(math.pi)):
         shifted = model.unobserve(mean + float(math.sqrt(2) * node) * std, steps=_BISECTION_STEPS)
-        total += float(weight) * (shifted - clean).square()
+        total += float(weight) * (shifted - level).square()
     return total.sqrt()
 
 

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from monai.networks.layers import median_filter
 
 __all__ = [
     "MAD_TO_SIGMA",
@@ -24,6 +25,7 @@ __all__ = [
     "finest_scale_quietness_where",
     "haar_blocks",
     "haar_finest_detail",
+    "local_median",
     "noisy_haar_blocks",
     "robust_sigma",
     "slice_noise_scale",
@@ -123,6 +125,13 @@ def box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:
         kernel[axis] = min(size, n - 1 + n % 2)
         out = pool(out, kernel, 1, [k // 2 for k in kernel], count_include_pad=False)
     return out[0]
+
+
+def local_median(x: torch.Tensor) -> torch.Tensor:
+    """The median of every voxel's ``3^d`` neighbourhood in each channel of ``x`` ``(C, *spatial)`` (MONAI's
+    ``median_filter``, the border replicated), one channel at a time (its neighbourhoods take ``3^d`` times the
+    memory of what it filters)."""
+    return torch.stack([median_filter(channel, 3, x.ndim - 1) for channel in x])
 
 
 def robust_sigma(detail: torch.Tensor) -> float:

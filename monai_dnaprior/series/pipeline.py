@@ -10,7 +10,7 @@
    chooses (:mod:`~monai_dnaprior.series.blend`). Without the network (``prior="filter"``) the first pass is the
    estimate.
 4. Back through the model: the Rician mean inverted (the magnitude's bias removed, read at the estimate's local
-   median: :mod:`~monai_dnaprior.series.inverse`) with the sigma MP-PCA measured where the series is bright (the
+   median: :class:`~monai_dnaprior.noise.models.RicianNoise`) with the sigma MP-PCA measured where the series is bright (the
    Rician estimate of a single image reads it 25 % high on a series with no background of pure noise), the
    Anscombe or log inverse.
 
@@ -27,7 +27,6 @@ from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import choose_noise_model, get_noise_model
 from monai_dnaprior.progress import ProgressTracker
 from monai_dnaprior.series.blend import network_blend
-from monai_dnaprior.series.inverse import median_bias_clean
 from monai_dnaprior.series.mppca import mppca
 from monai_dnaprior.series.options import patch_sides
 from monai_dnaprior.series.wiener import series_wiener
@@ -88,7 +87,7 @@ def denoise_series(
     if noise_level is None and model.additive:  # the level the series' own redundancy measures (Gaussian, Rician)
         model = type(model)(sigma)
         info["noise_level"] = sigma
-    clean = median_bias_clean(model, estimate)
+    clean = model.clean_estimate(estimate)[0]
     info.update(patch=sides, mppca_sigma=sigma)
     logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches, the series Wiener pass "
                 "(%s)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),

@@ -1,12 +1,14 @@
-"""The series' clean estimate with the Rician bias read at a local median (``series/inverse.py``)."""
+"""The Rician clean estimate with the bias read at a local median (``RicianNoise.clean_estimate``), for single images
+and series alike."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from monai_dnaprior.noise import get_noise_model
-from monai_dnaprior.noise.models import rician_mean
-from monai_dnaprior.series.inverse import local_median, median_bias_clean
+from monai_dnaprior.noise.estimation import local_median
+from monai_dnaprior.noise.models import NoiseModel, rician_mean
 
 SIGMA = 0.05
 
@@ -15,10 +17,29 @@ def _rician(level: float = SIGMA):
     return get_noise_model("rician", torch.zeros(1, 8, 8, 8), 3, level)
 
 
-def test_additive_gaussian_keeps_the_model_s_own_clean_estimate():
+def median_bias_clean(model, estimate):
+    return model.clean_estimate(estimate)[0]
+
+
+def test_additive_gaussian_keeps_the_mean_itself():
     model = get_noise_model("gaussian", torch.zeros(1, 8, 8, 8), 3, SIGMA)
     estimate = torch.randn(4, 10, 12, 6, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(median_bias_clean(model, estimate), model.clean_estimate(estimate)[0])
+    torch.testing.assert_close(median_bias_clean(model, estimate), estimate)
+
+
+def test_returns_the_level_it_inverted_and_clears_the_background_s_variance():
+    """The mean returned is the local median (the level the bias was read at; the floor in the background), and the
+    variance is 0 where the background rule claims no signal."""
+    model = _rician()
+    floor = float(rician_mean(torch.tensor(0.0), SIGMA))
+    estimate = torch.full((1, 20, 20), floor)
+    estimate[:, :, 10:] = float(rician_mean(torch.tensor(0.4), SIGMA))
+    estimate[:, 5, 15] += 0.1  # a bright outlier: the median leaves it out of the level
+    variance = torch.full_like(estimate, 1e-4)
+    clean, level, kept = model.clean_estimate(estimate, variance=variance)
+    torch.testing.assert_close(level, local_median(estimate).where(clean > 0, torch.tensor(floor)))
+    assert float(kept[:, :, :3].abs().max()) == 0.0 and float(kept[:, :, 12:].min()) == pytest.approx(1e-4)
+    assert float(clean[0, 5, 15]) == pytest.approx(0.4 + 0.1, abs=2e-3)  # the outlier kept above its level
 
 
 def test_a_smooth_estimate_gets_the_exact_inverse():
@@ -41,7 +62,7 @@ def test_near_the_floor_the_error_is_not_multiplied_by_the_inverse_s_slope():
     error = 0.2 * SIGMA * torch.randn(6, 24, 24, 12, generator=torch.Generator().manual_seed(1))
     estimate = rician_mean(torch.full_like(error, signal), SIGMA) + error
     original = estimate.clone()
-    pointwise = model.clean_estimate(estimate)[0]
+    pointwise = NoiseModel.clean_estimate(model, estimate)[0]  # the base class's: the inverse voxel by voxel
     out = median_bias_clean(model, estimate)
     torch.testing.assert_close(estimate, original)  # the input is left as it was
     spread = float(error.std())
