@@ -79,8 +79,10 @@ def test_series_none_decides_from_the_channels():
     assert denoise(noisy, noise_model="gaussian").info.get("series") is True
     few = noisy[: SERIES_MIN_CHANNELS - 1]
     assert use_series(None, tuple(few.shape), False, False, "auto") is False
-    assert use_series(None, tuple(noisy.shape), True, False, "auto") is False  # the map: per channel
-    assert use_series(None, tuple(noisy.shape), False, False, "network") is False
+    with pytest.warns(UserWarning, match="uncertainty map is not made for a series.*series=False"):
+        assert use_series(None, tuple(noisy.shape), True, False, "auto") is False  # the map: per channel
+    with pytest.warns(UserWarning, match="prior='network'"):
+        assert use_series(None, tuple(noisy.shape), False, False, "network") is False
     assert use_series(None, tuple(noisy.shape), False, False, "filter") is True
 
 

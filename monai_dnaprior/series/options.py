@@ -4,6 +4,7 @@ anatomy), and the checks of the ``series`` setting."""
 from __future__ import annotations
 
 import math
+import warnings
 
 from monai_dnaprior.settings import Prior
 
@@ -62,7 +63,7 @@ def series_refusal(shape: tuple[int, ...], uncertainty: bool, has_psd: bool, pri
 
 def use_series(series: bool | None, shape: tuple[int, ...], uncertainty: bool, has_psd: bool, prior: str) -> bool:
     """Whether to denoise ``(C, *spatial)`` as a series: as asked, or for None where it has at least
-    :data:`SERIES_MIN_CHANNELS` channels and nothing refuses it.
+    :data:`SERIES_MIN_CHANNELS` channels and nothing refuses it (a warning says why where something does).
 
     Raises:
         ValueError: ``series=True`` where it cannot be done, saying why and what to pass.
@@ -72,6 +73,11 @@ def use_series(series: bool | None, shape: tuple[int, ...], uncertainty: bool, h
         return False
     refusal = series_refusal(tuple(shape), uncertainty, has_psd, prior)
     if series is None:
+        if refusal is not None and shape[0] >= SERIES_MIN_CHANNELS:
+            warnings.warn(f"DNA-Prior: {shape[0]} channels would be denoised together as a series (series=None), but "
+                          f"{refusal}, so each group of channels is denoised on its own (on a diffusion series several "
+                          "dB worse than the series mode). Pass series=False if the channels are different images, "
+                          "or leave out what refuses the series mode.", stacklevel=3)
         return refusal is None and shape[0] >= SERIES_MIN_CHANNELS
     if refusal is not None:
         raise ValueError(f"series=True cannot denoise this image as a series: {refusal}. Pass series=False (each "
