@@ -39,7 +39,6 @@ from monai_dnaprior.noise.models import NoiseModel
 __all__ = ["averaged_error", "clean_error", "observation_bias", "to_image_domain"]
 
 _QUADRATURE = 5  # Gauss-Hermite nodes of the Rician inverse's error
-_BISECTION_STEPS = 24  # the inverse to 2^-24 of its bracket, far below any error the map reports
 
 
 def to_image_domain(model: NoiseModel, refined: torch.Tensor, std: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -84,7 +83,7 @@ def clean_error(model: NoiseModel, mean: torch.Tensor, clean: torch.Tensor, erro
     level = model.unobserve(mean)
     total = torch.zeros_like(clean)
     for node, weight in zip(nodes, weights / math.sqrt(math.pi)):
-        shifted = model.unobserve(mean + float(math.sqrt(2) * node) * std, steps=_BISECTION_STEPS)
+        shifted = model.unobserve(mean + float(math.sqrt(2) * node) * std)
         total += float(weight) * (shifted - level).square()
     return total.sqrt()
 

@@ -26,6 +26,7 @@ __all__ = ["FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OF
 # The Rician noise floor is known only as well as the noise level: a background's mean within this share above it is
 # taken as at the floor
 FLOOR_TOLERANCE = 0.02
+_INVERSE_TABLE = 4097  # entries of the Rician mean's table that its inverse reads
 SPECKLE_OFFSET = 0.01  # log(y + offset) keeps dark voxels finite
 
 
@@ -132,9 +133,8 @@ class NoiseModel:
         """The expected observation, in the fit domain, of a clean estimate ``x`` there."""
         return x
 
-    def unobserve(self, mean: torch.Tensor, steps: int = 40) -> torch.Tensor:
-        """The clean fit-domain image whose expected observation is ``mean``: :meth:`observe` inverted (``steps``:
-        bisection steps, where it takes them)."""
+    def unobserve(self, mean: torch.Tensor) -> torch.Tensor:
+        """The clean fit-domain image whose expected observation is ``mean``: :meth:`observe` inverted."""
         return mean
 
     def noise_floor(self, like: torch.Tensor) -> torch.Tensor:
@@ -240,14 +240,27 @@ class RicianNoise(NoiseModel):
     def observe(self, x: torch.Tensor) -> torch.Tensor:
         return rician_mean(x, self.level)
 
-    def unobserve(self, mean: torch.Tensor, steps: int = 40) -> torch.Tensor:
-        """:meth:`observe` inverted by bisection, the mean rising with ``|x|``; a mean below the floor gives 0."""
-        low, high = torch.zeros_like(mean), mean.abs() + 1.0
-        for _ in range(steps):
-            mid = (low + high) / 2
-            below = self.observe(mid) < mean
-            low, high = torch.where(below, mid, low), torch.where(below, high, mid)
-        return (low + high) / 2
+    def unobserve(self, mean: torch.Tensor) -> torch.Tensor:
+        """:meth:`observe` inverted, the mean rising with ``|x|``; a mean below the floor gives 0.
+
+        Read from a table of the mean at ``sigma t^2 40``, ``t`` on 4097 even steps from 0 to 1 (dense near the
+        floor), ``x^2`` interpolated linearly in the mean (near the floor the mean rises as ``x^2``, far above it
+        ``x^2 = m^2 - sigma^2``: both nearly linear); beyond ``40 sigma`` the asymptote ``m = x + sigma^2 / (2x)``
+        solved for ``x``. Within about ``1e-6 sigma`` of the exact inverse, at a table lookup's cost (a bisection
+        took 40 evaluations of the mean)."""
+        sigma = self.level
+        if sigma <= 0:
+            return mean.clamp_min(0)
+        grid = sigma * 40.0 * torch.linspace(0, 1, _INVERSE_TABLE, dtype=torch.float64, device=mean.device).square()
+        table = rician_mean(grid, sigma)
+        m = mean.double()
+        index = torch.searchsorted(table, m.contiguous()).clamp(1, _INVERSE_TABLE - 1)
+        lo, hi = table[index - 1], table[index]
+        share = ((m - lo) / (hi - lo)).clamp(0, 1)
+        squared = grid[index - 1].square() + share * (grid[index].square() - grid[index - 1].square())
+        far = (m + (m.square() - 2 * sigma**2).clamp_min(0).sqrt()) / 2  # beyond the table: the asymptote
+        clean = torch.where(m > table[-1], far, squared.sqrt())
+        return clean.masked_fill(m <= table[0], 0.0).to(mean.dtype)
 
     def no_signal(self, mean: torch.Tensor, size: int = 15) -> torch.Tensor:
         """The voxels whose neighbourhood (a box of side ``size``) has a mean at most the noise floor, give or take
