@@ -15,11 +15,14 @@ For every scan (the 2D dev scans, pydicom's CT, optionally nibabel's EPI volume)
   draw's map against the draw's actual error (a map made the same way, from noise independent of the draw's);
 - with ``--coloured``, also the 2D cases of ``coloured.py`` (noise made by the scanner's physics), the noise model
   and spectrum found blind by the transform, as a user gets them.
+- with ``--series``, also the simulated series of ``series.py`` (DWI-like, Rician; fMRI-like, Gaussian), denoised as
+  a series (the network and SURE's blend included) with the noise model found blind, over 8x8 blocks of every slice
+  of every volume; their noise draw is ``series_data``'s own (one).
 
 The seconds are the whole transform with the map (``denoise_with_uncertainty``) and without it (``__call__``).
 
     python benchmarks/uncertainty.py --out benchmarks/results/uncertainty [--prior network+filter] [--volume]
-        [--coloured] [--draws 8]
+        [--coloured] [--series] [--draws 8]
     python benchmarks/uncertainty.py --out /tmp/u --cases mr_small --noises gaussian     # smoke test
 """
 
@@ -105,7 +108,7 @@ def reliability_figure(results: list[dict], path: Path, bins: int = 10) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    noises = sorted({r["noise"] for r in results}, key=[*NOISES, COLOURED].index)
+    noises = sorted({r["noise"] for r in results}, key=[*NOISES, COLOURED, "series"].index)
     fig, axes = plt.subplots(1, len(noises), figsize=(4.2 * len(noises), 4), squeeze=False)
     for ax, noise in zip(axes[0], noises):
         top = 0.0
@@ -142,6 +145,8 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=1, help="noise draws per case (the first is the main table's)")
     parser.add_argument("--coloured", action="store_true",
                         help="also the 2D cases of coloured.py (noise made by the scanner's physics), model found blind")
+    parser.add_argument("--series", action="store_true",
+                        help="also series.py's simulated series (DWI-like, fMRI-like), denoised as a series")
     args = parser.parse_args()
 
     import torch
@@ -152,18 +157,23 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     results, rows, draw_rows = [], [], []
 
-    def run_case(name: str, noise: str, clean: np.ndarray, noisy_draw, transform) -> None:
-        """Draws ``noisy_draw(k)`` of one case denoised with the map: a row of each table, draw 0 for the figure."""
+    def run_case(name: str, noise: str, clean: np.ndarray, noisy_draw, transform, draws_of_case: int | None = None,
+                 series: bool = False) -> None:
+        """Draws ``noisy_draw(k)`` of one case denoised with the map: a row of each table, draw 0 for the figure. A
+        ``series`` is channel-first already; its volumes are moved last, so that blocks lie within each slice."""
         draws = []
-        for k in range(args.draws):
+        batch = (lambda a: a) if series else (lambda a: a[None])
+        unbatch = (lambda a: np.moveaxis(np.asarray(a), 0, -1)) if series else (lambda a: np.asarray(a[0]))
+        for k in range(draws_of_case or args.draws):
             noisy = noisy_draw(k)
             start = time.perf_counter()
-            out, unc = transform.denoise_with_uncertainty(noisy[None])
+            out, unc = transform.denoise_with_uncertainty(batch(noisy))
             seconds = time.perf_counter() - start
-            draws.append(evaluate(clean, np.asarray(out[0]), np.asarray(unc[0]))
+            reference = np.moveaxis(clean, 0, -1) if series else clean
+            draws.append(evaluate(reference, unbatch(out), unbatch(unc))
                          | {"case": name, "noise": noise, "seconds": seconds})
         start = time.perf_counter()
-        transform(noisy_draw(0)[None])
+        transform(batch(noisy_draw(0)))
         plain = time.perf_counter() - start
         r = draws[0]
         results.append(r)
@@ -171,7 +181,7 @@ def main() -> None:
                      fmt(r["calibration"]), fmt(r["mean_calibration"]), fmt(r["seconds"], 1), fmt(plain, 1),
                      "yes" if _meets(r["spearman"], r["calibration"]) else "no"])
         print(" | ".join(str(c) for c in rows[-1]), flush=True)
-        if args.draws > 1:
+        if len(draws) > 1:
             spearman = [d["spearman"] for d in draws]
             calibration = float(np.mean([d["calibration"] for d in draws]))
             row = [name, noise, fmt(float(np.mean(spearman)), 3), fmt(min(spearman)), fmt(calibration)]
@@ -193,6 +203,13 @@ def main() -> None:
             run_case(case.name, COLOURED, case.reference,
                      lambda k, c=case: c.simulate(np.random.default_rng(noise_seed(c.name, COLOURED, 1000 * k))),
                      DNAPriorDenoise(**options))
+    if args.series:
+        from series_data import load_series
+
+        for case in (c for c in load_series(["dwi_sim", "fmri_sim"]) if c.clean is not None):
+            noisy = np.ascontiguousarray(np.moveaxis(case.noisy, -1, 0)).astype(np.float32)
+            run_case(case.name, "series", np.moveaxis(case.clean, -1, 0), lambda k, n=noisy: n,
+                     DNAPriorDenoise(**options), draws_of_case=1, series=True)
     table = markdown_table(["scan", "noise", "RMSE", "predicted RMSE", f"Spearman ({BLOCK}x{BLOCK})",
                             "calibration (RMS)", "calibration (mean)", "seconds", "seconds without the map",
                             "meets targets"], rows)
@@ -207,7 +224,9 @@ def main() -> None:
         "Noise: " + "; ".join(f"{n}: {NOISE_DESCRIPTIONS[n]}" for n in args.noises)
         + ("; coloured: `coloured.py`'s 2D cases (low-dose CT by FBP, apodised k-space MRI magnitude, resampled white"
            " noise; seeds `noise_seed(case, 'coloured', 1000 k)`), the noise model and spectrum found by the"
-           " transform itself" if args.coloured else "") + ".",
+           " transform itself" if args.coloured else "")
+        + ("; series: `series.py`'s simulated series (DWI-like with Rician noise, fMRI-like with Gaussian), one draw,"
+           " denoised as a series, the model found blind" if args.series else "") + ".",
         f"Spearman: blocks' RMS of the map vs. of the actual error over {BLOCK}x{BLOCK} blocks (target >= "
         f"{TARGET_SPEARMAN}). Calibration (RMS): the map's RMS over the actual RMSE (target {TARGET_CALIBRATION[0]}-"
         f"{TARGET_CALIBRATION[1]}); (mean): the map's mean over the RMSE.",

@@ -109,7 +109,7 @@ def denoise(
             (:mod:`monai_dnaprior.series`; with ``prior="auto"`` its network is blended in by SURE, with
             ``prior="filter"`` it is left out); False: channel groups, each with its own noise field; None: a series
             where there are at least :data:`~monai_dnaprior.series.SERIES_MIN_CHANNELS` channels, ``prior`` is
-            ``auto`` or ``filter``, and neither ``noise_psd`` nor the uncertainty map is asked for.
+            ``auto`` or ``filter``, and no ``noise_psd`` is given.
 
     Raises:
         ValueError: a bad image or setting, ``network_config`` where no network is fitted, or ``series=True`` where
@@ -139,13 +139,14 @@ def denoise(
     psd = None if noise_psd is None else torch.as_tensor(noise_psd, dtype=torch.float64).reshape(x.shape[1:])
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = ProgressTracker(progress, x.numel())
-    if use_series(series, tuple(x.shape), uncertainty, noise_psd is not None, asked_prior):
+    if use_series(series, tuple(x.shape), noise_psd is not None, asked_prior):
         with_network = asked_prior == Prior.AUTO  # prior="filter": MP-PCA and the series Wiener pass alone
-        image, info = denoise_series(x, noise_model, noise_level, tracker, with_network)
+        image, error_map, info = denoise_series(x, noise_model, noise_level, tracker, with_network, uncertainty)
         info.update(device=str(run_device), seconds=time.perf_counter() - start)
         logger.info("DNA-Prior%s: series of %d, %s in %.1f s on %s", _named(name), x.shape[0], info["prior"],
                     info["seconds"], run_device)
-        return DenoiseResult(_keep_sign(image, x).reshape(img.shape).to(img.device), None, info)
+        error_map = None if error_map is None else error_map.reshape(img.shape).to(img.device)
+        return DenoiseResult(_keep_sign(image, x).reshape(img.shape).to(img.device), error_map, info)
     results = [_denoise_group(x[g], noise_model, noise_level, psd, settings, name, tracker, uncertainty)
                for g in groups]
     image = _keep_sign(torch.cat([r[0] for r in results]), x).reshape(img.shape).to(img.device)

@@ -78,12 +78,33 @@ def test_series_none_decides_from_the_channels():
     _, noisy = _series(channels=SERIES_MIN_CHANNELS)
     assert denoise(noisy, noise_model="gaussian").info.get("series") is True
     few = noisy[: SERIES_MIN_CHANNELS - 1]
-    assert use_series(None, tuple(few.shape), False, False, "auto") is False
-    with pytest.warns(UserWarning, match="uncertainty map is not made for a series.*series=False"):
-        assert use_series(None, tuple(noisy.shape), True, False, "auto") is False  # the map: per channel
+    assert use_series(None, tuple(few.shape), False, "auto") is False
+    with pytest.warns(UserWarning, match="noise_psd.*series=False"):
+        assert use_series(None, tuple(noisy.shape), True, "auto") is False  # a given PSD: per channel
     with pytest.warns(UserWarning, match="prior='network'"):
-        assert use_series(None, tuple(noisy.shape), False, False, "network") is False
-    assert use_series(None, tuple(noisy.shape), False, False, "filter") is True
+        assert use_series(None, tuple(noisy.shape), False, "network") is False
+    assert use_series(None, tuple(noisy.shape), False, "filter") is True
+
+
+@pytest.mark.parametrize("prior", ["auto", "filter"])
+def test_series_uncertainty_map_predicts_the_error(prior):
+    """The series' map (the Wiener passes' closed-form error, blended as the passes are) is near the actual error,
+    ranks it over 4x4 blocks of each slice of each volume, and leaves the image as it is without the map."""
+    clean, noisy = _series()
+    result = denoise(noisy, noise_model="gaussian", uncertainty=True, prior=prior)
+    assert result.info["series"] and result.uncertainty.shape == noisy.shape
+    torch.testing.assert_close(result.image, denoise(noisy, noise_model="gaussian", prior=prior).image, rtol=0,
+                               atol=0)
+    error = (result.image - clean).square()
+    calibration = float(result.uncertainty.square().mean().sqrt() / error.mean().sqrt())
+    assert 0.75 < calibration < 1.33
+
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # RMS over 4x4 in-plane blocks, per slice and volume
+        return torch.nn.functional.avg_pool2d(x.permute(0, 3, 1, 2).reshape(-1, 1, *x.shape[1:3]), 4).flatten()
+
+    predicted, actual = blocks(result.uncertainty.square()), blocks(error)
+    ranks = [v.argsort().argsort().double() for v in (predicted, actual)]
+    assert float(torch.corrcoef(torch.stack(ranks))[0, 1]) > 0.6
 
 
 def test_series_filter_prior_leaves_the_network_out():
@@ -111,8 +132,6 @@ def test_series_true_refuses_what_it_cannot_do():
     with pytest.raises(ValueError, match="1 channel.*series=False"):
         denoise(torch.rand(1, 16, 16, 8), series=True)
     _, noisy = _series()
-    with pytest.raises(ValueError, match="uncertainty"):
-        denoise(noisy, series=True, uncertainty=True)
     with pytest.raises(ValueError, match="noise_psd"):
         denoise(noisy, series=True, noise_psd=torch.full(noisy.shape[1:], 0.01))
     with pytest.raises(ValueError, match="fewer than"):

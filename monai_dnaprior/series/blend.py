@@ -29,34 +29,41 @@ def network_blend(
     pilot: torch.Tensor,
     variance: torch.Tensor,
     classical: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
-    wiener: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    wiener: Callable[..., torch.Tensor | tuple[torch.Tensor, torch.Tensor]],
     config: SeriesNetConfig | None = None,
-) -> tuple[torch.Tensor, dict]:
-    """The blend of the two Wiener passes of ``target`` ``(C, *spatial)`` and what was found.
+    with_error: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
+    """The blend of the two Wiener passes of ``target`` ``(C, *spatial)``, its expected squared error (where
+    ``with_error``, else None: the passes' errors blended as fully correlated) and what was found.
 
     Args:
         target: the series in the fit domain.
         pilot, variance: MP-PCA's estimate and noise variance map of ``target``.
         classical: MP-PCA, ``series -> (estimate, variance)`` (rerun on the probed series).
-        wiener: the Wiener pass, ``(series, pilot, variance) -> estimate``.
+        wiener: the Wiener pass, ``(series, pilot, variance, with_error) -> estimate`` (and its error with
+            ``with_error``: :func:`~monai_dnaprior.series.wiener.series_wiener`).
         config: the network's size and fit.
+        with_error: also the expected squared error.
     """
     config = config or SeriesNetConfig()
     with sub_span(0.0, _SHARES[0]):
         predictor = VolumePredictor(config).fit(target)
     with sub_span(_SHARES[0], _SHARES[0] + _SHARES[1]):
         guess = predictor(target)
-        first = wiener(target, pilot, variance)
-        second = wiener(target, 0.5 * (pilot + guess), variance)
+        passes = [wiener(target, guide, variance, with_error) for guide in (pilot, 0.5 * (pilot + guess))]
+        (first, first_error), (second, second_error) = passes if with_error else [(p, None) for p in passes]
     with sub_span(_SHARES[0] + _SHARES[1], 1.0):
         probe = rademacher(target, config.seed + 1)
         eps = PROBE_SCALE * float(variance.clamp_min(0).sqrt().median().clamp_min(1e-6))
         probed = target + eps * probe
         probed_pilot, probed_variance = classical(probed)
-        first_probed = wiener(probed, probed_pilot, probed_variance)
-        second_probed = wiener(probed, 0.5 * (probed_pilot + predictor(probed)), probed_variance)
+        first_probed = wiener(probed, probed_pilot, probed_variance, False)
+        second_probed = wiener(probed, 0.5 * (probed_pilot + predictor(probed)), probed_variance, False)
     divergences = [weighted_divergence(a, b, probe, eps, variance)
                    for a, b in ((first, first_probed), (second, second_probed))]
     weight = sure_blend_weight(target, first, second, *divergences)
     estimate = first + weight * (second - first)
-    return estimate, {"network_weight": round(weight, 4)}
+    error = None
+    if with_error:
+        error = ((1 - weight) * first_error.clamp_min(0).sqrt() + weight * second_error.clamp_min(0).sqrt()).square()
+    return estimate, error, {"network_weight": round(weight, 4)}

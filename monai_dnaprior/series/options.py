@@ -43,13 +43,11 @@ def patch_sides(shape: tuple[int, ...], channels: int) -> tuple[int, ...]:
         side += 1
 
 
-def series_refusal(shape: tuple[int, ...], uncertainty: bool, has_psd: bool, prior: str) -> str | None:
+def series_refusal(shape: tuple[int, ...], has_psd: bool, prior: str) -> str | None:
     """Why an image of ``shape`` ``(C, *spatial)`` cannot be denoised as a series with these settings, or None."""
     channels, spatial = shape[0], tuple(shape[1:])
     if channels < 2:
         return f"it has {channels} channel; a series needs its repeats as channels (C, H, W[, D]) with C >= 2"
-    if uncertainty:
-        return "the uncertainty map is not made for a series yet"
     if has_psd:
         return "a given noise_psd describes one image's noise; the series estimates its own"
     if prior not in (Prior.AUTO, Prior.FILTER):
@@ -61,7 +59,7 @@ def series_refusal(shape: tuple[int, ...], uncertainty: bool, has_psd: bool, pri
     return None
 
 
-def use_series(series: bool | None, shape: tuple[int, ...], uncertainty: bool, has_psd: bool, prior: str) -> bool:
+def use_series(series: bool | None, shape: tuple[int, ...], has_psd: bool, prior: str) -> bool:
     """Whether to denoise ``(C, *spatial)`` as a series: as asked, or for None where it has at least
     :data:`SERIES_MIN_CHANNELS` channels and nothing refuses it (a warning says why where something does).
 
@@ -71,7 +69,7 @@ def use_series(series: bool | None, shape: tuple[int, ...], uncertainty: bool, h
     check_series(series)
     if series is False:
         return False
-    refusal = series_refusal(tuple(shape), uncertainty, has_psd, prior)
+    refusal = series_refusal(tuple(shape), has_psd, prior)
     if series is None:
         if refusal is not None and shape[0] >= SERIES_MIN_CHANNELS:
             warnings.warn(f"DNA-Prior: {shape[0]} channels would be denoised together as a series (series=None), but "

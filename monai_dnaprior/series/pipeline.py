@@ -31,6 +31,7 @@ from monai_dnaprior.series.mppca import mppca
 from monai_dnaprior.series.options import patch_sides
 from monai_dnaprior.series.wiener import series_wiener
 from monai_dnaprior.settings import NoiseModelName
+from monai_dnaprior.uncertainty import clean_error, to_image_domain
 
 __all__ = ["MPPCA_STEP", "WIENER_SIDE", "WIENER_STEP", "denoise_series"]
 
@@ -50,16 +51,20 @@ def _series_sigma(pilot: torch.Tensor, variance: torch.Tensor) -> float:
 
 
 def denoise_series(
-    x: torch.Tensor, noise_model: str, noise_level: float | None, tracker: ProgressTracker, with_network: bool = True
-) -> tuple[torch.Tensor, dict]:
+    x: torch.Tensor, noise_model: str, noise_level: float | None, tracker: ProgressTracker, with_network: bool = True,
+    with_map: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Denoise the series ``x`` ``(C, *spatial)`` (float32, any range) with the network blended in where
-    ``with_network``; returns the series and what was found."""
+    ``with_network``; returns the series, its uncertainty map where ``with_map`` (the expected error per voxel, root
+    mean square, in ``x``'s units: the Wiener passes' closed-form error through the noise model's inverse, as
+    :mod:`monai_dnaprior.uncertainty` makes a single image's) and what was found."""
     spatial_dims = x.ndim - 1
     units = [share * x.numel() for share in _SHARES]
     window = IntensityWindow.from_image(x)
     if window.is_degenerate:
         tracker.advance(x.numel())
-        return x.clone(), {"noise_model": str(noise_model), "noise_level": 0.0, "prior": "none", "series": True}
+        return x.clone(), _no_error(x, with_map), {"noise_model": str(noise_model), "noise_level": 0.0,
+                                                   "prior": "none", "series": True}
     with tracker.span(units[0]):
         chosen = choose_noise_model(noise_model, x, spatial_dims)
         window = IntensityWindow.from_image(x, zero_based=chosen != NoiseModelName.GAUSSIAN)
@@ -69,7 +74,7 @@ def denoise_series(
             "prior": "series" if with_network else "series filter", "series": True, "iterations": 0}
     if model.level <= model.min_level:
         tracker.advance(units[1] + units[2])
-        return x.clone(), {**info, "prior": "none"}
+        return x.clone(), _no_error(x, with_map), {**info, "prior": "none"}
     target = model.forward(y)
     sides = patch_sides(tuple(x.shape[1:]), x.shape[0])
     with tracker.span(units[1]):
@@ -77,19 +82,29 @@ def denoise_series(
     wiener_sides = tuple(min(WIENER_SIDE, s) for s in x.shape[1:])
     with tracker.span(units[2]):
         if with_network:
-            estimate, found = network_blend(
+            estimate, error, found = network_blend(
                 target, pilot, variance, lambda t: mppca(t, sides, MPPCA_STEP),
-                lambda t, p, v: series_wiener(t, p, v, wiener_sides, WIENER_STEP))
+                lambda t, p, v, e: series_wiener(t, p, v, wiener_sides, WIENER_STEP, e), with_error=with_map)
             info.update(found)
         else:
-            estimate = series_wiener(target, pilot, variance, wiener_sides, WIENER_STEP)
+            passed = series_wiener(target, pilot, variance, wiener_sides, WIENER_STEP, with_map)
+            estimate, error = passed if with_map else (passed, None)
     sigma = _series_sigma(pilot, variance)
     if noise_level is None and model.additive:  # the level the series' own redundancy measures (Gaussian, Rician)
         model = type(model)(sigma)
         info["noise_level"] = sigma
-    clean = model.clean_estimate(estimate)[0]
+    clean, level, error = model.clean_estimate(estimate, variance=error)
+    spread = None
+    if with_map:  # the fit domain's error through the Rician inverse (at its level), then the model's inverse
+        spread = to_image_domain(model, clean, clean_error(model, level, clean, error, False), y)
+        spread = spread * (window.high - window.low)
     info.update(patch=sides, mppca_sigma=sigma)
     logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches, the series Wiener pass "
                 "(%s)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),
                 f"network weight {info['network_weight']:.2f}" if with_network else "no network: prior='filter'")
-    return window.restore(model.inverse(clean, y)), info
+    return window.restore(model.inverse(clean, y)), spread, info
+
+
+def _no_error(x: torch.Tensor, with_map: bool) -> torch.Tensor | None:
+    """The map of a series returned as it came: no error is claimed (as for a single image)."""
+    return torch.zeros_like(x) if with_map else None
