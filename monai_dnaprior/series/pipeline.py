@@ -10,9 +10,9 @@
    chooses (:mod:`~monai_dnaprior.series.blend`). Without the network (``prior="filter"``) the first pass is the
    estimate.
 4. Back through the model: the Rician mean inverted (the magnitude's bias removed, read at the estimate's local
-   median: :class:`~monai_dnaprior.noise.models.RicianNoise`) with the sigma MP-PCA measured where the series is bright (the
-   Rician estimate of a single image reads it 25 % high on a series with no background of pure noise), the
-   Anscombe or log inverse.
+   median: :class:`~monai_dnaprior.noise.models.RicianNoise`) with the sigma MP-PCA measured where the series is
+   bright (the Rician estimate of a single image reads it 25 % high on a series with no background of pure noise),
+   the Anscombe or log inverse. With the uncertainty map, the Wiener passes' closed-form error goes the same way.
 
 Deterministic: the network's fit and SURE's probe are seeded.
 """
