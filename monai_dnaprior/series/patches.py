@@ -60,14 +60,15 @@ class PatchGrid:
                 torch.zeros(self.voxels, dtype=like.dtype, device=like.device))
 
     @staticmethod
-    def add(sums: torch.Tensor, weights: torch.Tensor, index: torch.Tensor, values: torch.Tensor,
+    def add(sums: torch.Tensor, weights: torch.Tensor | None, index: torch.Tensor, values: torch.Tensor,
             weight: torch.Tensor) -> None:
         """Add ``values`` ``(P, M, C)`` at ``index`` ``(P, M)`` into ``sums``, each patch weighted by ``weight``
-        ``(P,)``."""
+        ``(P,)``, and the weights into ``weights`` (None: summed elsewhere already)."""
         index = index.to(sums.device).reshape(-1)
         w = weight[:, None].expand(-1, values.shape[1])
         sums.index_add_(1, index, (values * w[..., None]).reshape(-1, values.shape[-1]).T.to(sums.dtype))
-        weights.index_add_(0, index, w.reshape(-1).to(weights.dtype))
+        if weights is not None:
+            weights.index_add_(0, index, w.reshape(-1).to(weights.dtype))
 
     def average(self, sums: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """The weighted average ``(C, *shape)``."""

@@ -64,8 +64,7 @@ def series_wiener(
         if errors is not None:
             kept = _along(gain.square() * per_patch, squared, transpose=True).reshape(x.shape)
             lost = _along(guide * (gain - 1), dcts, transpose=True).reshape(x.shape) @ vectors.transpose(1, 2)
-            grid.add(errors, torch.zeros_like(weights), index, kept @ vectors.square().transpose(1, 2)
-                     + lost.square(), weight)
+            grid.add(errors, None, index, kept @ vectors.square().transpose(1, 2) + lost.square(), weight)
         report_share((k + 1) * grid.chunk / max(len(grid), 1))
     estimate = grid.average(sums, weights).to(series.dtype)
     return (estimate, grid.average(errors, weights).to(series.dtype)) if errors is not None else estimate
