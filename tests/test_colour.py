@@ -81,8 +81,9 @@ def test_smooth_anatomy_filling_the_image_with_white_noise_is_white():
 
 def test_a_real_volume_cut_to_tissue_with_white_noise_is_white():
     """A real EPI frame (nibabel's ``example4d``) cut to a 33x41x24 box inside the brain: no background, its flattest
-    patches anatomy with a rise of about 2.8-3.2 to the lowest frequencies. White noise on it reads white for every
-    draw (under the former rise limit 3, two of these six read coloured and were filtered at twice their level)."""
+    patches anatomy with a rise of about 2.8-3.2 to the lowest frequencies (2.8-3.0 where it read coloured). White
+    noise on it reads white for every draw (under the former rise limit 3, two of these six read coloured and were
+    filtered at twice their level)."""
     frame = np.asarray(nib.load(os.path.join(data_path, "example4d.nii.gz")).dataobj[..., 0], dtype=np.float32)
     tissue = torch.from_numpy(frame[47:80, 27:68, :])
     tissue = tissue / tissue.max()
