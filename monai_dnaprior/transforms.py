@@ -65,7 +65,7 @@ class DNAPriorDenoise(Transform):
             space and volumes, a network predicting each volume from the others blended in by SURE with
             ``prior="auto"`` and left out with ``prior="filter"``; :mod:`monai_dnaprior.series`); ``False``:
             channels in groups, each image on its own; ``None``: a series from 8 channels on, where ``prior`` is
-            ``"auto"`` or ``"filter"`` and no ``noise_psd`` or uncertainty map is asked for.
+            ``"auto"`` or ``"filter"`` and no ``noise_psd`` is given (the series makes its own uncertainty map).
 
     Raises:
         ValueError: an unknown option (naming the closest), a bad value, or a network setting without a network.
