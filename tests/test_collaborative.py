@@ -90,6 +90,17 @@ def test_wiener_keeps_the_observation_when_the_noise_vanishes(spec):
     torch.testing.assert_close(collaborative_filter(noisy, noisy, 1e-6, spec), noisy, atol=1e-4, rtol=0)
 
 
+
+@pytest.mark.parametrize("shape", [(24, 20), (12, 12, 8)])
+def test_hard_thresholding_zeroes_a_flat_group_at_the_origin(shape):
+    """The group's mean is thresholded as BM3D thresholds it: a flat region at 0 whose every coefficient lies under
+    the threshold comes back as 0, not as the mean of its noise; a flat region at 1 keeps its level."""
+    small = 0.01 * torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    spec = filter_passes(FilterConfig(), len(shape))[0]
+    torch.testing.assert_close(collaborative_filter(small, small, 0.1, spec), torch.zeros(shape))
+    lifted = collaborative_filter(small + 1.0, small + 1.0, 0.1, spec)
+    torch.testing.assert_close(lifted, (small + 1.0).mean().expand(shape), atol=0.01, rtol=0)
+
 @pytest.mark.parametrize("shape", [(32, 32), (24, 20, 8)])
 def test_wiener_with_a_good_pilot_removes_most_noise(shape):
     clean = torch.as_tensor(make_phantom(shape))

@@ -1,4 +1,4 @@
-"""The NL-Bayes step: it denoises, keeps a flat image, is deterministic, runs in 2D only where the config says,
+"""The NL-Bayes step: it denoises, keeps a flat image, zeroes noise where its pilot is 0, is deterministic, runs in 2D only where the config says,
 takes coloured noise's correlation, is averaged with the Wiener pass (and its error) by ``filter_observation``, and
 its model's posterior variance predicts its error. Its slabs: ``test_collaborative.py``."""
 
@@ -43,10 +43,20 @@ def test_nl_bayes_denoises_a_phantom():
 
 
 def test_nl_bayes_keeps_a_flat_image_and_a_vanishing_noise():
-    flat = torch.full((24, 20), 0.3)
-    torch.testing.assert_close(nl_bayes(flat, flat, 0.1, SMALL), flat)
+    flat = torch.full((24, 20), 0.3)  # kept, up to the Wiener gain of the group's mean, p^2 / (p^2 + sigma^2 / group)
+    torch.testing.assert_close(nl_bayes(flat, flat, 0.1, SMALL), flat * 0.09 / (0.09 + 0.01 / SMALL.group))
     noisy = torch.rand(19, 17)  # sigma so small that float32 cannot factor C + sigma^2 I: the float64 path
     torch.testing.assert_close(nl_bayes(noisy, noisy, 1e-6, SMALL), noisy, atol=1e-4, rtol=0)
+
+
+def test_nl_bayes_zeroes_noise_where_the_pilot_is_zero():
+    """A masked background (exactly 0, white noise over it) whose pilot is 0: the group's mean is shrunk to 0 with the
+    rest, where the mean of the noisy patches kept sigma^2 / group of noise (and the shrinkage needs the pilot: with
+    a pilot at 1 the mean passes)."""
+    noise = _noisy(torch.zeros(30, 30), 0.1)
+    torch.testing.assert_close(nl_bayes(noise, torch.zeros_like(noise), 0.1, SMALL), torch.zeros_like(noise))
+    lifted = nl_bayes(noise + 1.0, torch.ones_like(noise), 0.1, SMALL) - 1.0
+    assert float(lifted.std()) > 0.1 / SMALL.group**0.5 / 2
 
 
 def test_nl_bayes_is_deterministic_and_handles_channels():

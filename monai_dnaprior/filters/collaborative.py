@@ -148,8 +148,10 @@ def collaborative_filter(
     correlated noise), and each coefficient of the group transform the variance that follows from it and from the
     noise the group's patches share where they lie within its correlation length (near or overlapping patches).
     Every group's estimate is weighted by ``1 / sum(gain^2 variance)`` (its residual noise: groups the pilot
-    calls flat are trusted more; hard thresholding: the noise of the coefficients kept), and the overlapping
-    estimates are averaged voxel by voxel. The group's mean (its first coefficient) is never thresholded.
+    calls flat are trusted more; hard thresholding: the noise of the coefficients kept, at least one's), and the
+    overlapping estimates are averaged voxel by voxel. Hard thresholding treats the group's mean (its first
+    coefficient) as any other, as BM3D does: a flat group at the origin (a masked background, exactly 0) comes back
+    as 0, not as the mean of its noise.
 
     With ``spec.adaptive`` and white noise, each group is filtered in the DCT and in the Haar wavelet (in the patch
     and across the group) and keeps the one whose shrinkage predicts the lower risk (:func:`_filter_groups`); a
@@ -234,14 +236,16 @@ def _filter_groups(
     coef = _group_transform(noisy, basis, across)
     if threshold > 0:
         gain = (coef.square() > threshold**2 * variance).to(coef)
-        gain[:, 0, 0] = 1.0
         risk = (gain * variance + (1 - gain) * (coef.square() - variance).clamp_min(0)).sum((1, 2))
     else:
         energy = _group_transform(pilot, basis, across).square()
         gain = energy / (energy + variance)
         risk = (gain * variance).sum((1, 2))
     estimate = _inverse_group_transform(gain * coef, basis, across)
-    weight = 1.0 / ((gain.square() * variance).sum((1, 2)) + 1e-12)
+    kept = (gain.square() * variance).sum((1, 2))
+    # hard thresholding: at least one coefficient's noise (BM3D's), so a group with every coefficient zeroed is not
+    # trusted without bound
+    weight = 1.0 / (kept.clamp_min(float(variance.min())) if threshold > 0 else kept + 1e-12)
     error = None
     if inflation is not None:
         noise = _inverse_group_transform(gain.square() * variance, basis.square(), across.square())

@@ -1,11 +1,11 @@
 """The NL-Bayes second step (Lebrun, Buades & Morel, 2013): a Gaussian model per group of similar patches.
 
 For each group of patches matched on a pilot, the patches are taken as draws of a Gaussian whose covariance
-``C`` is that of the pilot's patches and whose mean ``m`` is the mean of the noisy ones; each noisy patch ``y``
-is then replaced by its posterior mean ``m + C (C + sigma^2 N)^-1 (y - m)``, ``N`` the noise's correlation over
-the patch (the identity for white noise; coloured noise from its spectrum, exactly). Where a DCT Wiener pass
-shrinks fixed coefficients, this adapts the basis to every group (the eigenvectors of ``C``), so the two make
-different errors. 2D or 3D.
+``C`` is that of the pilot's patches and whose mean ``m`` is the mean of the noisy ones (for white noise shrunk
+towards the origin where the pilot's is near it); each noisy patch ``y`` is then replaced by its posterior mean
+``m + C (C + sigma^2 N)^-1 (y - m)``, ``N`` the noise's correlation over the patch (the identity for white noise;
+coloured noise from its spectrum, exactly). Where a DCT Wiener pass shrinks fixed coefficients, this adapts the basis
+to every group (the eigenvectors of ``C``), so the two make different errors. 2D or 3D.
 
 The same model gives the error of an estimate (:func:`bayes_variance`): a patch's posterior covariance is
 ``C - C (C + sigma^2 N)^-1 C``, its diagonal the expected squared error of every voxel of the posterior mean.
@@ -99,9 +99,9 @@ def _posterior_mean(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None = None
 ) -> torch.Tensor:
     """``m + C (C + sigma^2 N)^-1 (y - m)`` for every patch ``y`` of the groups ``(refs, group, voxels)``, ``C``
-    the covariance of the group's pilot patches, ``m`` the mean of its noisy ones and ``N`` the noise's
-    ``correlation`` over the patch (None: the identity); as ``y - sigma^2 N (C + sigma^2 N)^-1 (y - m)``, one
-    Cholesky solve per group (``C + sigma^2 N`` is positive definite; in float64 where a tiny ``sigma`` leaves it
+    the covariance of the group's pilot patches, ``m`` the mean of its noisy ones (:func:`_group_mean`) and ``N``
+    the noise's ``correlation`` over the patch (None: the identity); as ``y - sigma^2 N (C + sigma^2 N)^-1 (y - m)``,
+    one Cholesky solve per group (``C + sigma^2 N`` is positive definite; in float64 where a tiny ``sigma`` leaves it
     too ill-conditioned for float32)."""
     factor, failed = torch.linalg.cholesky_ex(_noisy_covariance(pilot, sigma, correlation))
     if bool(failed.any()):  # in float64 too: sigma is negligible, and the posterior mean is the patch itself
@@ -109,10 +109,25 @@ def _posterior_mean(
             return noisy
         wide = None if correlation is None else correlation.double()
         return _posterior_mean(noisy.double(), pilot.double(), sigma, wide).to(noisy.dtype)
-    residual = torch.cholesky_solve((noisy - noisy.mean(1, keepdim=True)).transpose(1, 2), factor)
+    centred = noisy - _group_mean(noisy, pilot, sigma, correlation)
+    residual = torch.cholesky_solve(centred.transpose(1, 2), factor)
     if correlation is not None:
         residual = correlation.to(residual) @ residual
     return noisy - sigma**2 * residual.transpose(1, 2)
+
+
+def _group_mean(
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None
+) -> torch.Tensor:
+    """The model's mean ``m`` for the groups ``(refs, group, voxels)``: the mean of the noisy patches, for white noise
+    shrunk towards the origin by the empirical Wiener gain ``p^2 / (p^2 + sigma^2 / group)``, ``p`` the pilot
+    patches' mean (the noise left in a mean of ``group`` patches): where the pilot is 0 (a masked background), so is
+    the mean, which would otherwise keep ``sigma^2 / group`` of noise; elsewhere ``p^2`` dwarfs it."""
+    mean = noisy.mean(1, keepdim=True)
+    if correlation is not None:
+        return mean
+    energy = pilot.mean(1, keepdim=True).square()
+    return mean * energy / (energy + sigma**2 / noisy.shape[1]).clamp_min(torch.finfo(energy.dtype).tiny)
 
 
 def _noisy_covariance(pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None) -> torch.Tensor:
