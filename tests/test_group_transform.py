@@ -90,3 +90,19 @@ def test_the_result_says_when_the_image_is_piecewise_constant(caplog):
     assert result.info.get("piecewise_constant") is True and "piecewise constant" in caplog.text
     smooth = _noisy(torch.as_tensor(make_phantom((64, 64))), 0.05, seed=6)[None]
     assert "piecewise_constant" not in denoise(smooth, noise_model="gaussian", noise_level=0.05).info
+
+
+def test_a_piecewise_constant_image_searches_its_wiener_passes_widely():
+    """Taken as piecewise constant, the Wiener passes run again searched as widely as the thresholding pass (long
+    edges find their matches far away): on 128x128 ellipses the result beats the narrow search's, which the same
+    pipeline returned before (by 0.24 dB here)."""
+    clean = _ellipses(n=128, seed=7)
+    noisy = _noisy(clean, 0.05, seed=8)[None, None]
+    field, target = estimate_noise_field(noisy[0], 2, "gaussian", level=0.05)
+    config = FilterConfig()
+    wide = filter_observation(target[None], field, config)
+    assert wide.piecewise_constant
+    passes = filter_passes(config)
+    narrow = collaborative_refine(target[None], collaborative_refine(target[None], target[None], 0.05, passes[:1]),
+                                  0.05, passes[1:])
+    assert psnr(clean, wide.mean[0, 0]) > psnr(clean, narrow[0, 0]) + 0.1

@@ -112,7 +112,8 @@ def test_delta_method_matches_each_inverse():
 def test_a_rician_background_is_mapped_as_the_rule_claims():
     """Where the background rule returns a Rician background as 0 (its neighbourhood's mean at the noise floor) the
     map reads 0 (to the inverse's bisection tolerance): the rule claims no signal, as on this true-zero background.
-    Every other voxel carries its error, those clamped at 0 (an estimate below its local level) included."""
+    Every other voxel carries its error, those clamped at 0 (an estimate below its local level) included; a few at
+    the claimed region's rim, estimated within 0.001 of 0 (a 100th of sigma), carry less."""
     clean = np.zeros((1, 64, 64), np.float32)
     clean[:, 20:44, 20:44] = 0.6
     rng = np.random.default_rng(0)
@@ -122,7 +123,7 @@ def test_a_rician_background_is_mapped_as_the_rule_claims():
     claimed = unc < 1e-6
     assert float(claimed.float().mean()) > 0.1 and bool(zero[claimed].all())
     assert float((zero & ~claimed).float().mean()) < 0.05
-    assert float(unc[~zero].min()) > 0.005
+    assert float(unc[~zero].min()) > 0.002 and float(unc[result.image > 0.001].min()) > 0.005
     square = torch.from_numpy(clean) > 0
     actual = float((result.image - torch.from_numpy(clean))[square].square().mean().sqrt())
     assert 0.5 < float(unc[square].square().mean().sqrt()) / actual < 2.0

@@ -13,7 +13,7 @@ word. Each coefficient gets its own noise variance from the spectrum.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from monai.networks.layers import GaussianFilter
@@ -179,10 +179,14 @@ def _collaborative_estimate(
         return FilterResult(mean, variance, tally.cut > PIECEWISE_CONSTANT_CUT)
     basic = run(observation, observation, passes[:1])
     filtered = run(observation, basic, passes[1:], with_error)
-    mean, variance = filtered if with_error else (filtered, None)
-    if tally.cut > PIECEWISE_CONSTANT_CUT:
+    if tally.cut > PIECEWISE_CONSTANT_CUT:  # the later stages are left out; the Wiener passes search again as widely
+        # as the thresholding pass, where a piecewise-constant image's long edges find their matches
         with tracker.span(share * (stages - len(passes))):
+            wide = [replace(step, radius=passes[0].radius) for step in passes[1:]]
+            filtered = collaborative_refine(observation, basic, sigma, wide, spectrum, return_variance=with_error)
+            mean, variance = filtered if with_error else (filtered, None)
             return FilterResult(mean, variance, True)
+    mean, variance = filtered if with_error else (filtered, None)
     with tracker.span(share):
         mean = 0.5 * (mean + bayes_refine(observation, basic, sigma, bayes))
     if with_error:
