@@ -179,14 +179,15 @@ def _collaborative_estimate(
         return FilterResult(mean, variance, tally.cut > PIECEWISE_CONSTANT_CUT)
     basic = run(observation, observation, passes[:1])
     filtered = run(observation, basic, passes[1:], with_error)
-    if tally.cut > PIECEWISE_CONSTANT_CUT:  # the later stages are left out; the Wiener passes search again as widely
-        # as the thresholding pass, where a piecewise-constant image's long edges find their matches
+    piecewise = tally.cut > PIECEWISE_CONSTANT_CUT
+    if piecewise:  # the later stages are left out; the Wiener passes search again as widely as the thresholding
+        # pass, where a piecewise-constant image's long edges find their matches
         with tracker.span(share * (stages - len(passes))):
             wide = [replace(step, radius=passes[0].radius) for step in passes[1:]]
             filtered = collaborative_refine(observation, basic, sigma, wide, spectrum, return_variance=with_error)
-            mean, variance = filtered if with_error else (filtered, None)
-            return FilterResult(mean, variance, True)
     mean, variance = filtered if with_error else (filtered, None)
+    if piecewise:
+        return FilterResult(mean, variance, True)
     with tracker.span(share):
         mean = 0.5 * (mean + bayes_refine(observation, basic, sigma, bayes))
     if with_error:
