@@ -111,14 +111,16 @@ def _window_levels(
     x: torch.Tensor, spatial_dims: int, floor: float | None, blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The levels of the windows that read one (the largest windows that give :data:`_MIN_WINDOWS`) and their centres
-    ``(N, d)``; None with too few windows."""
+    ``(N, d)``; None with too few windows, counted without a magnitude's Rayleigh windows: their second moment counts a
+    faint anatomy as noise (a Rician of signal-to-noise ratio 1 reads 1.22x its level, and passes as Rayleigh), so
+    they extend a map the bright windows read but cannot carry one alone."""
     grid = blocks[0].shape[1:]
     sides = [s for s in _WINDOWS[spatial_dims] if math.prod(n // s for n in grid) >= _MIN_WINDOWS]
     if not sides:
         return None
-    levels, centres = window_levels(x, spatial_dims, sides[0], floor, floor is not None, blocks)
+    levels, centres, rayleigh = window_levels(x, spatial_dims, sides[0], floor, floor is not None, blocks)
     keep = ~torch.isnan(levels)
-    if int(keep.sum()) < _MIN_WINDOWS // 2:
+    if int((keep & ~rayleigh).sum()) < _MIN_WINDOWS // 2:
         return None
     return levels[keep], centres[:, keep].T
 
@@ -224,7 +226,7 @@ def _with_local_part(
     """``trend`` with a local part, its values at the trend's windows (``levels`` at ``coords``) that read within
     :data:`_TRIM` robust stds above it, and the share of their variance it explains; None where no local part beats
     the trend."""
-    small, centres = window_levels(x, spatial_dims, LOCAL_SIDES[spatial_dims], floor, floor is not None, blocks)
+    small, centres, _ = window_levels(x, spatial_dims, LOCAL_SIDES[spatial_dims], floor, floor is not None, blocks)
     trend_values = trend.log_at(centres.flatten(1).T).view(small.shape)
     local = fit_local(small.log() - trend_values, centres, len(trend.coefficients))
     if local is None:

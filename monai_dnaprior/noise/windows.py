@@ -18,14 +18,15 @@ spread over a 16x16 window is about 0.015); a Rician magnitude of signal-to-nois
 def window_levels(
     x: torch.Tensor, spatial_dims: int, side: int, floor: float | None = None, background: bool = False,
     blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The noise level of every window of ``side`` Haar blocks per axis of ``x`` (``(C, *spatial)``), and the windows'
-    centres.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The noise level of every window of ``side`` Haar blocks per axis of ``x`` (``(C, *spatial)``), the windows'
+    centres, and which windows read it from a Rayleigh background.
 
     Returns:
-        ``(levels, centres)``: the levels on the window grid (float64, NaN where less than three quarters of a
+        ``(levels, centres, rayleigh)``: the levels on the window grid (float64, NaN where less than three quarters of a
         window's blocks carry noise, or where their mean is below ``floor``: a magnitude's Rayleigh background reads
-        0.66 of its noise), and the centres ``(spatial_dims, *grid)`` on coordinates scaled to [-1, 1] per axis.
+        0.66 of its noise), the centres ``(spatial_dims, *grid)`` on coordinates scaled to [-1, 1] per axis, and a
+        boolean grid of the windows read from their second moment (below).
         With ``background`` (a magnitude), a window left without a level that holds pure Rayleigh noise
         (:data:`RAYLEIGH_RATIO`) reads it from its exact second moment, ``sigma^2 = mean(y^2) / 2``. ``blocks``:
         :func:`~monai_dnaprior.noise.estimation.haar_blocks` of ``x`` where the caller has them already.
@@ -42,6 +43,7 @@ def window_levels(
     counts = (~torch.isnan(values)).sum(-1)
     levels = (values.nanmedian(-1).values / MAD_TO_SIGMA).double()
     keep = (counts >= _MIN_SHARE * side**spatial_dims) & (levels > 0)
+    rayleigh = torch.zeros_like(keep)
     if background:
         voxels = x[(slice(None), *[slice(0, 2 * g * side) for g in grid])].double()
         for dim in range(1, spatial_dims + 1):
@@ -56,4 +58,4 @@ def window_levels(
     # a window's centre, in voxels (2 per block), on coordinates scaled to [-1, 1] like the map's grid
     centres = torch.meshgrid(*[-1 + 2 * (2 * side * (torch.arange(g, dtype=torch.float64) + 0.5) - 0.5) / max(n - 1, 1)
                                for g, n in zip(grid, x.shape[1:])], indexing="ij")
-    return levels.masked_fill(~keep, float("nan")), torch.stack(centres)
+    return levels.masked_fill(~keep, float("nan")), torch.stack(centres), rayleigh
