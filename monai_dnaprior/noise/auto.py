@@ -31,6 +31,13 @@ _MIN_DETECTION_BLOCKS = 256
 # the texture of a clean scan alone reaches 0.8 there)
 _MULTIPLICATIVE_SLOPE = 1.6
 _COUNTING_SLOPE = 0.85
+# Between counts and speckle (a mean slope above the first and up to _MULTIPLICATIVE_SLOPE, the brighter half's
+# above the second: nearer speckle's 2 than counts' 1) an additive floor, the scan's own noise, may have flattened the
+# darkest bins only: the variance is read as a floor plus a quadratic or a linear growth
+# (:func:`_grows_quadratically`), whichever fits the bins better. A magnitude's variance saturates at the bright end
+# (on the dev scans, Rician of sigma 0.1-0.25: its brighter half's slope at most 1.1)
+_AMBIGUOUS_SLOPE = 1.2
+_FLOORED_BRIGHT_SLOPE = 1.5
 # Counts: every value a whole multiple of one step, at most this many steps over the range, and the noise variance
 # the step times the mean within these factors (a photon count's variance is its mean, in units of the step)
 _MAX_COUNT_LEVELS = 100_000
@@ -98,7 +105,9 @@ def _detect(y: torch.Tensor, spatial_dims: int) -> tuple[NoiseModelName, bool]:
     bright, full = _log_slopes(m, v)
     slope = bright if bright is not None else full  # a narrow range: its darkest bins are far from a floor too
     known = [s for s in (bright, full) if s is not None]
-    if known and sum(known) / len(known) > _MULTIPLICATIVE_SLOPE:
+    mean_slope = sum(known) / len(known) if known else 0.0
+    floored = mean_slope > _AMBIGUOUS_SLOPE and bright is not None and bright > _FLOORED_BRIGHT_SLOPE
+    if mean_slope > _MULTIPLICATIVE_SLOPE or (floored and _grows_quadratically(m, v)):
         return NoiseModelName.SPECKLE, False
     if _rayleigh_background(detail[noisy], mean[noisy]) or coloured_rayleigh_background(y, spatial_dims):
         return NoiseModelName.RICIAN, False
@@ -149,6 +158,29 @@ def _log_slopes(m: torch.Tensor, v: torch.Tensor) -> tuple[float | None, float |
         else:
             out.append(None)
     return out[0], out[1]
+
+
+def _grows_quadratically(m: torch.Tensor, v: torch.Tensor) -> bool:
+    """Whether the binned noise variance ``v`` against the mean ``m`` is fitted better by a non-negative floor plus
+    ``c m^2`` (speckle over a scan's own additive noise) than by a floor plus ``c m`` (counts), by least squares on
+    the relative error (each bin's variance is read to about the same share of itself)."""
+    known = (m > 0) & (v > 0)
+    if int(known.sum()) < 4:
+        return False
+    m, v = m[known].double(), v[known].double()
+    return _floor_fit_error(m.square(), v) < _floor_fit_error(m, v)
+
+
+def _floor_fit_error(growth: torch.Tensor, v: torch.Tensor) -> float:
+    """The relative squared error of ``v ~ a + c growth`` with ``a, c >= 0`` (a negative floor or slope refitted
+    without it)."""
+    best = float("inf")
+    for columns in ((torch.ones_like(v), growth), (growth,), (torch.ones_like(v),)):
+        design = torch.stack(columns, 1) / v[:, None]
+        coefficients = torch.linalg.lstsq(design, torch.ones_like(v)[:, None]).solution[:, 0]
+        if bool((coefficients >= 0).all()):
+            best = min(best, float((design @ coefficients - 1).square().sum()))
+    return best
 
 
 def _counting_step(y: torch.Tensor, spatial_dims: int, bins: int = 16) -> float | None:
