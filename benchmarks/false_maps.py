@@ -1,6 +1,6 @@
 """The noise map's false-alarm rate: stationary noise on clean anatomy must give no map.
 
-    python benchmarks/false_maps.py --out bench_false_maps            # 6 draws: about 4 min on 1 thread
+    python benchmarks/false_maps.py --out bench_false_maps            # 6 draws: about 1 min on 1 thread
     python benchmarks/false_maps.py --draws 1 --out /tmp/fm            # smoke test, under a minute
 
 Every dev scan (``common.load_scans``) and every held-out scan (``heldout.load_heldout``, never used for tuning) gets
