@@ -139,7 +139,7 @@ def estimate_noise_field(
     (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``. A map after
     which the finest scale reads as mostly signal, where one level did not, is dropped (it is not the noise's: a
     g-factor map's seams, say, that the smooth fit cannot follow), and none is read where signal fills the finest
-    scale or where a magnitude has no background of pure noise (its bright windows then read its anatomy).
+    scale.
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
@@ -160,16 +160,12 @@ def estimate_noise_field(
 
 
 def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) -> LevelMap | None:
-    """The noise map of additive noise (whose fit domain is the image itself), or None where it cannot be read: signal
-    fills the finest scale, or a magnitude has no background of pure noise; a magnitude's windows darker than
-    :data:`_MAGNITUDE_SNR` noise stds are left out."""
+    """The noise map of additive noise (whose fit domain is the image itself), or None where it cannot be read (signal
+    fills the finest scale); a magnitude's windows darker than :data:`_MAGNITUDE_SNR` noise stds are left out, and a
+    background of pure noise is not asked for: under a coil's falloff one sigma's floor finds none."""
     if finest_scale_quietness(y, spatial_dims) < _MAP_QUIETNESS:
         return None
-    floor = None
-    if kind.is_magnitude:
-        if rician_background_sigma(y, spatial_dims) is None:
-            return None
-        floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
+    floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims) if kind.is_magnitude else None
     return estimate_level_map(y, spatial_dims, floor)
 
 
