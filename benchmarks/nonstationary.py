@@ -10,6 +10,7 @@ Families, each with a known map ``g(x)`` of the noise's relative std (median 1),
 
 - ``falloff``: coil falloff after intensity normalisation: Gaussian noise whose std grows 5x from one edge of the
   first axis to the other (``exp(ln 5 * t)``, ``t`` in [0, 1]); also one volume (held-out ``aniso_vox_3d``).
+- ``coil``: the same falloff on an MRI magnitude: Rician noise with per-component sigma ``sigma_base * g``.
 - ``gfactor``: SENSE: an 8-coil array around the field of view (Biot-Savart-like loop falloff ``(1 + d^2/w^2)^-3/2``
   with a linear phase per coil), undersampled R = 3 along the second axis; the g-factor
   ``g_i = sqrt([(S^H S)^-1]_ii [S^H S]_ii)`` over each aliased set, on an MRI magnitude: Rician noise with per-component
@@ -31,7 +32,7 @@ Methods, all in the same process on the same draw:
   magnitudes) with DIPY's ``estimate_sigma``, TV (``denoise_tv_chambolle``, weight = the scikit-image sigma, as
   :func:`common.tv_denoise`).
 - **DNA-Prior**: ``DNAPriorDenoise()`` (noise model found blind) and with the noise model named (``gaussian``;
-  ``rician`` for ``gfactor``). What ``monai_dnaprior.denoise`` reported (``DenoiseResult.info``: model, level,
+  ``rician`` for ``coil`` and ``gfactor``). What ``monai_dnaprior.denoise`` reported (``DenoiseResult.info``: model, level,
   coloured, the noise map's range where there is one) is recorded per case.
 
 PSNR and SSIM over the whole image (data range of the reference). Writes ``nonstationary.md`` and
@@ -81,8 +82,8 @@ from heldout import (
 if not hasattr(np, "trapz"):  # bm3d's PSD path calls np.trapz, removed in numpy 2
     np.trapz = np.trapezoid
 
-FAMILIES = ("falloff", "gfactor", "ctmod", "band")
-SIGMA_BASE = {"falloff": 0.05, "band": 0.05, "gfactor": 0.04}  # of the range, at g = 1 (the map's median)
+FAMILIES = ("falloff", "coil", "gfactor", "ctmod", "band")
+SIGMA_BASE = {"falloff": 0.05, "coil": 0.04, "band": 0.05, "gfactor": 0.04}  # of the range, at g = 1 (the map's median)
 FALLOFF_RATIO = 5.0
 BAND_PEAK, BAND_CENTRE, BAND_WIDTH = 2.5, 0.4, 0.07  # peak/outside std ratio; centre and std of the profile (of size)
 SENSE_COILS, SENSE_R, SENSE_RADIUS, SENSE_WIDTH = 8, 3, 0.6, 0.35  # coils, acceleration, ring radius, loop size
@@ -217,18 +218,27 @@ def band_case(scan: Scan, group: str) -> Case:
                          f"Gaussian, std {SIGMA_BASE['band']} x g, g {BAND_PEAK:g}x in a band across axis 1")
 
 
-def gfactor_case(scan: Scan, group: str) -> Case:
-    name = f"gfactor_{scan.name}"
-    g = sense_gfactor(scan.image.shape)
-    gmap = median_one(g)
-    sigma = SIGMA_BASE["gfactor"]
+def rician_case(scan: Scan, family: str, group: str, gmap: np.ndarray, text: str) -> Case:
+    name = f"{family}_{scan.name}"
+    sigma = SIGMA_BASE[family]
     rng = np.random.default_rng(noise_seed(name, "nonstationary"))
     x = scan.image.astype(np.float64)
     n1, n2 = rng.standard_normal(x.shape), rng.standard_normal(x.shape)
     noisy = np.hypot(x + sigma * gmap * n1, sigma * gmap * n2)
-    text = (f"Rician, sigma {sigma} x g / median(g); SENSE {SENSE_COILS} coils, R = {SENSE_R} along axis 1, "
-            f"g {g.min():.2f}-{g.max():.2f} (median {np.median(g):.2f})")
-    return Case(name, "gfactor", group, scan.image, noisy.astype(np.float32), gmap, sigma, "rician", text)
+    return Case(name, family, group, scan.image, noisy.astype(np.float32), gmap, sigma, "rician", text)
+
+
+def gfactor_case(scan: Scan, group: str) -> Case:
+    g = sense_gfactor(scan.image.shape)
+    text = (f"Rician, sigma {SIGMA_BASE['gfactor']} x g / median(g); SENSE {SENSE_COILS} coils, R = {SENSE_R} along "
+            f"axis 1, g {g.min():.2f}-{g.max():.2f} (median {np.median(g):.2f})")
+    return rician_case(scan, "gfactor", group, median_one(g), text)
+
+
+def coil_case(scan: Scan, group: str) -> Case:
+    return rician_case(scan, "coil", group, falloff_map(scan.image.shape),
+                       f"Rician, sigma {SIGMA_BASE['coil']} x g, g = exp(ln {FALLOFF_RATIO:g} t) along axis 0 (a "
+                       "magnitude under a coil's falloff, normalised)")
 
 
 def ctmod_case(scan: Scan, group: str) -> Case:
@@ -275,7 +285,7 @@ def ctmod_case(scan: Scan, group: str) -> Case:
 
 
 BUILDERS: dict[str, Callable[[Scan, str], Case]] = {
-    "falloff": falloff_case, "gfactor": gfactor_case, "ctmod": ctmod_case, "band": band_case,
+    "falloff": falloff_case, "coil": coil_case, "gfactor": gfactor_case, "ctmod": ctmod_case, "band": band_case,
 }
 
 
@@ -283,7 +293,7 @@ def family_scans(family: str, dim: str) -> tuple[tuple[str, ...], tuple[str, ...
     """(development, held-out) scan names for ``family`` in 2D, or its held-out volumes (``dim="3d"``)."""
     if dim == "3d":
         return (), VOLUME_CASES.get(family, ())
-    wants = {"gfactor": ("mri",), "ctmod": ("ct", "phantom")}.get(family)
+    wants = {"coil": ("mri",), "gfactor": ("mri",), "ctmod": ("ct", "phantom")}.get(family)
     keep = (lambda n: heldout_modality(n) in wants) if wants else (lambda n: True)
     return tuple(n for n in DEV_2D if keep(n)), tuple(n for n in HELD_OUT_2D if keep(n))
 
