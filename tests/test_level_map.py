@@ -163,3 +163,22 @@ def test_a_magnitude_under_a_coil_falloff_reads_its_map():
     assert high / low > 3.0  # the true map spans 5x; the polynomial reads most of it
     result = denoise(y[None], noise_model="rician").image[0]
     assert psnr(result, clean) - psnr(y, clean) > 8.0
+
+
+def test_a_rayleigh_background_is_found_whatever_its_level():
+    """Pure Rayleigh noise whose level grows 5x across the image reads as background block by block; Gaussian noise
+    on a bright flat image (its mean far above 1.91 of its std) and a masked sharp magnitude do not."""
+    from monai_dnaprior.noise.rayleigh import rayleigh_block_share, rician_background_sigma
+
+    shape = (96, 96)
+    rng = np.random.default_rng(0)
+    sigma = 0.05 * _falloff(shape)
+    background = np.hypot(sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape)).astype(np.float32)
+    y = torch.from_numpy(background)[None]
+    assert rayleigh_block_share(y, 2) > 0.7
+    assert rician_background_sigma(y, 2) is not None  # one sigma's floor still finds part of it
+    flat = torch.from_numpy((0.5 + 0.05 * rng.standard_normal(shape)).astype(np.float32))[None]
+    assert rayleigh_block_share(flat, 2) == 0.0
+    sharp = torch.from_numpy(np.where(rng.random(shape) > 0.5, 1.0, 0.2).astype(np.float32))[None]
+    sharp[..., :32] = 0.0  # masked: no noise there
+    assert rayleigh_block_share(sharp, 2) == 0.0

@@ -12,7 +12,7 @@ import torch
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
-from monai_dnaprior.noise.rayleigh import rician_background_sigma
+from monai_dnaprior.noise.rayleigh import rayleigh_block_share, rician_background_sigma
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
     confirm_colour,
@@ -33,6 +33,7 @@ UPPER_BOUND_SHARE = 0.5
 # Below this quietness the finest scale is signal, whose windows' levels follow the anatomy: no map is read (a 5x
 # coil falloff on the dev slices reads 0.69-0.80, a sharp scan's texture 0.44-0.46)
 _MAP_QUIETNESS = 0.55
+_MIN_RAYLEIGH_SHARE = 0.05  # a magnitude with fewer of its blocks pure Rayleigh noise has no background to read
 _MAGNITUDE_SNR = 3.0  # a magnitude's windows darker than this many noise stds are left out of its map (Rayleigh)
 _REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
 
@@ -160,12 +161,18 @@ def estimate_noise_field(
 
 
 def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) -> LevelMap | None:
-    """The noise map of additive noise (whose fit domain is the image itself), or None where it cannot be read (signal
-    fills the finest scale); a magnitude's windows darker than :data:`_MAGNITUDE_SNR` noise stds are left out, and a
-    background of pure noise is not asked for: under a coil's falloff one sigma's floor finds none."""
+    """The noise map of additive noise (whose fit domain is the image itself), or None where it cannot be read: signal
+    fills the finest scale, or a magnitude has no background of pure noise (its bright windows would read a masked
+    scan's anatomy); a magnitude's windows darker than :data:`_MAGNITUDE_SNR` noise stds are left out. The background
+    is found block by block whatever its level (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_share`): one
+    sigma's floor finds none under a coil's falloff."""
     if finest_scale_quietness(y, spatial_dims) < _MAP_QUIETNESS:
         return None
-    floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims) if kind.is_magnitude else None
+    floor = None
+    if kind.is_magnitude:
+        if rayleigh_block_share(y, spatial_dims) < _MIN_RAYLEIGH_SHARE:
+            return None
+        floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
     return estimate_level_map(y, spatial_dims, floor)
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "RAYLEIGH_STD",
     "coloured_rayleigh_background",
     "estimate_rician_sigma",
+    "rayleigh_block_share",
     "rayleigh_darkest_blocks",
     "rician_background_sigma",
 ]
@@ -148,6 +149,28 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
     n = math.prod(side)
     std = float((square[dark] - mean[dark].square()).clamp_min(0).mean() * n / (n - 1)) ** 0.5
     return float(mean[dark].mean()), std
+
+
+def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float:
+    """The share of the ``block``-sided blocks (all of whose voxels carry noise) that read as pure Rayleigh noise
+    whatever its level: their mean within ``tolerance`` of a Rayleigh's 1.91 times their voxels' std, and their finest
+    diagonal Haar detail's std within twice that of the voxels' (white: no anatomy, whose voxel spread the detail
+    misses). A background found so does not assume one sigma: under a coil's falloff its level varies 5x. 0 on an
+    image under two blocks a side."""
+    if min(y.shape[-spatial_dims:]) < 2 * block:
+        return 0.0
+    detail, _, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
+    shape = [2 * n for n in detail.shape[-spatial_dims:]]  # the image cropped to even sides
+    x = y.float()[(..., *[slice(0, n) for n in shape])].reshape(-1, 1, *shape)
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    mean, square = pool(x, block), pool(x.square(), block)
+    n = block**spatial_dims
+    std = ((square - mean.square()).clamp_min(0) * n / (n - 1)).sqrt().clamp_min(1e-12)
+    detail_std = pool(detail.float().square().reshape(-1, 1, *detail.shape[-spatial_dims:]), block // 2).sqrt()
+    full = pool(blocks_to_voxels(noisy, shape).float().reshape(-1, 1, *shape), block) == 1.0
+    rayleigh = (mean / std / RAYLEIGH_MEAN_TO_STD - 1).abs() < tolerance
+    white = (detail_std / std - 1).abs() < 2 * tolerance
+    return float((full & rayleigh & white).sum()) / max(float(full.sum()), 1.0)
 
 
 def _within(value: float, bounds: tuple[float, float]) -> bool:
