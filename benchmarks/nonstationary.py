@@ -32,8 +32,8 @@ Methods, all in the same process on the same draw:
   magnitudes) with DIPY's ``estimate_sigma``, TV (``denoise_tv_chambolle``, weight = the scikit-image sigma, as
   :func:`common.tv_denoise`).
 - **DNA-Prior**: ``DNAPriorDenoise()`` (noise model found blind) and with the noise model named (``gaussian``;
-  ``rician`` for ``coil`` and ``gfactor``). What ``monai_dnaprior.denoise`` reported (``DenoiseResult.info``: model, level,
-  coloured, the noise map's range where there is one) is recorded per case.
+  ``rician`` for ``coil`` and ``gfactor``). What ``monai_dnaprior.denoise`` reported (``DenoiseResult.info``: model,
+  level, coloured, the noise map's range where there is one) is recorded per case.
 
 PSNR and SSIM over the whole image (data range of the reference). Writes ``nonstationary.md`` and
 ``nonstationary.csv`` into ``--out``.

@@ -140,7 +140,7 @@ def estimate_noise_field(
     (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``. A map after
     which the finest scale reads as mostly signal, where one level did not, is dropped (it is not the noise's: a
     g-factor map's seams, say, that the smooth fit cannot follow), and none is read where signal fills the finest
-    scale.
+    scale or where a magnitude has no background of pure noise (found block by block, whatever its level).
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.

@@ -154,8 +154,8 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
 def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float:
     """The share of the ``block``-sided blocks (all of whose voxels carry noise) that read as pure Rayleigh noise
     whatever its level: their mean within ``tolerance`` of a Rayleigh's 1.91 times their voxels' std, and their finest
-    diagonal Haar detail's std within twice that of the voxels' (white: no anatomy, whose voxel spread the detail
-    misses). A background found so does not assume one sigma: under a coil's falloff its level varies 5x. 0 on an
+    diagonal Haar detail's std within twice ``tolerance`` of the voxels' (white: no anatomy, whose voxel spread the
+    detail misses). A background found so does not assume one sigma: under a coil's falloff its level varies 5x. 0 on an
     image under two blocks a side."""
     if min(y.shape[-spatial_dims:]) < 2 * block:
         return 0.0
