@@ -57,6 +57,16 @@ def make_phantom(shape: tuple[int, ...], low: float = 0.1) -> np.ndarray:
     return (low + (1 - low) * img / img.max()).astype(np.float32)
 
 
+def sample_slice() -> np.ndarray:
+    """The 64x64 MR slice that ships with the bundle (``bundle/sample_data/mr_small_2d.nii.gz``), scaled to [0, 1]."""
+    import nibabel as nib
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundle", "sample_data",
+                        "mr_small_2d.nii.gz")
+    x = np.asarray(nib.load(path).dataobj, dtype=np.float64).squeeze()
+    return (x - x.min()) / (x.max() - x.min())
+
+
 def noisy_phantom(shape: tuple[int, ...], sigma: float = 0.1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``(clean, noisy)``, channel-first ``(1, *shape)`` float32: the phantom and it with white Gaussian noise."""
     clean = make_phantom(shape)[None]

@@ -144,14 +144,10 @@ def test_speckle_over_a_scans_own_noise_is_speckle(floor):
     """Weak speckle (16 looks) on the shipped MR slice plus an additive floor (the scan's own noise) flattens the
     darkest bins' log slope to 1.5-1.9: the variance read as a floor plus a quadratic growth still says speckle (before:
     taken as Poisson or Rician on 2 and 6 of these 10 draws)."""
-    from pathlib import Path
-
-    import nibabel as nib
     import numpy as np
+    from conftest import sample_slice
 
-    sample = Path(__file__).resolve().parents[1] / "bundle" / "sample_data" / "mr_small_2d.nii.gz"
-    x = np.asarray(nib.load(sample).dataobj, dtype=np.float64).squeeze()
-    x = (x - x.min()) / (x.max() - x.min())
+    x = sample_slice()
     chosen = []
     for seed in range(10):
         rng = np.random.default_rng(seed)

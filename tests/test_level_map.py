@@ -130,14 +130,11 @@ def test_a_small_magnitude_with_faint_anatomy_finds_no_map():
     """The shipped 64x64 MR slice under stationary Rician noise: its few bright windows read no map, and the dark
     windows that pass as Rayleigh (faint anatomy, read high by their second moment) cannot carry one alone (before:
     maps of 0.75-1.47x on two of these four draws, up to 5 dB lost)."""
-    import nibabel as nib
-    from pathlib import Path
+    from conftest import sample_slice
 
     from monai_dnaprior.intensity import IntensityWindow
 
-    sample = Path(__file__).resolve().parents[1] / "bundle" / "sample_data" / "mr_small_2d.nii.gz"
-    x = np.asarray(nib.load(sample).dataobj, dtype=np.float64).squeeze()
-    x = (x - x.min()) / (x.max() - x.min())
+    x = sample_slice()
     for seed, sigma in ((0, 0.08), (0, 0.1), (3, 0.08), (3, 0.1)):
         rng = np.random.default_rng(seed)
         y = np.hypot(x + sigma * rng.standard_normal(x.shape), sigma * rng.standard_normal(x.shape))

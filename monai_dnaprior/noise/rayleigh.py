@@ -136,12 +136,8 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
     with too few such blocks. Their voxels' own spread, not the finest scale's, which sees a low-pass noise only in
     part."""
     side = [min(block, n) for n in y.shape[-spatial_dims:]]
-    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
-    shape = (-1, 1, *y.shape[-spatial_dims:])
     noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], y.shape[-spatial_dims:])
-    mean = pool(y.float().reshape(shape), side)
-    square = pool(y.float().square().reshape(shape), side)
-    full = pool(noisy.reshape(shape), side) == 1.0
+    mean, square, full = _block_moments(y, noisy, side, spatial_dims)
     mean, square = mean[full], square[full]
     if mean.numel() < 32:
         return None
@@ -161,16 +157,26 @@ def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tol
         return 0.0
     detail, _, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
     shape = [2 * n for n in detail.shape[-spatial_dims:]]  # the image cropped to even sides
-    x = y.float()[(..., *[slice(0, n) for n in shape])].reshape(-1, 1, *shape)
-    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
-    mean, square = pool(x, block), pool(x.square(), block)
+    x = y[(..., *[slice(0, n) for n in shape])]
+    mean, square, full = _block_moments(x, blocks_to_voxels(noisy, shape), block, spatial_dims)
+    detail_square, _, _ = _block_moments(detail.square(), torch.ones_like(detail), block // 2, spatial_dims)
     n = block**spatial_dims
     std = ((square - mean.square()).clamp_min(0) * n / (n - 1)).sqrt().clamp_min(1e-12)
-    detail_std = pool(detail.float().square().reshape(-1, 1, *detail.shape[-spatial_dims:]), block // 2).sqrt()
-    full = pool(blocks_to_voxels(noisy, shape).float().reshape(-1, 1, *shape), block) == 1.0
+    detail_std = detail_square.sqrt()
     rayleigh = (mean / std / RAYLEIGH_MEAN_TO_STD - 1).abs() < tolerance
     white = (detail_std / std - 1).abs() < 2 * tolerance
     return float((full & rayleigh & white).sum()) / max(float(full.sum()), 1.0)
+
+
+def _block_moments(
+    x: torch.Tensor, noisy: torch.Tensor, side: int | list[int], spatial_dims: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Over blocks of ``side`` voxels of ``x`` (``(..., *spatial)``): the mean, the mean square, and whether every
+    voxel carries noise (``noisy``, like ``x``)."""
+    pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
+    shape = (-1, 1, *x.shape[-spatial_dims:])
+    x = x.float().reshape(shape)
+    return pool(x, side), pool(x.square(), side), pool(noisy.float().reshape(shape), side) == 1.0
 
 
 def _within(value: float, bounds: tuple[float, float]) -> bool:
