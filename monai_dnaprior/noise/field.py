@@ -12,7 +12,7 @@ import torch
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
-from monai_dnaprior.noise.rayleigh import rayleigh_block_share, rician_background_sigma
+from monai_dnaprior.noise.rayleigh import rayleigh_block_share, rayleigh_block_sigma, rician_background_sigma
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
     confirm_colour,
@@ -140,7 +140,9 @@ def estimate_noise_field(
     (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``. A map after
     which the finest scale reads as mostly signal, where one level did not, is dropped (it is not the noise's: a
     g-factor map's seams, say, that the smooth fit cannot follow), and none is read where signal fills the finest
-    scale or where a magnitude has no background of pure noise (found block by block, whatever its level).
+    scale or where a magnitude has no background of pure noise (found block by block, whatever its level). A mapped
+    magnitude's sigma is read on ``y / g`` from that background's blocks
+    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_sigma`).
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
@@ -151,8 +153,13 @@ def estimate_noise_field(
         level_map = _read_level_map(y, spatial_dims, kind)
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
-    field, target = estimate_stationary_field(y / level_map.on_grid(tuple(y.shape[1:]), y.device), spatial_dims,
-                                              noise_model, level, psd, slice_axis)
+    divided = y / level_map.on_grid(tuple(y.shape[1:]), y.device)
+    # a magnitude's sigma from its background's blocks: one floor's search drifts to the quiet part of a background
+    # that the estimated map leaves uneven
+    base = rayleigh_block_sigma(divided, spatial_dims) if kind.is_magnitude else None
+    field, target = estimate_stationary_field(divided, spatial_dims, noise_model, base, psd, slice_axis)
+    if base is not None:
+        field = replace(field, estimated=True)
     if field.upper_bound:  # the map left the noise less measurable than one level does: it is not the noise's
         stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].upper_bound:

@@ -29,6 +29,7 @@ __all__ = [
     "coloured_rayleigh_background",
     "estimate_rician_sigma",
     "rayleigh_block_share",
+    "rayleigh_block_sigma",
     "rayleigh_darkest_blocks",
     "rician_background_sigma",
 ]
@@ -149,12 +150,40 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
 
 def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float:
     """The share of the ``block``-sided blocks (all of whose voxels carry noise) that read as pure Rayleigh noise
-    whatever its level: their mean within ``tolerance`` of a Rayleigh's 1.91 times their voxels' std, and their finest
-    diagonal Haar detail's std within twice ``tolerance`` of the voxels' (white: no anatomy, whose voxel spread the
-    detail misses). A background found so does not assume one sigma: under a coil's falloff its level varies 5x. 0 on an
-    image under two blocks a side."""
-    if min(y.shape[-spatial_dims:]) < 2 * block:
+    whatever its level (:func:`_rayleigh_blocks`). A background found so does not assume one sigma: under a coil's
+    falloff its level varies 5x. 0 on an image under two blocks a side."""
+    found = _rayleigh_blocks(y, spatial_dims, block, tolerance)
+    if found is None:
         return 0.0
+    rayleigh, _, full = found
+    return float(rayleigh.sum()) / max(float(full.sum()), 1.0)
+
+
+def rayleigh_block_sigma(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float | None:
+    """Per-component sigma of Rician noise, the median over the blocks of pure Rayleigh noise
+    (:func:`_rayleigh_blocks`) of each block's exact reading ``sqrt(mean(y^2) / 2)``; None where under
+    :data:`_MIN_BACKGROUND_SHARE` of the blocks are such. Unlike one floor's search
+    (:func:`rician_background_sigma`), which keeps the voxels near the floor of its running estimate, it does not drift
+    to the quietest part of a background whose level varies (a magnitude divided by an estimated noise map)."""
+    found = _rayleigh_blocks(y, spatial_dims, block, tolerance)
+    if found is None:
+        return None
+    rayleigh, square, full = found
+    if float(rayleigh.sum()) < _MIN_BACKGROUND_SHARE * max(float(full.sum()), 1.0):
+        return None
+    return float((square[rayleigh].double() / 2).sqrt().median())
+
+
+def _rayleigh_blocks(
+    y: torch.Tensor, spatial_dims: int, block: int, tolerance: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Which ``block``-sided blocks of ``y`` (``(C, *spatial)``) are pure Rayleigh noise, their voxels' mean square,
+    and which blocks have every voxel carrying noise; None on an image under two blocks a side. A block is Rayleigh
+    where its mean is within ``tolerance`` of a Rayleigh's 1.91 times its voxels' std and its finest diagonal Haar
+    detail's std within twice ``tolerance`` of the voxels' (white: an anatomy's spread lives in the voxels, not the
+    finest detail), whatever its level."""
+    if min(y.shape[-spatial_dims:]) < 2 * block:
+        return None
     detail, _, noisy = haar_blocks(y, spatial_dims, exclude_clipped=False)
     shape = [2 * n for n in detail.shape[-spatial_dims:]]  # the image cropped to even sides
     x = y[(..., *[slice(0, n) for n in shape])]
@@ -162,10 +191,9 @@ def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tol
     detail_square, _, _ = _block_moments(detail.square(), torch.ones_like(detail), block // 2, spatial_dims)
     n = block**spatial_dims
     std = ((square - mean.square()).clamp_min(0) * n / (n - 1)).sqrt().clamp_min(1e-12)
-    detail_std = detail_square.sqrt()
     rayleigh = (mean / std / RAYLEIGH_MEAN_TO_STD - 1).abs() < tolerance
-    white = (detail_std / std - 1).abs() < 2 * tolerance
-    return float((full & rayleigh & white).sum()) / max(float(full.sum()), 1.0)
+    white = (detail_square.sqrt() / std - 1).abs() < 2 * tolerance
+    return full & rayleigh & white, square, full
 
 
 def _block_moments(
