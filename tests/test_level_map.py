@@ -179,3 +179,19 @@ def test_a_rayleigh_background_is_found_whatever_its_level():
     sharp = torch.from_numpy(np.where(rng.random(shape) > 0.5, 1.0, 0.2).astype(np.float32))[None]
     sharp[..., :32] = 0.0  # masked: no noise there
     assert rayleigh_block_share(sharp, 2) == 0.0
+
+
+def test_a_background_whose_level_varies_reads_its_median_sigma_block_by_block():
+    """A Rayleigh background left uneven (+-25 %, as an estimated map leaves it) reads its median sigma from its
+    blocks; one floor's search drifts to the quiet part."""
+    from monai_dnaprior.noise.rayleigh import rayleigh_block_sigma, rician_background_sigma
+
+    shape = (128, 128)
+    rng = np.random.default_rng(1)
+    sigma = 0.04 * np.exp(np.log(1.25) * np.linspace(-1, 1, shape[0]))[:, None] * np.ones(shape)
+    y = torch.from_numpy(np.hypot(sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
+                         .astype(np.float32))[None]
+    assert abs(rayleigh_block_sigma(y, 2) / 0.04 - 1) < 0.05
+    assert rician_background_sigma(y, 2) < 0.9 * 0.04
+    flat = torch.from_numpy((0.5 + 0.05 * rng.standard_normal(shape)).astype(np.float32))[None]
+    assert rayleigh_block_sigma(flat, 2) is None

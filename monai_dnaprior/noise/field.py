@@ -12,7 +12,12 @@ import torch
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
-from monai_dnaprior.noise.rayleigh import rayleigh_block_share, rayleigh_block_sigma, rician_background_sigma
+from monai_dnaprior.noise.rayleigh import (
+    RAYLEIGH_BACKGROUND_SHARE,
+    rayleigh_block_share,
+    rayleigh_block_sigma,
+    rician_background_sigma,
+)
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
     confirm_colour,
@@ -33,7 +38,6 @@ UPPER_BOUND_SHARE = 0.5
 # Below this quietness the finest scale is signal, whose windows' levels follow the anatomy: no map is read (a 5x
 # coil falloff on the dev slices reads 0.69-0.80, a sharp scan's texture 0.44-0.46)
 _MAP_QUIETNESS = 0.55
-_MIN_RAYLEIGH_SHARE = 0.05  # a magnitude with fewer of its blocks pure Rayleigh noise has no background to read
 _MAGNITUDE_SNR = 3.0  # a magnitude's windows darker than this many noise stds are left out of its map (Rayleigh)
 _REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
 
@@ -177,7 +181,7 @@ def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) 
         return None
     floor = None
     if kind.is_magnitude:
-        if rayleigh_block_share(y, spatial_dims) < _MIN_RAYLEIGH_SHARE:
+        if rayleigh_block_share(y, spatial_dims) < RAYLEIGH_BACKGROUND_SHARE:
             return None
         floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
     return estimate_level_map(y, spatial_dims, floor)

@@ -23,6 +23,7 @@ from monai_dnaprior.noise.estimation import (
 from monai_dnaprior.noise.spectrum import flat_patch_spectrum, strongly_coloured
 
 __all__ = [
+    "RAYLEIGH_BACKGROUND_SHARE",
     "RAYLEIGH_MEAN",
     "RAYLEIGH_MEAN_TO_STD",
     "RAYLEIGH_STD",
@@ -37,6 +38,8 @@ __all__ = [
 RAYLEIGH_MEAN = math.sqrt(math.pi / 2)  # 1.25: a Rayleigh's mean per unit sigma, the Rician noise floor
 RAYLEIGH_STD = math.sqrt(2 - math.pi / 2)  # 0.655: a Rayleigh's std per unit sigma
 RAYLEIGH_MEAN_TO_STD = RAYLEIGH_MEAN / RAYLEIGH_STD  # 1.91: a Rayleigh's mean over its std
+RAYLEIGH_BACKGROUND_SHARE = 0.05
+"""A magnitude with fewer of its blocks pure Rayleigh noise (:func:`rayleigh_block_share`) has no background."""
 
 _MIN_BRIGHT_BLOCKS = 8  # fewer bright blocks than this (or a fiftieth of all) give no bright-block reading
 _BACKGROUND_BOX = 7  # side of the local mean that finds the background
@@ -162,14 +165,14 @@ def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tol
 def rayleigh_block_sigma(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float | None:
     """Per-component sigma of Rician noise, the median over the blocks of pure Rayleigh noise
     (:func:`_rayleigh_blocks`) of each block's exact reading ``sqrt(mean(y^2) / 2)``; None where under
-    :data:`_MIN_BACKGROUND_SHARE` of the blocks are such. Unlike one floor's search
+    :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks are such. Unlike one floor's search
     (:func:`rician_background_sigma`), which keeps the voxels near the floor of its running estimate, it does not drift
     to the quietest part of a background whose level varies (a magnitude divided by an estimated noise map)."""
     found = _rayleigh_blocks(y, spatial_dims, block, tolerance)
     if found is None:
         return None
     rayleigh, square, full = found
-    if float(rayleigh.sum()) < _MIN_BACKGROUND_SHARE * max(float(full.sum()), 1.0):
+    if float(rayleigh.sum()) < RAYLEIGH_BACKGROUND_SHARE * max(float(full.sum()), 1.0):
         return None
     return float((square[rayleigh].double() / 2).sqrt().median())
 
