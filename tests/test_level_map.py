@@ -126,6 +126,28 @@ def test_a_magnitude_background_reads_its_level_from_rayleigh_windows():
     assert torch.isnan(without[:, :4]).all() and not torch.isnan(without[:, 4:]).any()
 
 
+def test_a_magnitude_background_above_the_floor_reads_its_level():
+    """On the noisy side of a 5x falloff a magnitude's background lies above the windows' floor (set from the quiet
+    side): its windows are white and Rayleigh and read their level from their second moment, not the Haar MAD's 0.66
+    of it; the bright tissue's windows keep the MAD."""
+    from monai_dnaprior.noise.windows import window_levels
+
+    shape = (128, 128)
+    g = _falloff(shape)
+    clean = np.zeros(shape)
+    clean[:, 64:] = 1.0
+    rng = np.random.default_rng(0)
+    sigma = 0.05 * g
+    y = np.hypot(clean + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape)).astype(np.float32)
+    floor = 3 * 0.05 * float(g.min())
+    levels, _, rayleigh = window_levels(torch.from_numpy(y)[None], 2, side=8, floor=floor, background=True)
+    true = torch.from_numpy(0.05 * g[8::16, 8::16].astype(np.float64))
+    noisy_side = slice(5, None), slice(0, 4)  # the background's windows whose mean is above the floor
+    assert int(rayleigh[noisy_side].sum()) >= 10 and not bool(rayleigh[:, 4:].any())  # 12 windows
+    read = rayleigh[noisy_side]
+    assert float((levels[noisy_side][read] / true[noisy_side][read]).log().abs().max()) < 0.1
+
+
 def test_a_small_magnitude_with_faint_anatomy_finds_no_map():
     """The shipped 64x64 MR slice under stationary Rician noise: its few bright windows read no map, and the dark
     windows that pass as Rayleigh (faint anatomy, read high by their second moment) cannot carry one alone (before:

@@ -16,7 +16,7 @@ sample of ``sigma(x)^2`` unless
 
 Masking edges by a smoothed image's gradient as well measured no better on the development slices (a 2.5x band,
 -0.05 to +0.04 dB). The samples are averaged by a normalised Gaussian of :data:`FINE_SMOOTH` voxels (where few samples lie near, by one
-four times as wide), from one global level and refined :data:`_ROUNDS` times.
+four times as wide), from one global level (or the windows' trend) and refined :data:`_ROUNDS` times.
 """
 
 from __future__ import annotations
@@ -99,9 +99,13 @@ class _Average:
         return both[0], both[1]
 
 
-def fine_log_level(x: torch.Tensor, spatial_dims: int, magnitude: bool = False) -> torch.Tensor:
+def fine_log_level(
+    x: torch.Tensor, spatial_dims: int, magnitude: bool = False, start: torch.Tensor | None = None
+) -> torch.Tensor:
     """The log of the local noise std of ``x`` (``(C, *spatial)``, additive noise; ``magnitude``: a Rician
-    magnitude with its Rayleigh background) on its spatial grid, float64: ``(*spatial)``."""
+    magnitude with its Rayleigh background) on its spatial grid, float64: ``(*spatial)``. ``start``: the level to
+    refine (``(*spatial)``, a coarser map's), else one global level: a magnitude's voxels are judged dark or bright
+    against it, and from one level the background on the noisy side of a 5x falloff is neither."""
     x = x.double()
     spatial = tuple(x.shape[1:])
     excluded = _carries_no_noise(x, spatial_dims)
@@ -111,7 +115,10 @@ def fine_log_level(x: torch.Tensor, spatial_dims: int, magnitude: bool = False) 
     if magnitude:
         blur = GaussianFilter(spatial_dims, SMOOTH_FOR_SNR, truncated=3.0)
         smooth = blur(x[:, None])[:, 0] / blur(torch.ones((1, 1, *spatial), dtype=x.dtype))[0]
-    level = torch.full(spatial, float(detail.abs().median()) / MAD_TO_SIGMA, dtype=x.dtype).clamp_min(1e-12)
+    if start is None:
+        level = torch.full(spatial, float(detail.abs().median()) / MAD_TO_SIGMA, dtype=x.dtype).clamp_min(1e-12)
+    else:
+        level = start.to(x).clamp_min(1e-12)
     for _ in range(_ROUNDS):
         keep = (energy < (OUTLIER * level).square()) & ~excluded
         samples = energy / _CUT_VARIANCE
