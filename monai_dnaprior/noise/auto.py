@@ -22,6 +22,7 @@ from monai_dnaprior.noise.rayleigh import (
     RAYLEIGH_MEAN_TO_STD,
     RAYLEIGH_STD,
     coloured_rayleigh_background,
+    dark_rayleigh_spread,
     rayleigh_block_share,
 )
 from monai_dnaprior.noise.spectrum import estimate_noise_spectrum
@@ -44,6 +45,10 @@ _COUNTING_SLOPE = 0.85
 # (on the dev scans, Rician of sigma 0.1-0.25: its brighter half's slope at most 1.1)
 _AMBIGUOUS_SLOPE = 1.2
 _FLOORED_BRIGHT_SLOPE = 1.5
+# ... unless the dark Rayleigh background's level varies more than this (95th over 5th percentile of its blocks'
+# sigma, :func:`~monai_dnaprior.noise.rayleigh.dark_rayleigh_spread`): a magnitude under a coil's falloff, whose
+# variance grows with position and so with the mean where the bright tissue lies on the noisy side
+_FALLOFF_SPREAD = 2.5
 # Counts: every value a whole multiple of one step, at most this many steps over the range, and the noise variance
 # the step times the mean within these factors (a photon count's variance is its mean, in units of the step)
 _MAX_COUNT_LEVELS = 100_000
@@ -76,7 +81,9 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> NoiseModelName:
     - ``poisson``: counts, every value a whole multiple of one step whose noise variance is that step times the
       mean (:func:`_counting_step`);
     - ``speckle``: the noise variance grows as the square of the local mean (the log-log slope of the binned noise
-      variance, the mean of its brighter half's and all bins', above 1.6; :func:`_log_slopes`);
+      variance, the mean of its brighter half's and all bins', above 1.6; :func:`_log_slopes`), or over a floor
+      (:func:`_grows_quadratically`) unless the dark background's level varies as under a coil's falloff
+      (:data:`_FALLOFF_SPREAD`: then ``rician``);
     - ``rician``: an MRI magnitude whose darkest blocks are a Rayleigh background of pure noise
       (:func:`_rayleigh_background`; where the noise is coloured, a k-space window, the darkest blocks' own voxels
       against the flat patches' noise, :func:`~monai_dnaprior.noise.rayleigh.coloured_rayleigh_background`);
@@ -113,8 +120,11 @@ def _detect(y: torch.Tensor, spatial_dims: int) -> tuple[NoiseModelName, bool]:
     known = [s for s in (bright, full) if s is not None]
     mean_slope = sum(known) / len(known) if known else 0.0
     floored = mean_slope > _AMBIGUOUS_SLOPE and bright is not None and bright > _FLOORED_BRIGHT_SLOPE
-    if mean_slope > _MULTIPLICATIVE_SLOPE or (floored and _grows_quadratically(m, v)):
+    if mean_slope > _MULTIPLICATIVE_SLOPE:
         return NoiseModelName.SPECKLE, False
+    if floored and _grows_quadratically(m, v):  # speckle over a floor, or a magnitude under a coil's falloff
+        falloff = dark_rayleigh_spread(y, spatial_dims) > _FALLOFF_SPREAD
+        return (NoiseModelName.RICIAN if falloff else NoiseModelName.SPECKLE), False
     if _rayleigh_background(detail[noisy], mean[noisy]) or coloured_rayleigh_background(y, spatial_dims):
         return NoiseModelName.RICIAN, False
     if slope is not None and slope > _COUNTING_SLOPE:
