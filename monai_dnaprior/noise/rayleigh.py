@@ -169,13 +169,10 @@ def dark_rayleigh_spread(y: torch.Tensor, spatial_dims: int, block: int = 8, tol
     each block's sigma ``sqrt(mean(y^2) / 2)``. On the dev scans a stationary background (speckle over a scan's own
     noise included) reads 1.0-2.1, one across a 5x coil falloff 2.7-4.2; 1 where under
     :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks are Rayleigh or fewer than 8 of them dark."""
-    found = _rayleigh_blocks(y, spatial_dims, block, tolerance)
+    found = _background_blocks(y, spatial_dims, block, tolerance)
     if found is None:
         return 1.0
-    rayleigh, square, full = found
-    if float(rayleigh.sum()) < RAYLEIGH_BACKGROUND_SHARE * max(float(full.sum()), 1.0):
-        return 1.0
-    sigma = (square.double() / 2).sqrt()
+    rayleigh, sigma, full = found
     dark = rayleigh & (sigma <= torch.quantile(sigma[full], 0.25))
     if int(dark.sum()) < 8:
         return 1.0
@@ -189,13 +186,23 @@ def rayleigh_block_sigma(y: torch.Tensor, spatial_dims: int, block: int = 8, tol
     :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks are such. Unlike one floor's search
     (:func:`rician_background_sigma`), which keeps the voxels near the floor of its running estimate, it does not drift
     to the quietest part of a background whose level varies (a magnitude divided by an estimated noise map)."""
+    found = _background_blocks(y, spatial_dims, block, tolerance)
+    return None if found is None else float(found[1][found[0]].median())
+
+
+def _background_blocks(
+    y: torch.Tensor, spatial_dims: int, block: int, tolerance: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """:func:`_rayleigh_blocks`' Rayleigh blocks, every block's sigma ``sqrt(mean(y^2) / 2)`` (float64) and which
+    blocks have every voxel carrying noise; None where the Rayleigh blocks are under
+    :data:`RAYLEIGH_BACKGROUND_SHARE` of those (no background)."""
     found = _rayleigh_blocks(y, spatial_dims, block, tolerance)
     if found is None:
         return None
     rayleigh, square, full = found
     if float(rayleigh.sum()) < RAYLEIGH_BACKGROUND_SHARE * max(float(full.sum()), 1.0):
         return None
-    return float((square[rayleigh].double() / 2).sqrt().median())
+    return rayleigh, (square.double() / 2).sqrt(), full
 
 
 def _rayleigh_blocks(
