@@ -146,7 +146,7 @@ def estimate_noise_field(
     g-factor map's seams, say, that the smooth fit cannot follow), and none is read where signal fills the finest
     scale or where a magnitude has no background of pure noise (found block by block, whatever its level). A mapped
     magnitude's sigma is read on ``y / g`` from that background's blocks
-    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_sigma`).
+    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_sigma`) where its noise reads white.
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
@@ -159,11 +159,13 @@ def estimate_noise_field(
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
     divided = y / level_map.on_grid(tuple(y.shape[1:]), y.device)
     # a magnitude's sigma from its background's blocks: one floor's search drifts to the quiet part of a background
-    # that the estimated map leaves uneven
+    # that the estimated map leaves uneven; the blocks' test is for white noise, so coloured noise keeps the floor's
     base = rayleigh_block_sigma(divided, spatial_dims) if kind.is_magnitude else None
     field, target = estimate_stationary_field(divided, spatial_dims, noise_model, base, psd, slice_axis)
-    if base is not None:
+    if base is not None and field.is_white:
         field = replace(field, estimated=True)
+    elif base is not None:
+        field, target = estimate_stationary_field(divided, spatial_dims, noise_model, level, psd, slice_axis)
     if field.upper_bound:  # the map left the noise less measurable than one level does: it is not the noise's
         stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].upper_bound:
