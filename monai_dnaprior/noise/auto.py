@@ -18,12 +18,11 @@ from monai_dnaprior.noise.estimation import (
 )
 from monai_dnaprior.noise.models import get_noise_model
 from monai_dnaprior.noise.rayleigh import (
-    RAYLEIGH_BACKGROUND_SHARE,
     RAYLEIGH_MEAN_TO_STD,
     RAYLEIGH_STD,
     coloured_rayleigh_background,
     dark_rayleigh_spread,
-    rayleigh_block_share,
+    has_rayleigh_background,
 )
 from monai_dnaprior.noise.spectrum import estimate_noise_spectrum
 from monai_dnaprior.settings import NoiseModelName
@@ -326,7 +325,7 @@ def choose_noise_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has
       proportion to the mean is as often texture as counts). Raw counts (a lattice) are white.
 
     Speckle so rejected is a magnitude (Rician) where a twentieth of the image's blocks are pure Rayleigh noise, found
-    block by block whatever its level (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_share`): under a coil's
+    block by block whatever its level (:func:`~monai_dnaprior.noise.rayleigh.has_rayleigh_background`): under a coil's
     falloff the noise variance grows with position, and where the bright anatomy lies on the noisy side the binned
     profile reads that as a growth with the mean.
 
@@ -350,7 +349,7 @@ def choose_noise_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has
         return detected if estimate_noise_spectrum(stabilised, spatial_dims)[0].is_white else NoiseModelName.GAUSSIAN
     anatomy = haar_blocks(y, spatial_dims)[1] > _LOG_FLOOR  # where the log's offset does not flatten the noise
     if finest_scale_quietness_where(stabilised, spatial_dims, anatomy) < _NOISE_FILLED:
-        if detected == NoiseModelName.SPECKLE and rayleigh_block_share(x, spatial_dims) >= RAYLEIGH_BACKGROUND_SHARE:
+        if detected == NoiseModelName.SPECKLE and has_rayleigh_background(x, spatial_dims):
             return NoiseModelName.RICIAN  # a magnitude under a coil's falloff: its variance grew with position
         return NoiseModelName.GAUSSIAN
     return detected  # raw counts, or speckle: whatever colour the log domain holds, the speckle field reads

@@ -12,12 +12,7 @@ import torch
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
-from monai_dnaprior.noise.rayleigh import (
-    RAYLEIGH_BACKGROUND_SHARE,
-    rayleigh_block_share,
-    rayleigh_block_sigma,
-    rician_background_sigma,
-)
+from monai_dnaprior.noise.rayleigh import has_rayleigh_background, rayleigh_block_sigma, rician_background_sigma
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
     confirm_colour,
@@ -177,13 +172,13 @@ def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) 
     """The noise map of additive noise (whose fit domain is the image itself), or None where it cannot be read: signal
     fills the finest scale, or a magnitude has no background of pure noise (its bright windows would read a masked
     scan's anatomy); a magnitude's windows darker than :data:`_MAGNITUDE_SNR` noise stds are left out. The background
-    is found block by block whatever its level (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_share`): one
+    is found block by block whatever its level (:func:`~monai_dnaprior.noise.rayleigh.has_rayleigh_background`): one
     sigma's floor finds none under a coil's falloff."""
     if finest_scale_quietness(y, spatial_dims) < _MAP_QUIETNESS:
         return None
     floor = None
     if kind.is_magnitude:
-        if rayleigh_block_share(y, spatial_dims) < RAYLEIGH_BACKGROUND_SHARE:
+        if not has_rayleigh_background(y, spatial_dims):
             return None
         floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
     return estimate_level_map(y, spatial_dims, floor)

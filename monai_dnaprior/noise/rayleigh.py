@@ -30,6 +30,7 @@ __all__ = [
     "coloured_rayleigh_background",
     "dark_rayleigh_spread",
     "estimate_rician_sigma",
+    "has_rayleigh_background",
     "rayleigh_block_share",
     "rayleigh_block_sigma",
     "rayleigh_darkest_blocks",
@@ -161,6 +162,12 @@ def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tol
         return 0.0
     rayleigh, _, full = found
     return float(rayleigh.sum()) / max(float(full.sum()), 1.0)
+
+
+def has_rayleigh_background(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> bool:
+    """Whether a magnitude has a background of pure noise whatever its level: at least
+    :data:`RAYLEIGH_BACKGROUND_SHARE` of its blocks read as pure Rayleigh noise (:func:`rayleigh_block_share`)."""
+    return _background_blocks(y, spatial_dims, block, tolerance) is not None
 
 
 def dark_rayleigh_spread(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float:
