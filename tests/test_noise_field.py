@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 import pytest
 import torch
-from conftest import make_phantom, small_network
+from conftest import make_phantom, sample_slice, small_network
 
 from monai_dnaprior import SpectralFidelity, denoise
 from monai_dnaprior.network import fit as fit_module
@@ -226,6 +226,42 @@ def test_a_kspace_windowed_magnitude_is_rician_with_a_coloured_field():
     assert estimate_noise_field(white / white.max(), 2, "rician")[0].is_white
     gaussian = clean + _coloured_noise(clean.shape, 0.05)
     assert detect_noise_model(gaussian.clamp_min(0), 2) != "rician"
+
+
+def _masked_sample_slice() -> torch.Tensor:
+    """The bundle's 64x64 MR slice masked to exact zeros outside the head (a skull-stripped or scanner-masked scan)."""
+    x = torch.from_numpy(sample_slice()).float()[None]
+    return x * (torch.nn.functional.avg_pool2d(x[None], 5, 1, 2)[0] > 0.12)
+
+
+@pytest.mark.parametrize("sigma,seed", [(0.06, 0), (0.12, 1)])
+def test_a_masked_kspace_magnitude_reads_its_noise_from_its_background(sigma, seed):
+    """A masked magnitude under a Hann k-space window: its flattest patches lie in the background, whose Rayleigh
+    spread hides the noise's colour and level from them (0.8.0 read it white at 0.55x its level); the background of
+    pure noise gives the per-component sigma within 10 % and the window's correlation (2/3 at lag 1) within 0.1."""
+    from monai_dnaprior.noise.rayleigh import rayleigh_background_noise
+
+    noisy, true = _kspace_magnitude(_masked_sample_slice(), sigma, seed)
+    y, true = noisy / noisy.max(), true / float(noisy.max())
+    level, spectrum = rayleigh_background_noise(y, 2, NoiseSpectrum(torch.ones(9, 9)))
+    assert level == pytest.approx(true, rel=0.1)
+    assert float(spectrum.correlation[4, 5]) == pytest.approx(2 / 3, abs=0.1)
+    assert float(spectrum.correlation[5, 4]) == pytest.approx(2 / 3, abs=0.1)
+    field, _ = estimate_noise_field(y, 2, "rician")
+    assert not field.is_white and field.model.level == pytest.approx(true, rel=0.1)
+
+
+def test_a_white_rayleigh_background_reads_white():
+    """White Rician noise on the masked slice: the background reads white at its sigma, and the field stays white."""
+    from monai_dnaprior.noise.rayleigh import rayleigh_background_noise
+
+    clean = _masked_sample_slice()
+    gen = torch.Generator().manual_seed(5)
+    noisy = torch.hypot(clean + 0.05 * torch.randn(clean.shape, generator=gen),
+                        0.05 * torch.randn(clean.shape, generator=gen))
+    level, spectrum = rayleigh_background_noise(noisy, 2, NoiseSpectrum(torch.ones(9, 9)))
+    assert spectrum.is_white and level == pytest.approx(0.05, rel=0.05)
+    assert estimate_noise_field(noisy, 2, "rician")[0].is_white
 
 
 def test_auto_denoises_coloured_noise_with_the_whitened_fit():

@@ -12,7 +12,12 @@ import torch
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
-from monai_dnaprior.noise.rayleigh import has_rayleigh_background, rayleigh_block_sigma, rician_background_sigma
+from monai_dnaprior.noise.rayleigh import (
+    has_rayleigh_background,
+    rayleigh_background_noise,
+    rayleigh_block_sigma,
+    rician_background_sigma,
+)
 from monai_dnaprior.noise.spectrum import (
     NoiseSpectrum,
     confirm_colour,
@@ -178,10 +183,33 @@ def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) 
         return None
     floor = None
     if kind.is_magnitude:
-        if not has_rayleigh_background(y, spatial_dims):
+        if not has_rayleigh_background(y, spatial_dims) or _coloured_background(y, spatial_dims):
             return None
         floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
     return estimate_level_map(y, spatial_dims, floor)
+
+
+def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tuple[NoiseSpectrum, float]:
+    """A magnitude's noise spectrum and variance (``level``: the model's sigma). White unless strongly coloured (a
+    k-space window): its noise is Gaussian only where the signal is well above it, and there the anatomy's texture
+    reads as a weak colour. Where the flattest patches see only a weak colour, the background of pure noise decides
+    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_background_noise`, which no anatomy sways): a masked magnitude's
+    flattest patches lie in that background, whose Rayleigh spread hides a low-pass noise's variance from them."""
+    spectrum, variance = flat_patch_spectrum(y, spatial_dims)
+    if strongly_coloured(spectrum, variance, level):
+        return spectrum, variance
+    if not spectrum.is_white:
+        background = rayleigh_background_noise(y, spatial_dims, spectrum)
+        if background is not None and not background[1].is_white:
+            return background[1], background[0] ** 2
+    return NoiseSpectrum.white(spatial_dims), level**2
+
+
+def _coloured_background(y: torch.Tensor, spatial_dims: int) -> bool:
+    """Whether a magnitude's background of pure noise reads coloured (:func:`rayleigh_background_noise`): a low-pass
+    noise, which the windows' finest scale sees only in part, beside anatomy that it sees whole."""
+    background = rayleigh_background_noise(y, spatial_dims, NoiseSpectrum(torch.ones((9,) * spatial_dims)))
+    return background is not None and not background[1].is_white
 
 
 def estimate_stationary_field(
@@ -239,12 +267,12 @@ def estimate_stationary_field(
             bound = min(bound, estimate_noise_level(target, spatial_dims))
         return NoiseField(replace(model, level=UPPER_BOUND_SHARE * bound), white, scale, slice_axis, True,
                           upper_bound=True), target
+    if model.is_magnitude:
+        spectrum, variance = _magnitude_spectrum(target, spatial_dims, model.level)
+        if level is None and not spectrum.is_white:
+            model = replace(model, level=math.sqrt(variance))
+        return NoiseField(model, spectrum, scale, slice_axis, level is None), target
     spectrum, variance = flat_patch_spectrum(target, spatial_dims)
-    if model.is_magnitude:  # white unless strongly coloured
-        if not strongly_coloured(spectrum, variance, model.level):
-            return NoiseField(model, NoiseSpectrum.white(spatial_dims), scale, slice_axis, level is None), target
-        coloured = model if level is not None else replace(model, level=math.sqrt(variance))
-        return NoiseField(coloured, spectrum, scale, slice_axis, level is None), target
     if not spectrum.is_white and variance < 0.5 * model.level**2:
         # the flattest patches hold less than the finest scale's noise alone: they are not where the noise is
         # (noise that varies across the image, or a noise-free region), so they say nothing of its spectrum
