@@ -200,8 +200,8 @@ def rayleigh_background_noise(
     v = x.double().square()
     sigma2 = float(v[inside].mean() / 2)
     lags = [n // 2 for n in signs.correlation.shape]
-    squared, pairs = _squared_differences(v, inside.double(), spatial_dims)
     far = max(lags) + 2  # beyond the correlation kept: the squared differences there are twice v's variance
+    squared, pairs = _squared_differences(v, inside.double(), spatial_dims, far)
     axes = [tuple(far if a == b else 0 for b in range(spatial_dims)) for a in range(spatial_dims)]
     twice_variance = sum(float(squared[lag]) * float(pairs[lag]) for lag in axes) / max(
         sum(float(pairs[lag]) for lag in axes), 1.0)
@@ -218,12 +218,15 @@ def rayleigh_background_noise(
     return math.sqrt(sigma2), NoiseSpectrum(correlation.float())
 
 
-def _squared_differences(v: torch.Tensor, inside: torch.Tensor, spatial_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _squared_differences(
+    v: torch.Tensor, inside: torch.Tensor, spatial_dims: int, reach: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``E[(v(x) - v(x + d))^2]`` over the pairs of voxels both ``inside`` (``(..., *spatial)``, 0 or 1), and their
-    count, for every lag ``d`` (indexed as ``[d]``, negative lags from the end), by FFT: ``sum m m' (v - v')^2`` is
-    two cross-correlations of ``m v^2`` with ``m`` less twice the autocorrelation of ``m v``."""
+    count, for every lag ``d`` up to ``reach`` per axis (indexed as ``[d]``, negative lags from the end), by FFT:
+    ``sum m m' (v - v')^2`` is two cross-correlations of ``m v^2`` with ``m`` less twice the autocorrelation of
+    ``m v`` (zero-padded by ``reach``, so no lag wraps around)."""
     dims = tuple(range(-spatial_dims, 0))
-    size = [2 * n for n in v.shape[-spatial_dims:]]
+    size = [n + reach + 1 for n in v.shape[-spatial_dims:]]
 
     def correlate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         fa, fb = torch.fft.rfftn(a, s=size, dim=dims), torch.fft.rfftn(b, s=size, dim=dims)
