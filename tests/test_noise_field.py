@@ -264,6 +264,19 @@ def test_a_white_rayleigh_background_reads_white():
     assert estimate_noise_field(noisy, 2, "rician")[0].is_white
 
 
+def test_the_flattest_patches_read_low_and_their_bias_is_known():
+    """Selecting the flattest tenth of the patches reads a noise's variance low, a low-pass noise's lower (fewer
+    independent voxels a patch); :func:`flattest_patch_bias`, simulated for the spectrum, undoes it within 5 %."""
+    from monai_dnaprior.noise.spectrum import flattest_patch_bias
+
+    shape = (1, 128, 128)
+    spectrum, variance = estimate_noise_spectrum(_coloured_noise(shape, 0.05, seed=4), 2)
+    white_bias = flattest_patch_bias(NoiseSpectrum.white(2), shape[1:])
+    coloured_bias = flattest_patch_bias(spectrum, shape[1:])
+    assert 0.75 < white_bias < 0.95 and coloured_bias < white_bias - 0.05
+    assert variance / coloured_bias == pytest.approx(0.05**2, rel=0.05)
+
+
 def test_auto_denoises_coloured_noise_with_the_whitened_fit():
     noisy = _phantom((96, 96)) + _coloured_noise((1, 96, 96), 0.06, seed=8)
     result = denoise(noisy, "auto")

@@ -23,6 +23,7 @@ from monai_dnaprior.noise.spectrum import (
     confirm_colour,
     estimate_noise_spectrum,
     flat_patch_spectrum,
+    flattest_patch_bias,
     spectrum_from_psd,
     strongly_coloured,
 )
@@ -192,11 +193,18 @@ def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) 
 def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tuple[NoiseSpectrum, float]:
     """A magnitude's noise spectrum and variance (``level``: the model's sigma). White unless strongly coloured (a
     k-space window): its noise is Gaussian only where the signal is well above it, and there the anatomy's texture
-    reads as a weak colour. Where the flattest patches see only a weak colour, the background of pure noise decides
-    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_background_noise`, which no anatomy sways): a masked magnitude's
-    flattest patches lie in that background, whose Rayleigh spread hides a low-pass noise's variance from them."""
+    reads as a weak colour. Strongly coloured, with a background of pure noise
+    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_background_noise`): the lower of two variances that signal only
+    raises, the flattest patches' freed of their selection's low bias (:func:`flattest_patch_bias`) and the
+    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias). Where
+    the flattest patches see only a weak colour, the background decides: a masked magnitude's flattest patches lie
+    in it, and its Rayleigh spread hides a low-pass noise's variance from them."""
     spectrum, variance = flat_patch_spectrum(y, spatial_dims)
     if strongly_coloured(spectrum, variance, level):
+        background = rayleigh_background_noise(y, spatial_dims, spectrum)
+        if background is not None:
+            unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
+            variance = min(unbiased, background[0] ** 2)
         return spectrum, variance
     if not spectrum.is_white:
         background = rayleigh_background_noise(y, spatial_dims, spectrum)

@@ -26,6 +26,7 @@ __all__ = [
     "confirm_colour",
     "estimate_noise_spectrum",
     "flat_patch_spectrum",
+    "flattest_patch_bias",
     "spectrum_from_psd",
     "strongly_coloured",
 ]
@@ -47,6 +48,7 @@ _COLOUR_Z = 4.0
 _ANATOMY_RISE = 2.6
 _RISE_BANDS = (0.08, 0.14)
 _MAX_TEST_PATCHES = 1024  # the flattest share, at most this many: more add time, not precision
+_BIAS_GRID = 96  # :func:`flattest_patch_bias`'s simulated grid, at most this many voxels a side
 
 
 @dataclass(frozen=True)
@@ -408,6 +410,18 @@ def flat_patch_spectrum(x: torch.Tensor, spatial_dims: int) -> tuple[NoiseSpectr
     if variance == 0:
         spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=noisy)
     return confirm_colour(spectrum, x, spatial_dims, noisy), variance
+
+
+def flattest_patch_bias(spectrum: NoiseSpectrum, shape: Sequence[int]) -> float:
+    """The flattest patches' variance (:func:`estimate_noise_spectrum`) over the true one for noise of ``spectrum``
+    alone: selecting the flattest share reads low, the more so the fewer independent voxels a patch holds (a low-pass
+    noise's). Simulated (a fixed seed) on a grid of the image's ``shape``, at most :data:`_BIAS_GRID` a side."""
+    grid = [min(n, _BIAS_GRID) for n in shape]
+    dims = tuple(range(-len(grid), 0))
+    white = torch.randn((1, *grid), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    noise = torch.fft.ifftn(torch.fft.fftn(white, dim=dims) * spectrum.psd(grid).double().sqrt(), dim=dims).real
+    _, variance = estimate_noise_spectrum(noise.float(), len(grid))
+    return variance / float(noise.var()) if variance > 0 else 1.0
 
 
 def confirm_colour(
