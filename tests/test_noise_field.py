@@ -236,9 +236,8 @@ def _masked_sample_slice() -> torch.Tensor:
 
 @pytest.mark.parametrize("sigma,seed", [(0.06, 0), (0.12, 1)])
 def test_a_masked_kspace_magnitude_reads_its_noise_from_its_background(sigma, seed):
-    """A masked magnitude under a Hann k-space window: its flattest patches lie in the background, whose Rayleigh
-    spread hides the noise's colour and level from them (0.8.0 read it white at 0.55x its level); the background of
-    pure noise gives the per-component sigma within 10 % and the window's correlation (2/3 at lag 1) within 0.1."""
+    """A masked magnitude under a Hann k-space window: its background of pure noise gives the per-component sigma
+    within 10 % and the window's correlation (2/3 at lag 1) within 0.1, though the magnitude there is Rayleigh."""
     from monai_dnaprior.noise.rayleigh import rayleigh_background_noise
 
     noisy, true = _kspace_magnitude(_masked_sample_slice(), sigma, seed)
@@ -247,8 +246,26 @@ def test_a_masked_kspace_magnitude_reads_its_noise_from_its_background(sigma, se
     assert level == pytest.approx(true, rel=0.1)
     assert float(spectrum.correlation[4, 5]) == pytest.approx(2 / 3, abs=0.1)
     assert float(spectrum.correlation[5, 4]) == pytest.approx(2 / 3, abs=0.1)
-    field, _ = estimate_noise_field(y, 2, "rician")
-    assert not field.is_white and field.model.level == pytest.approx(true, rel=0.1)
+
+
+def test_a_strongly_coloured_magnitude_takes_the_lower_of_two_readings(monkeypatch):
+    """Strongly coloured with a background: the lower of the flattest patches' variance freed of their selection's
+    bias and the background's; without a background, the flattest patches' as read."""
+    from monai_dnaprior.noise import field as field_module
+
+    clean = _phantom((128, 128)) * 0.8 + 0.1
+    clean[:, :, :40] = 0.0
+    noisy, _ = _kspace_magnitude(clean, 0.12)
+    y = noisy / noisy.max()
+    spectrum, variance = field_module.flat_patch_spectrum(y, 2)
+    unbiased = variance / field_module.flattest_patch_bias(spectrum, (128, 128))
+    assert unbiased > variance
+    readings = {}
+    for name, background in (("high", (1.0, spectrum)), ("low", (1e-3, spectrum)), ("none", None)):
+        monkeypatch.setattr(field_module, "rayleigh_background_noise", lambda *a, b=background, **k: b)
+        readings[name] = field_module._magnitude_spectrum(y, 2, 0.01)[1]
+    assert readings["high"] == pytest.approx(unbiased) and readings["low"] == pytest.approx(1e-6)
+    assert readings["none"] == pytest.approx(variance)
 
 
 def test_a_white_rayleigh_background_reads_white():

@@ -184,7 +184,7 @@ def _read_level_map(y: torch.Tensor, spatial_dims: int, kind: type[NoiseModel]) 
         return None
     floor = None
     if kind.is_magnitude:
-        if not has_rayleigh_background(y, spatial_dims) or _coloured_background(y, spatial_dims):
+        if not has_rayleigh_background(y, spatial_dims):
             return None
         floor = _MAGNITUDE_SNR * kind.estimate_level(y, spatial_dims)
     return estimate_level_map(y, spatial_dims, floor)
@@ -196,28 +196,15 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     reads as a weak colour. Strongly coloured, with a background of pure noise
     (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_background_noise`): the lower of two variances that signal only
     raises, the flattest patches' freed of their selection's low bias (:func:`flattest_patch_bias`) and the
-    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias). Where
-    the flattest patches see only a weak colour, the background decides: a masked magnitude's flattest patches lie
-    in it, and its Rayleigh spread hides a low-pass noise's variance from them."""
+    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias)."""
     spectrum, variance = flat_patch_spectrum(y, spatial_dims)
-    if strongly_coloured(spectrum, variance, level):
-        background = rayleigh_background_noise(y, spatial_dims, spectrum)
-        if background is not None:
-            unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
-            variance = min(unbiased, background[0] ** 2)
-        return spectrum, variance
-    if not spectrum.is_white:
-        background = rayleigh_background_noise(y, spatial_dims, spectrum)
-        if background is not None and not background[1].is_white:
-            return background[1], background[0] ** 2
-    return NoiseSpectrum.white(spatial_dims), level**2
-
-
-def _coloured_background(y: torch.Tensor, spatial_dims: int) -> bool:
-    """Whether a magnitude's background of pure noise reads coloured (:func:`rayleigh_background_noise`): a low-pass
-    noise, which the windows' finest scale sees only in part, beside anatomy that it sees whole."""
-    background = rayleigh_background_noise(y, spatial_dims, NoiseSpectrum(torch.ones((9,) * spatial_dims)))
-    return background is not None and not background[1].is_white
+    if not strongly_coloured(spectrum, variance, level):
+        return NoiseSpectrum.white(spatial_dims), level**2
+    background = rayleigh_background_noise(y, spatial_dims, spectrum)
+    if background is not None:
+        unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
+        variance = min(unbiased, background[0] ** 2)
+    return spectrum, variance
 
 
 def estimate_stationary_field(
