@@ -13,8 +13,8 @@ from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_q
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
 from monai_dnaprior.noise.rayleigh import (
+    coloured_background_sigma,
     has_rayleigh_background,
-    rayleigh_background_noise,
     rayleigh_block_sigma,
     rician_background_sigma,
 )
@@ -194,16 +194,16 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     """A magnitude's noise spectrum and variance (``level``: the model's sigma). White unless strongly coloured (a
     k-space window): its noise is Gaussian only where the signal is well above it, and there the anatomy's texture
     reads as a weak colour. Strongly coloured, with a background of pure noise
-    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_background_noise`): the lower of two variances that signal only
+    (:func:`~monai_dnaprior.noise.rayleigh.coloured_background_sigma`): the lower of two variances that signal only
     raises, the flattest patches' freed of their selection's low bias (:func:`flattest_patch_bias`) and the
     background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias)."""
     spectrum, variance = flat_patch_spectrum(y, spatial_dims)
     if not strongly_coloured(spectrum, variance, level):
         return NoiseSpectrum.white(spatial_dims), level**2
-    background = rayleigh_background_noise(y, spatial_dims, spectrum)
+    background = coloured_background_sigma(y, spatial_dims)
     if background is not None:
         unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
-        variance = min(unbiased, background[0] ** 2)
+        variance = min(unbiased, background**2)
     return spectrum, variance
 
 

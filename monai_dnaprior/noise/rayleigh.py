@@ -8,7 +8,6 @@ Where the signal is 0 a magnitude ``|n1 + i n2|``, ``n1, n2 ~ N(0, sigma^2)``, i
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import torch
@@ -21,20 +20,20 @@ from monai_dnaprior.noise.estimation import (
     noisy_haar_blocks,
     robust_sigma,
 )
-from monai_dnaprior.noise.spectrum import NoiseSpectrum, flat_patch_spectrum, strongly_coloured
+from monai_dnaprior.noise.spectrum import flat_patch_spectrum, strongly_coloured
 
 __all__ = [
     "RAYLEIGH_BACKGROUND_SHARE",
     "RAYLEIGH_MEAN",
     "RAYLEIGH_MEAN_TO_STD",
     "RAYLEIGH_STD",
+    "coloured_background_sigma",
     "coloured_rayleigh_background",
     "dark_rayleigh_spread",
     "estimate_rician_sigma",
     "has_rayleigh_background",
     "rayleigh_block_share",
     "rayleigh_block_sigma",
-    "rayleigh_background_noise",
     "rayleigh_darkest_blocks",
     "rician_background_sigma",
 ]
@@ -55,12 +54,10 @@ _MIN_BACKGROUND_SHARE = 0.05  # a background under this share of the voxels that
 # below them, Gaussian and speckle further out, a masked background's tissue edges above
 _RAYLEIGH_RATIO = (0.7, 1.2)
 _DARK_TO_BRIGHT = (0.65, 1.25)
-# The background of :func:`rayleigh_background_noise`: blocks whose mean is within this multiple of the darkest
-# tenth's, at least this many of them (and RAYLEIGH_BACKGROUND_SHARE of the blocks); a lag's correlation is kept
-# above this many sampling stds of white noise's
+# The background of :func:`coloured_background_sigma`: blocks whose mean is within this multiple of the darkest
+# tenth's, at least this many of them (and RAYLEIGH_BACKGROUND_SHARE of the blocks)
 _BACKGROUND_REACH = 1.5
 _MIN_BACKGROUND_BLOCKS = 8
-_CORRELATION_Z = 3.0
 
 
 def estimate_rician_sigma(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> float:
@@ -161,23 +158,17 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
     return float(mean[dark].mean()), std
 
 
-def rayleigh_background_noise(
-    y: torch.Tensor, spatial_dims: int, signs: NoiseSpectrum, block: int = 8, tolerance: float = 0.15
-) -> tuple[float, NoiseSpectrum] | None:
-    """Per-component sigma and spectrum of a magnitude's noise, white or coloured, read from its background of pure
-    noise; None where it has none (under :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks).
+def coloured_background_sigma(
+    y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15
+) -> float | None:
+    """Per-component sigma of a magnitude's noise, white or coloured, read from its background of pure noise; None
+    where it has none (under :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks, at least :data:`_MIN_BACKGROUND_BLOCKS`).
 
     The background: the ``block``-sided blocks whose mean is within ``tolerance`` of a Rayleigh's 1.91 times their
-    voxels' std (no test of whiteness: a k-space window's noise is Rayleigh too), among those within
-    :data:`_BACKGROUND_REACH` of the darkest tenth's mean; sigma from their voxels' second moment ``2 sigma^2``,
-    exact whatever the colour. There ``v = y^2`` correlates by ``rho^2`` between two voxels whose complex noise
-    correlates by ``rho``: ``rho(d)^2 = 1 - E[(v(x) - v(x + d))^2] / (2 var v)``, ``2 var v`` read as the same mean
-    at lags beyond those kept (differences, so a slow residue of signal in the background barely moves either).
-    Correlations within :data:`_CORRELATION_Z` sampling stds of 0 (white noise's: ``sqrt(5 / pairs)``) are 0; the
-    signs, which ``v`` loses, are ``signs``' (the flattest patches' spectrum, where the magnitude's noise is the
-    complex noise's real part), and so are the lags. The spectrum is the magnitude's where the signal is well above
-    the noise.
-    """
+    voxels' std (no test of whiteness: under a k-space window the magnitude is Rayleigh too, its finest scale not
+    its voxels' spread), among those within :data:`_BACKGROUND_REACH` of the darkest tenth's mean; sigma from their
+    voxels' second moment ``2 sigma^2``, exact whatever the noise's colour (signal in that background only raises
+    it)."""
     shape = y.shape[-spatial_dims:]
     if min(shape) < 2 * block:
         return None
@@ -186,56 +177,14 @@ def rayleigh_background_noise(
         return None
     noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], shape)
     cropped = tuple(slice(0, n // block * block) for n in shape)
-    x = y[(..., *cropped)]
-    mean, square, full = _block_moments(x, noisy[(..., *cropped)], block, spatial_dims)
+    mean, square, full = _block_moments(y[(..., *cropped)], noisy[(..., *cropped)], block, spatial_dims)
     n = block**spatial_dims
     std = ((square - mean.square()).clamp_min(0) * n / (n - 1)).sqrt().clamp_min(1e-12)
     rayleigh = (mean / std / RAYLEIGH_MEAN_TO_STD - 1).abs() < tolerance
     background = full & rayleigh & (mean < _BACKGROUND_REACH * dark[0])
     if int(background.sum()) < max(_MIN_BACKGROUND_BLOCKS, RAYLEIGH_BACKGROUND_SHARE * int(full.sum())):
         return None
-    inside = background.reshape(*x.shape[:-spatial_dims], *background.shape[-spatial_dims:])
-    for dim in range(-spatial_dims, 0):
-        inside = inside.repeat_interleave(block, dim)
-    v = x.double().square()
-    sigma2 = float(v[inside].mean() / 2)
-    lags = [n // 2 for n in signs.correlation.shape]
-    far = max(lags) + 2  # beyond the correlation kept: the squared differences there are twice v's variance
-    squared, pairs = _squared_differences(v, inside.double(), spatial_dims, far)
-    axes = [tuple(far if a == b else 0 for b in range(spatial_dims)) for a in range(spatial_dims)]
-    twice_variance = sum(float(squared[lag]) * float(pairs[lag]) for lag in axes) / max(
-        sum(float(pairs[lag]) for lag in axes), 1.0)
-    correlation = torch.zeros(signs.correlation.shape, dtype=torch.float64)
-    for lag in itertools.product(*[range(-m, m + 1) for m in lags]):
-        count = float(pairs[lag])
-        if count < 1 or twice_variance <= 0:
-            continue
-        rho2 = 1.0 - float(squared[lag]) / twice_variance
-        if rho2 > _CORRELATION_Z * math.sqrt(5.0 / count):
-            correlation[tuple(d + m for d, m in zip(lag, lags))] = math.sqrt(min(rho2, 1.0))
-    correlation = torch.where(signs.correlation < 0, -correlation, correlation)
-    correlation[tuple(lags)] = 1.0
-    return math.sqrt(sigma2), NoiseSpectrum(correlation.float())
-
-
-def _squared_differences(
-    v: torch.Tensor, inside: torch.Tensor, spatial_dims: int, reach: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``E[(v(x) - v(x + d))^2]`` over the pairs of voxels both ``inside`` (``(..., *spatial)``, 0 or 1), and their
-    count, for every lag ``d`` up to ``reach`` per axis (indexed as ``[d]``, negative lags from the end), by FFT:
-    ``sum m m' (v - v')^2`` is two cross-correlations of ``m v^2`` with ``m`` less twice the autocorrelation of
-    ``m v`` (zero-padded by ``reach``, so no lag wraps around)."""
-    dims = tuple(range(-spatial_dims, 0))
-    size = [n + reach + 1 for n in v.shape[-spatial_dims:]]
-
-    def correlate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        fa, fb = torch.fft.rfftn(a, s=size, dim=dims), torch.fft.rfftn(b, s=size, dim=dims)
-        return torch.fft.irfftn(fa.conj() * fb, s=size, dim=dims).sum(tuple(range(v.ndim - spatial_dims)))
-
-    mv, mv2 = inside * v, inside * v.square()
-    pairs = correlate(inside, inside).round()
-    total = correlate(mv2, inside) + correlate(inside, mv2) - 2 * correlate(mv, mv)
-    return total / pairs.clamp_min(1.0), pairs
+    return float(square[background].double().mean() / 2) ** 0.5
 
 
 def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float:
