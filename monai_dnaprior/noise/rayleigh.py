@@ -142,13 +142,14 @@ def coloured_rayleigh_background(y: torch.Tensor, spatial_dims: int) -> bool:
     return 0.6 * RAYLEIGH_STD < dark[1] / math.sqrt(variance) < 1.2
 
 
-def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple[float, float] | None:
+def _darkest_blocks(
+    y: torch.Tensor, spatial_dims: int, block: int = 8,
+    moments: tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]] | None = None,
+) -> tuple[float, float] | None:
     """Mean and voxel std over the darkest tenth of the ``block``-sided blocks all of whose voxels carry noise; None
     with too few such blocks. Their voxels' own spread, not the finest scale's, which sees a low-pass noise only in
-    part."""
-    side = [min(block, n) for n in y.shape[-spatial_dims:]]
-    noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], y.shape[-spatial_dims:])
-    mean, square, full = _block_moments(y, noisy, side, spatial_dims)
+    part. ``moments``: :func:`_noisy_block_moments`, where already read."""
+    mean, square, full, side = moments or _noisy_block_moments(y, spatial_dims, block)
     mean, square = mean[full], square[full]
     if mean.numel() < 32:
         return None
@@ -156,6 +157,16 @@ def _darkest_blocks(y: torch.Tensor, spatial_dims: int, block: int = 8) -> tuple
     n = math.prod(side)
     std = float((square[dark] - mean[dark].square()).clamp_min(0).mean() * n / (n - 1)) ** 0.5
     return float(mean[dark].mean()), std
+
+
+def _noisy_block_moments(
+    y: torch.Tensor, spatial_dims: int, block: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """:func:`_block_moments` over blocks of ``block`` voxels a side (fewer on a thinner axis), which blocks have
+    every voxel carrying noise, and the sides."""
+    side = [min(block, n) for n in y.shape[-spatial_dims:]]
+    noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], y.shape[-spatial_dims:])
+    return (*_block_moments(y, noisy, side, spatial_dims), side)
 
 
 def coloured_background_sigma(
@@ -169,15 +180,13 @@ def coloured_background_sigma(
     its voxels' spread), among those within :data:`_BACKGROUND_REACH` of the darkest tenth's mean; sigma from their
     voxels' second moment ``2 sigma^2``, exact whatever the noise's colour (signal in that background only raises
     it)."""
-    shape = y.shape[-spatial_dims:]
-    if min(shape) < 2 * block:
+    if min(y.shape[-spatial_dims:]) < 2 * block:
         return None
-    dark = _darkest_blocks(y, spatial_dims, block)
+    moments = _noisy_block_moments(y, spatial_dims, block)
+    dark = _darkest_blocks(y, spatial_dims, block, moments)
     if dark is None:
         return None
-    noisy = blocks_to_voxels(haar_blocks(y, spatial_dims, exclude_clipped=False)[2], shape)
-    cropped = tuple(slice(0, n // block * block) for n in shape)
-    mean, square, full = _block_moments(y[(..., *cropped)], noisy[(..., *cropped)], block, spatial_dims)
+    mean, square, full, _ = moments
     n = block**spatial_dims
     std = ((square - mean.square()).clamp_min(0) * n / (n - 1)).sqrt().clamp_min(1e-12)
     rayleigh = (mean / std / RAYLEIGH_MEAN_TO_STD - 1).abs() < tolerance
