@@ -114,17 +114,22 @@ def blocks_to_voxels(blocks: torch.Tensor, shape: Sequence[int], replicate: bool
     return torch.nn.functional.pad(out[None], pad, mode="replicate" if replicate else "constant")[0]
 
 
-def box_mean(x: torch.Tensor, spatial_dims: int, size: int) -> torch.Tensor:
+def box_mean(x: torch.Tensor, spatial_dims: int, size: int, without_centre: bool = False) -> torch.Tensor:
     """Mean of ``x`` (``(C, *spatial)``) over a box of side ``size`` (no larger than the image) around each voxel,
     one axis at a time (a box is separable, and so is the count of its voxels inside the image); an even side gives
-    one more voxel along each axis, which callers crop."""
+    one more voxel along each axis, which callers crop. ``without_centre``: the mean of the box's other voxels (a
+    voxel chosen by it is then not chosen by its own value)."""
     pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
-    out = x[None]
+    out, count = x[None], torch.ones_like(x[:1])[None]
     for axis, n in enumerate(x.shape[-spatial_dims:]):
         kernel = [1] * spatial_dims
         kernel[axis] = min(size, n - 1 + n % 2)
-        out = pool(out, kernel, 1, [k // 2 for k in kernel], count_include_pad=False)
-    return out[0]
+        padding = [k // 2 for k in kernel]
+        out = pool(out, kernel, 1, padding, count_include_pad=False)
+        count = pool(count, kernel, 1, padding, count_include_pad=True) * kernel[axis]  # voxels inside the image
+    if not without_centre:
+        return out[0]
+    return ((out * count - x[None]) / (count - 1).clamp_min(1))[0]
 
 
 def local_median(x: torch.Tensor) -> torch.Tensor:

@@ -241,7 +241,7 @@ def estimate_stationary_field(
         model = model.from_image(y / field.slice_scale_map(y.shape, y.device), spatial_dims)
     if psd is not None:
         spectrum, variance = spectrum_from_psd(psd.to(torch.float64).cpu())
-        given = replace(model, level=math.sqrt(variance) if level is None else level)
+        given = model.with_level(math.sqrt(variance) if level is None else level)
         return NoiseField(given, spectrum, None, slice_axis, False), target
     if not model.additive:  # stabilised counts or speckle: colour only where the test finds it
         spectrum = confirm_colour(estimate_noise_spectrum(target, spatial_dims)[0], target, spatial_dims)
@@ -250,7 +250,7 @@ def estimate_stationary_field(
     if repeats is not None:  # repeated frames: their differences are the noise, the signal gone
         spectrum, variance = estimate_noise_spectrum(repeats, spatial_dims, share=0.5)
         level = math.sqrt(variance) if not spectrum.is_white else estimate_noise_level(repeats, spatial_dims)
-        return NoiseField(replace(model, level=level), spectrum, scale, slice_axis, True, from_repeats=True), target
+        return NoiseField(model.with_level(level), spectrum, scale, slice_axis, True, from_repeats=True), target
     signal_filled = finest_scale_quietness(target, spatial_dims) < _SIGNAL_DOMINATED
     if signal_filled and _level_may_be_signal(model, y, spatial_dims, level):
         # the flattest patches are signal too: no spectrum from them, and the level is below the quiet windows'
@@ -260,12 +260,12 @@ def estimate_stationary_field(
         bound = model.level  # Gaussian: this bound already; Rician: the bright blocks' MAD, which the anatomy fills
         if model.is_magnitude:
             bound = min(bound, estimate_noise_level(target, spatial_dims))
-        return NoiseField(replace(model, level=UPPER_BOUND_SHARE * bound), white, scale, slice_axis, True,
+        return NoiseField(model.with_level(UPPER_BOUND_SHARE * bound), white, scale, slice_axis, True,
                           upper_bound=True), target
     if model.is_magnitude:
         spectrum, variance = _magnitude_spectrum(target, spatial_dims, model.level)
         if level is None and not spectrum.is_white:
-            model = replace(model, level=math.sqrt(variance))
+            model = model.with_level(math.sqrt(variance))
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
     spectrum, variance = flat_patch_spectrum(target, spatial_dims)
     if not spectrum.is_white and variance < 0.5 * model.level**2:
@@ -273,5 +273,5 @@ def estimate_stationary_field(
         # (noise that varies across the image, or a noise-free region), so they say nothing of its spectrum
         spectrum = NoiseSpectrum.white(spatial_dims)
     if not spectrum.is_white and level is None:
-        model = replace(model, level=math.sqrt(variance))
+        model = model.with_level(math.sqrt(variance))
     return NoiseField(model, spectrum, scale, slice_axis, level is None), target

@@ -4,7 +4,7 @@ variance-stabilising transform), what the observation's mean is, and how the cle
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -17,7 +17,7 @@ from monai_dnaprior.noise.estimation import (
     estimate_poisson_gain,
     local_median,
 )
-from monai_dnaprior.noise.rayleigh import RAYLEIGH_MEAN, estimate_rician_sigma
+from monai_dnaprior.noise.rayleigh import RAYLEIGH_MEAN, estimate_rician_sigma, rician_sigmas
 from monai_dnaprior.settings import NoiseModelName
 
 __all__ = ["FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OFFSET", "GaussianNoise", "NoiseModel",
@@ -88,6 +88,10 @@ class NoiseModel:
         if level is None:
             level = cls.estimate_level(y, spatial_dims)
         return cls(float(max(level, cls.min_level)))
+
+    def with_level(self, level: float) -> NoiseModel:
+        """This model with another level (read elsewhere than :meth:`from_image` reads it)."""
+        return replace(self, level=level)
 
     @property
     def span(self) -> tuple[float, float]:
@@ -223,22 +227,45 @@ class RicianNoise(NoiseModel):
     amplified error reads as a false anisotropy). So the bias is read at the median of each voxel's ``3^d``
     neighbourhood (a median keeps a tissue's edge, where a smoothing would carry its level into a background beside
     it) and subtracted, the estimate's own variation around that level kept: ``clean = unobserve(s) + (m - s)``,
-    ``s`` the local median of the estimate ``m``.
+    ``s`` the local median of the estimate ``m``. Where sigma is read from a background, the mean is inverted with
+    that background's unbiased reading (:attr:`floor_level`), the filter run with the level.
     """
 
     name = NoiseModelName.RICIAN
     mean_is_clean = False
     is_magnitude = True
 
+    floor_level: float | None = None
+    """The sigma of the mean and its inverse where it is read apart from the level the filter is run with: the
+    background's without its selection's bias (:func:`~monai_dnaprior.noise.rayleigh.rician_sigmas`), which returns
+    an exact-zero background as 0 where the biased reading leaves it just above the floor."""
+
     @classmethod
     def estimate_level(cls, y: torch.Tensor, spatial_dims: int) -> float:
         return estimate_rician_sigma(y, spatial_dims)
+
+    @classmethod
+    def from_image(cls, y: torch.Tensor, spatial_dims: int, level: float | None = None) -> RicianNoise:
+        """The level given, or as :func:`~monai_dnaprior.noise.rayleigh.estimate_rician_sigma` reads it; where that
+        is a background of pure noise, the floor's sigma too (:func:`~monai_dnaprior.noise.rayleigh.rician_sigmas`)."""
+        if level is not None:
+            return super().from_image(y, spatial_dims, level)
+        level, floor = rician_sigmas(y, spatial_dims)
+        return cls(float(max(level, cls.min_level)), None if floor is None else float(max(floor, cls.min_level)))
+
+    def with_level(self, level: float) -> RicianNoise:
+        return replace(self, level=level, floor_level=None)
+
+    @property
+    def sigma(self) -> float:
+        """The per-component sigma of the Rician mean and its inverse (the floor's, where read apart)."""
+        return self.level if self.floor_level is None else self.floor_level
 
     def unstabilise(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return x.abs()
 
     def observe(self, x: torch.Tensor) -> torch.Tensor:
-        return rician_mean(x, self.level)
+        return rician_mean(x, self.sigma)
 
     def unobserve(self, mean: torch.Tensor) -> torch.Tensor:
         """:meth:`observe` inverted, the mean rising with ``|x|``; a mean below the floor gives 0.
@@ -248,7 +275,7 @@ class RicianNoise(NoiseModel):
         ``x^2 = m^2 - sigma^2``: both nearly linear); beyond ``40 sigma`` the asymptote ``m = x + sigma^2 / (2x)``
         solved for ``x``. Within about ``1e-6 sigma`` of the exact inverse, at a table lookup's cost (a bisection
         took 40 evaluations of the mean)."""
-        sigma = self.level
+        sigma = self.sigma
         if sigma <= 0:
             return mean.clamp_min(0)
         grid = sigma * 40.0 * torch.linspace(0, 1, _INVERSE_TABLE, dtype=torch.float64, device=mean.device).square()
