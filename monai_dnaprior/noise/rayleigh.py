@@ -86,7 +86,7 @@ def rician_sigmas(y: torch.Tensor, spatial_dims: int, snr: float = 3.0) -> tuple
     background): each voxel chosen by its neighbours alone (:func:`_rician_readings`). The first is the level the
     filter is run with, the second the noise floor's the Rician mean is inverted against
     (:class:`~monai_dnaprior.noise.models.RicianNoise`)."""
-    readings = _rician_readings(y, spatial_dims, snr)
+    readings = _rician_readings(y, spatial_dims, snr, unbiased=True)
     if readings.background is None:
         return readings.bright, None
     return readings.background, readings.unbiased
@@ -98,9 +98,11 @@ class _RicianReadings(NamedTuple):
     unbiased: float | None
 
 
-def _rician_readings(y: torch.Tensor, spatial_dims: int, snr: float, refinements: int = 4) -> _RicianReadings:
+def _rician_readings(
+    y: torch.Tensor, spatial_dims: int, snr: float, refinements: int = 4, unbiased: bool = False
+) -> _RicianReadings:
     """The bright blocks' sigma (0 with too few blocks that carry noise) and the background's (None without one), as
-    the voxels chosen with and without their own value read it.
+    the voxels chosen with their own value read it and, with ``unbiased``, without it.
 
     Bright blocks: the wavelet MAD over the blocks whose mean is above ``snr`` times the running estimate.
     Background: its voxels are Rayleigh, whose second moment ``2 sigma^2`` is exact and unbiased (unlike any spread
@@ -128,6 +130,8 @@ def _rician_readings(y: torch.Tensor, spatial_dims: int, snr: float, refinements
     background = _background_sigma(y, spatial_dims, carries, bright, refinements, without_centre=False)
     if background is None:
         return _RicianReadings(bright, None, None)
+    if not unbiased:
+        return _RicianReadings(bright, background, None)
     return _RicianReadings(bright, background,
                            _background_sigma(y, spatial_dims, carries, bright, refinements, without_centre=True))
 
