@@ -120,14 +120,15 @@ def box_mean(x: torch.Tensor, spatial_dims: int, size: int, without_centre: bool
     one more voxel along each axis, which callers crop. ``without_centre``: the mean of the box's other voxels (a
     voxel chosen by it is then not chosen by its own value)."""
     pool = torch.nn.functional.avg_pool2d if spatial_dims == 2 else torch.nn.functional.avg_pool3d
-    out, count = x[None], torch.ones_like(x[:1])[None]
+    out, count = x[None], torch.ones_like(x[:1])[None] if without_centre else None
     for axis, n in enumerate(x.shape[-spatial_dims:]):
         kernel = [1] * spatial_dims
         kernel[axis] = min(size, n - 1 + n % 2)
         padding = [k // 2 for k in kernel]
         out = pool(out, kernel, 1, padding, count_include_pad=False)
-        count = pool(count, kernel, 1, padding, count_include_pad=True) * kernel[axis]  # voxels inside the image
-    if not without_centre:
+        if count is not None:  # the box's voxels inside the image
+            count = pool(count, kernel, 1, padding, count_include_pad=True) * kernel[axis]
+    if count is None:
         return out[0]
     return ((out * count - x[None]) / (count - 1).clamp_min(1))[0]
 
