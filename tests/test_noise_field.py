@@ -293,6 +293,27 @@ def test_the_flattest_patches_read_low_and_their_bias_is_known():
     assert variance / coloured_bias == pytest.approx(0.05**2, rel=0.05)
 
 
+def test_a_low_pass_noise_over_pure_noise_reads_its_level_and_over_anatomy_as_before():
+    """Strongly coloured Gaussian noise where the flattest patches are pure noise (a 70 % background of exact zeros):
+    the flattest tenth reads its variance low (their selection), and freed of that bias the field's level is the
+    noise's std within 5 %. Where the flattest patches hold anatomy (the MR slice, upsampled: no flat region) the
+    flattest patches' reading stands, the anatomy offsetting the bias."""
+    from monai_dnaprior.noise import field as field_module
+    from monai_dnaprior.noise.spectrum import flat_patch_spectrum
+
+    clean = _phantom((192, 192)) * 0.8 + 0.1
+    clean[:, :, :134] = 0.0
+    y = clean + _coloured_noise((1, 192, 192), 0.05, seed=0)
+    field, _ = field_module.estimate_stationary_field(y, 2, "gaussian")
+    assert not field.is_white and field.model.level == pytest.approx(0.05, rel=0.05)
+    assert flat_patch_spectrum(y, 2)[1] < 0.9 * 0.05**2  # as read, without the bias freed
+    slice_ = torch.nn.functional.interpolate(torch.from_numpy(sample_slice()).float()[None, None], size=(192, 192),
+                                             mode="bilinear")[0]
+    y = slice_ + _coloured_noise((1, 192, 192), 0.05, seed=1)
+    level = estimate_noise_level(y, 2)
+    assert flat_patch_spectrum(y, 2, finest_level=level)[1] == flat_patch_spectrum(y, 2)[1]
+
+
 def test_auto_denoises_coloured_noise_with_the_whitened_fit():
     noisy = _phantom((96, 96)) + _coloured_noise((1, 96, 96), 0.06, seed=8)
     result = denoise(noisy, "auto")

@@ -267,7 +267,7 @@ def estimate_stationary_field(
         if level is None and not spectrum.is_white:
             model = model.with_level(math.sqrt(variance))
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
-    spectrum, variance = flat_patch_spectrum(target, spatial_dims)
+    spectrum, variance = flat_patch_spectrum(target, spatial_dims, finest_level=model.level)
     if not spectrum.is_white and variance < 0.5 * model.level**2:
         # the flattest patches hold less than the finest scale's noise alone: they are not where the noise is
         # (noise that varies across the image, or a noise-free region), so they say nothing of its spectrum
