@@ -11,10 +11,10 @@ Cases, built from the real scans:
   window, inverse FFT, magnitude: low-pass noise, Rician where there is no signal. Reference: the magnitude of the
   windowed noiseless k-space. ``kspace_epi_volume_3d`` does the same in 3D on the first EPI frame (BM4D the oracle).
 - ``resampled_*``: a scan with white noise resampled by MONAI ``Spacingd`` to 0.6 of its pixel size (bilinear):
-  low-pass noise. Reference: the resampled clean scan.
+  low-pass noise. Reference: the resampled clean scan. Every 2D MRI and CT slice of the set.
 - ``--heldout``: the same physics, at the same doses and strengths, on held-out scans never used for tuning
   (``benchmarks/heldout.py``): low-dose CT of a head and of the Shepp-Logan phantom, k-space MRI of a T1 coronal and
-  an abdomen slice and of DIPY's ``S0_10slices`` volume, and the two slices resampled.
+  an abdomen slice and of DIPY's ``S0_10slices`` volume, and the four slices resampled.
 - ``epi_two_frames`` (real noise, nothing synthetic): frame 0 of nibabel's ``example4d.nii.gz`` denoised as a volume
   and compared with frame 1 (noise-to-noise); see :func:`noise_power_removed`.
 
@@ -193,7 +193,7 @@ def build_cases(data_dir: Path, filters: list[str] | None, heldout: bool = False
         builders[f"lowdose_{name}"] = lambda n=name, d=dose: ct_case(scans[n], d)
     for name, sigma in (kspace | volumes).items():
         builders[f"kspace_{name}"] = lambda n=name, s=sigma: kspace_case(scans[n], s)
-    for name in kspace:
+    for name in list(kspace) + list(doses):
         builders[f"resampled_{name}"] = lambda n=name: resampled_case(scans[n], RESAMPLE_SIGMA, RESAMPLE_PIXDIM)
     return [build() for key, build in builders.items() if not filters or any(f in key for f in filters)]
 
