@@ -296,10 +296,10 @@ def test_the_flattest_patches_read_low_and_their_bias_is_known():
 def test_a_low_pass_noise_over_pure_noise_reads_its_level_and_over_anatomy_as_before():
     """Strongly coloured Gaussian noise where the flattest patches are pure noise (a 70 % background of exact zeros):
     the flattest tenth reads its variance low (their selection), and freed of that bias the field's level is the
-    noise's std within 5 %. Where the flattest patches hold anatomy (the MR slice, upsampled: no flat region) the
-    flattest patches' reading stands, the anatomy offsetting the bias."""
+    noise's std within 5 %. Where the flattest patches hold anatomy (the MR slice with white noise, resampled to 0.6
+    of its pixel size as ``Spacing`` does) the flattest patches' reading stands, the anatomy offsetting the bias."""
     from monai_dnaprior.noise import field as field_module
-    from monai_dnaprior.noise.spectrum import flat_patch_spectrum
+    from monai_dnaprior.noise.spectrum import flat_patch_spectrum, strongly_coloured
 
     clean = _phantom((192, 192)) * 0.8 + 0.1
     clean[:, :, :134] = 0.0
@@ -307,10 +307,11 @@ def test_a_low_pass_noise_over_pure_noise_reads_its_level_and_over_anatomy_as_be
     field, _ = field_module.estimate_stationary_field(y, 2, "gaussian")
     assert not field.is_white and field.model.level == pytest.approx(0.05, rel=0.05)
     assert flat_patch_spectrum(y, 2)[1] < 0.9 * 0.05**2  # as read, without the bias freed
-    slice_ = torch.nn.functional.interpolate(torch.from_numpy(sample_slice()).float()[None, None], size=(192, 192),
-                                             mode="bilinear")[0]
-    y = slice_ + _coloured_noise((1, 192, 192), 0.05, seed=1)
+    x = torch.from_numpy(sample_slice()).float()[None]
+    x = x + 0.07 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    y = torch.nn.functional.interpolate(x[None], scale_factor=1 / 0.6, mode="bilinear")[0]
     level = estimate_noise_level(y, 2)
+    assert strongly_coloured(*flat_patch_spectrum(y, 2), level)
     assert flat_patch_spectrum(y, 2, finest_level=level)[1] == flat_patch_spectrum(y, 2)[1]
 
 
