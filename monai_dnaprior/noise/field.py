@@ -221,7 +221,8 @@ def estimate_stationary_field(
     (a series of frames) from their differences, where the signal cancels. In 3D the level of additive noise is
     checked slice by slice, and where it varies the target is divided by each slice's relative level, so the rest
     sees even noise. The spectrum is estimated on that target, in the fit domain (after Anscombe or log). Coloured
-    noise takes its level from the spectrum's flat patches (the wavelet MAD sees only its high-frequency part). A
+    noise takes its level from the spectrum's flat patches (the wavelet MAD sees only its high-frequency part; a
+    low-pass Gaussian noise's freed of their selection bias where they are pure noise, :func:`flat_patch_spectrum`). A
     magnitude's noise (Rician) is taken white unless strongly coloured (a k-space window) or its ``psd`` is given: it
     is Gaussian only where the signal is well above it, and there the anatomy's texture reads as a weak colour. A
     finest scale full of signal gives a white spectrum and half its level's bound (``upper_bound``). A given ``psd``
