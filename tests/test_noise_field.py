@@ -296,8 +296,10 @@ def test_the_flattest_patches_read_low_and_their_bias_is_known():
 def test_a_low_pass_noise_over_pure_noise_reads_its_level_and_over_anatomy_as_before():
     """Strongly coloured Gaussian noise where the flattest patches are pure noise (a 70 % background of exact zeros):
     the flattest tenth reads its variance low (their selection), and freed of that bias the field's level is the
-    noise's std within 5 %. Where the flattest patches hold anatomy (the MR slice with white noise, resampled to 0.6
-    of its pixel size as ``Spacing`` does) the flattest patches' reading stands, the anatomy offsetting the bias."""
+    noise's std within 5 %. Where the flattest patches hold anatomy (a smooth random texture whose strength grows
+    across the image, no flat region) the flattest patches' reading stands, the anatomy offsetting the bias."""
+    from monai.networks.layers import GaussianFilter
+
     from monai_dnaprior.noise import field as field_module
     from monai_dnaprior.noise.spectrum import flat_patch_spectrum, strongly_coloured
 
@@ -307,9 +309,9 @@ def test_a_low_pass_noise_over_pure_noise_reads_its_level_and_over_anatomy_as_be
     field, _ = field_module.estimate_stationary_field(y, 2, "gaussian")
     assert not field.is_white and field.model.level == pytest.approx(0.05, rel=0.05)
     assert flat_patch_spectrum(y, 2)[1] < 0.9 * 0.05**2  # as read, without the bias freed
-    x = torch.from_numpy(sample_slice()).float()[None]
-    x = x + 0.07 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
-    y = torch.nn.functional.interpolate(x[None], scale_factor=1 / 0.6, mode="bilinear")[0]
+    texture = GaussianFilter(2, 3.0)(torch.randn((1, 1, 160, 160), generator=torch.Generator().manual_seed(100)))[0]
+    y = 0.5 + 0.3 * torch.linspace(0.2, 1.0, 160) * texture / texture.std()
+    y = y + _coloured_noise((1, 160, 160), 0.05, seed=0)
     level = estimate_noise_level(y, 2)
     assert strongly_coloured(*flat_patch_spectrum(y, 2), level)
     assert flat_patch_spectrum(y, 2, finest_level=level)[1] == flat_patch_spectrum(y, 2)[1]

@@ -414,9 +414,11 @@ def flat_patch_spectrum(
     the image where the noise is (a background of pure noise included: the patches above the darkest quarter of an
     image with a background are anatomy, whose smooth parts read as colour).
 
-    Given ``finest_level`` (the finest scale's noise std), a strongly coloured noise's variance
-    (:func:`strongly_coloured`: a low pass) is freed of the flattest patches' selection bias where they are pure
-    noise (:func:`_pure_noise_bias`); where they hold anatomy, it offsets that bias and the reading stands."""
+    Given ``finest_level`` (the finest scale's noise std: the caller's noise is Gaussian), a strongly coloured noise's
+    variance (:func:`strongly_coloured`: a low pass) is read freed of the flattest patches' selection bias where they
+    are pure noise (:func:`_pure_noise_variance`), first above the darkest quarter, then anywhere the noise is (a
+    Gaussian background of pure noise may be the darkest quarter); where they hold anatomy, it offsets that bias and
+    the reading stands."""
     noisy = _where_the_noise_is(x, spatial_dims)
     mask = noisy & _above_darkest(x, spatial_dims)
     spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=mask)
@@ -425,22 +427,27 @@ def flat_patch_spectrum(
         spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=mask)
     spectrum = confirm_colour(spectrum, x, spatial_dims, noisy)
     if finest_level is not None and strongly_coloured(spectrum, variance, finest_level):
-        variance = variance / _pure_noise_bias(x, spatial_dims, spectrum, variance, mask)
+        for where in (mask,) if mask is noisy else (mask, noisy):
+            pure = _pure_noise_variance(x, spatial_dims, spectrum, where)
+            if pure is not None:
+                return spectrum, pure
     return spectrum, variance
 
 
-def _pure_noise_bias(
-    x: torch.Tensor, spatial_dims: int, spectrum: NoiseSpectrum, variance: float, mask: torch.Tensor
-) -> float:
-    """The flattest tenth's selection bias (:func:`flattest_patch_bias`) where the flattest patches (of ``mask``,
-    reading ``variance``) are pure noise, else 1: pure noise reads the same variance from the flattest half as from
+def _pure_noise_variance(
+    x: torch.Tensor, spatial_dims: int, spectrum: NoiseSpectrum, mask: torch.Tensor
+) -> float | None:
+    """The flattest tenth of the patches of ``mask`` freed of its selection bias (:func:`flattest_patch_bias`) where
+    they are pure noise of ``spectrum``, else None: pure noise reads the same variance from the flattest half as from
     the flattest tenth once each is freed of its own bias, where anatomy among them raises the half's
     (:data:`_PURE_NOISE_SPREAD`)."""
     shape = x.shape[-spatial_dims:]
-    bias = flattest_patch_bias(spectrum, shape)
-    _, wide = estimate_noise_spectrum(x, spatial_dims, share=_WIDE_SHARE, mask=mask)
-    pure = wide / flattest_patch_bias(spectrum, shape, _WIDE_SHARE) < _PURE_NOISE_SPREAD * variance / bias
-    return bias if pure else 1.0
+    _, tenth = estimate_noise_spectrum(x, spatial_dims, mask=mask)
+    _, half = estimate_noise_spectrum(x, spatial_dims, share=_WIDE_SHARE, mask=mask)
+    if tenth == 0:
+        return None
+    tenth = tenth / flattest_patch_bias(spectrum, shape)
+    return tenth if half / flattest_patch_bias(spectrum, shape, _WIDE_SHARE) < _PURE_NOISE_SPREAD * tenth else None
 
 
 def flattest_patch_bias(spectrum: NoiseSpectrum, shape: Sequence[int], share: float = 0.1) -> float:
