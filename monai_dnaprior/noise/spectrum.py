@@ -427,22 +427,23 @@ def flat_patch_spectrum(
         spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=mask)
     spectrum = confirm_colour(spectrum, x, spatial_dims, noisy)
     if finest_level is not None and strongly_coloured(spectrum, variance, finest_level):
-        for where in (mask,) if mask is noisy else (mask, noisy):
-            pure = _pure_noise_variance(x, spatial_dims, spectrum, where)
+        for where, read in ((mask, variance),) if mask is noisy else ((mask, variance), (noisy, None)):
+            pure = _pure_noise_variance(x, spatial_dims, spectrum, where, read)
             if pure is not None:
                 return spectrum, pure
     return spectrum, variance
 
 
 def _pure_noise_variance(
-    x: torch.Tensor, spatial_dims: int, spectrum: NoiseSpectrum, mask: torch.Tensor
+    x: torch.Tensor, spatial_dims: int, spectrum: NoiseSpectrum, mask: torch.Tensor, tenth: float | None = None
 ) -> float | None:
-    """The flattest tenth of the patches of ``mask`` freed of its selection bias (:func:`flattest_patch_bias`) where
-    they are pure noise of ``spectrum``, else None: pure noise reads the same variance from the flattest half as from
-    the flattest tenth once each is freed of its own bias, where anatomy among them raises the half's
-    (:data:`_PURE_NOISE_SPREAD`)."""
+    """The flattest tenth of the patches of ``mask`` (its variance ``tenth`` where already read) freed of its
+    selection bias (:func:`flattest_patch_bias`) where they are pure noise of ``spectrum``, else None: pure noise
+    reads the same variance from the flattest half as from the flattest tenth once each is freed of its own bias,
+    where anatomy among them raises the half's (:data:`_PURE_NOISE_SPREAD`)."""
     shape = x.shape[-spatial_dims:]
-    _, tenth = estimate_noise_spectrum(x, spatial_dims, mask=mask)
+    if tenth is None:
+        _, tenth = estimate_noise_spectrum(x, spatial_dims, mask=mask)
     _, half = estimate_noise_spectrum(x, spatial_dims, share=_WIDE_SHARE, mask=mask)
     if tenth == 0:
         return None
