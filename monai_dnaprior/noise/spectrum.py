@@ -427,28 +427,29 @@ def flat_patch_spectrum(
         spectrum, variance = estimate_noise_spectrum(x, spatial_dims, mask=mask)
     spectrum = confirm_colour(spectrum, x, spatial_dims, noisy)
     if finest_level is not None and strongly_coloured(spectrum, variance, finest_level):
+        shape = x.shape[-spatial_dims:]
+        biases = flattest_patch_bias(spectrum, shape), flattest_patch_bias(spectrum, shape, _WIDE_SHARE)
         for where, read in ((mask, variance),) if mask is noisy else ((mask, variance), (noisy, None)):
-            pure = _pure_noise_variance(x, spatial_dims, spectrum, where, read)
+            pure = _pure_noise_variance(x, spatial_dims, where, biases, read)
             if pure is not None:
                 return spectrum, pure
     return spectrum, variance
 
 
 def _pure_noise_variance(
-    x: torch.Tensor, spatial_dims: int, spectrum: NoiseSpectrum, mask: torch.Tensor, tenth: float | None = None
+    x: torch.Tensor, spatial_dims: int, mask: torch.Tensor, biases: tuple[float, float], tenth: float | None = None
 ) -> float | None:
     """The flattest tenth of the patches of ``mask`` (its variance ``tenth`` where already read) freed of its
-    selection bias (:func:`flattest_patch_bias`) where they are pure noise of ``spectrum``, else None: pure noise
-    reads the same variance from the flattest half as from the flattest tenth once each is freed of its own bias,
-    where anatomy among them raises the half's (:data:`_PURE_NOISE_SPREAD`)."""
-    shape = x.shape[-spatial_dims:]
+    selection bias where they are pure noise, else None: pure noise reads the same variance from the flattest half as
+    from the flattest tenth once each is freed of its own bias (``biases``: the tenth's and the half's,
+    :func:`flattest_patch_bias`), where anatomy among them raises the half's (:data:`_PURE_NOISE_SPREAD`)."""
     if tenth is None:
         _, tenth = estimate_noise_spectrum(x, spatial_dims, mask=mask)
-    _, half = estimate_noise_spectrum(x, spatial_dims, share=_WIDE_SHARE, mask=mask)
     if tenth == 0:
         return None
-    tenth = tenth / flattest_patch_bias(spectrum, shape)
-    return tenth if half / flattest_patch_bias(spectrum, shape, _WIDE_SHARE) < _PURE_NOISE_SPREAD * tenth else None
+    _, half = estimate_noise_spectrum(x, spatial_dims, share=_WIDE_SHARE, mask=mask)
+    tenth = tenth / biases[0]
+    return tenth if half / biases[1] < _PURE_NOISE_SPREAD * tenth else None
 
 
 def flattest_patch_bias(spectrum: NoiseSpectrum, shape: Sequence[int], share: float = 0.1) -> float:
