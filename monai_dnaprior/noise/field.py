@@ -110,11 +110,14 @@ class NoiseField:
 def _level_may_be_signal(model: NoiseModel, y: torch.Tensor, spatial_dims: int, level: float | None) -> bool:
     """Whether the level of an additive ``model`` was read where signal detail may fill the finest scale: always
     for Gaussian noise; for a magnitude (Rician) where it was estimated without a background of pure noise (the
-    bright blocks, as on a masked or skull-stripped magnitude). A Rayleigh background's own quiet windows would read
-    as a signal-filled finest scale, but sigma read there is the noise's alone."""
+    bright blocks, as on a masked or skull-stripped magnitude), found neither by one sigma's floor nor block by block
+    whatever its level. A Rayleigh background's own quiet windows would read as a signal-filled finest scale, but
+    the noise there is the noise's alone; so do the quiet side's windows under a coil's falloff, whose background has
+    no one floor."""
     if not model.is_magnitude:
         return True
-    return level is None and rician_background_sigma(y, spatial_dims) is None
+    return (level is None and rician_background_sigma(y, spatial_dims) is None
+            and not has_rayleigh_background(y, spatial_dims))
 
 
 def _repeat_noise(x: torch.Tensor, spatial_dims: int, own: float) -> torch.Tensor | None:
