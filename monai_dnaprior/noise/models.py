@@ -20,12 +20,16 @@ from monai_dnaprior.noise.estimation import (
 from monai_dnaprior.noise.rayleigh import RAYLEIGH_MEAN, estimate_rician_sigma, rician_sigmas
 from monai_dnaprior.settings import NoiseModelName
 
-__all__ = ["FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OFFSET", "GaussianNoise", "NoiseModel",
+__all__ = ["FLOOR_CONFIDENCE", "FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OFFSET", "GaussianNoise", "NoiseModel",
            "PoissonNoise", "RicianNoise", "SpeckleNoise", "get_noise_model", "noise_model_class", "rician_mean"]
 
 # The Rician noise floor is known only as well as the noise level: a background's mean within this share above it is
-# taken as at the floor
+# taken as at the floor ...
 FLOOR_TOLERANCE = 0.02
+# ... or within this many standard errors of a box of pure noise's mean (a one-sided test at 5 %), where that is more:
+# a 15-voxel box's mean spreads 3.5 % in 2D (a 5.7 % tolerance), 0.9 % in 3D (under the 2 %)
+FLOOR_CONFIDENCE = 1.645
+_RAYLEIGH_SPREAD = math.sqrt(4 / math.pi - 1)  # a Rayleigh's std over its mean
 _INVERSE_TABLE = 4097  # entries of the Rician mean's table that its inverse reads
 SPECKLE_OFFSET = 0.01  # log(y + offset) keeps dark voxels finite
 
@@ -290,11 +294,15 @@ class RicianNoise(NoiseModel):
         return clean.masked_fill(m <= table[0], 0.0).to(mean.dtype)
 
     def no_signal(self, mean: torch.Tensor, size: int = 15) -> torch.Tensor:
-        """The voxels whose neighbourhood (a box of side ``size``) has a mean at most the noise floor, give or take
-        :data:`FLOOR_TOLERANCE`. Every Rician mean is above the floor, so only a background of pure noise, its
-        fluctuations averaged out over the box, falls there; a voxel's own mean straddles the floor, where the
-        inverse's slope is infinite."""
-        return box_mean(mean, mean.ndim - 1, size) <= (1 + FLOOR_TOLERANCE) * self.noise_floor(mean)
+        """The voxels whose neighbourhood (a box of side ``size``) has a mean not above the noise floor: within
+        :data:`FLOOR_TOLERANCE` of it, or :data:`FLOOR_CONFIDENCE` standard errors of a pure-noise box's mean where
+        that is more (a box of a filtered Rayleigh background spreads about as the noise's own box mean). Every
+        Rician mean is above the floor, so only a background of pure noise, its fluctuations averaged out over the
+        box, falls there; a voxel's own mean straddles the floor, where the inverse's slope is infinite."""
+        spatial_dims = mean.ndim - 1
+        voxels = math.prod(min(size, n) for n in mean.shape[1:])
+        tolerance = max(FLOOR_TOLERANCE, FLOOR_CONFIDENCE * _RAYLEIGH_SPREAD / math.sqrt(voxels))
+        return box_mean(mean, spatial_dims, size) <= (1 + tolerance) * self.noise_floor(mean)
 
     def clean_estimate(
         self, mean: torch.Tensor, fitted: torch.Tensor | None = None, variance: torch.Tensor | None = None
