@@ -20,8 +20,9 @@ from monai_dnaprior.noise.estimation import (
 from monai_dnaprior.noise.rayleigh import RAYLEIGH_MEAN, estimate_rician_sigma, rician_sigmas
 from monai_dnaprior.settings import NoiseModelName
 
-__all__ = ["FLOOR_CONFIDENCE", "FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OFFSET", "GaussianNoise", "NoiseModel",
-           "PoissonNoise", "RicianNoise", "SpeckleNoise", "get_noise_model", "noise_model_class", "rician_mean"]
+__all__ = ["FLOOR_CONFIDENCE", "FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OFFSET",
+           "GaussianNoise", "NoiseModel", "PoissonNoise", "RicianNoise", "SpeckleNoise", "get_noise_model",
+           "noise_model_class", "rician_mean"]
 
 # The Rician noise floor is known only as well as the noise level: a background's mean within this share above it is
 # taken as at the floor ...
