@@ -428,7 +428,7 @@ def flat_patch_spectrum(
     spectrum = confirm_colour(spectrum, x, spatial_dims, noisy)
     if finest_level is not None and strongly_coloured(spectrum, variance, finest_level):
         shape = x.shape[-spatial_dims:]
-        biases = flattest_patch_bias(spectrum, shape), flattest_patch_bias(spectrum, shape, _WIDE_SHARE)
+        biases = _flattest_patch_biases(spectrum, shape, (0.1, _WIDE_SHARE))
         for where, read in ((mask, variance),) if mask is noisy else ((mask, variance), (noisy, None)):
             pure = _pure_noise_variance(x, spatial_dims, where, biases, read)
             if pure is not None:
@@ -437,7 +437,7 @@ def flat_patch_spectrum(
 
 
 def _pure_noise_variance(
-    x: torch.Tensor, spatial_dims: int, mask: torch.Tensor, biases: tuple[float, float], tenth: float | None = None
+    x: torch.Tensor, spatial_dims: int, mask: torch.Tensor, biases: Sequence[float], tenth: float | None = None
 ) -> float | None:
     """The flattest tenth of the patches of ``mask`` (its variance ``tenth`` where already read) freed of its
     selection bias where they are pure noise, else None: pure noise reads the same variance from the flattest half as
@@ -457,12 +457,20 @@ def flattest_patch_bias(spectrum: NoiseSpectrum, shape: Sequence[int], share: fl
     of ``spectrum`` alone: selecting the flattest reads low, the more so the fewer independent voxels a patch holds
     (a low-pass noise's). Simulated (a fixed seed) on a grid of the image's ``shape``, at most :data:`_BIAS_GRID` a
     side."""
+    return _flattest_patch_biases(spectrum, shape, (share,))[0]
+
+
+def _flattest_patch_biases(spectrum: NoiseSpectrum, shape: Sequence[int], shares: Sequence[float]) -> list[float]:
+    """:func:`flattest_patch_bias` for each of ``shares``, on one simulated noise."""
     grid = [min(n, _BIAS_GRID) for n in shape]
     dims = tuple(range(-len(grid), 0))
     white = torch.randn((1, *grid), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     noise = torch.fft.ifftn(torch.fft.fftn(white, dim=dims) * spectrum.psd(grid).double().sqrt(), dim=dims).real
-    _, variance = estimate_noise_spectrum(noise.float(), len(grid), share=share)
-    return variance / float(noise.var()) if variance > 0 else 1.0
+    biases = []
+    for share in shares:
+        _, variance = estimate_noise_spectrum(noise.float(), len(grid), share=share)
+        biases.append(variance / float(noise.var()) if variance > 0 else 1.0)
+    return biases
 
 
 def confirm_colour(
