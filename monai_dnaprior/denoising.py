@@ -141,7 +141,8 @@ def denoise(
     tracker = ProgressTracker(progress, x.numel())
     if use_series(series, tuple(x.shape), noise_psd is not None, asked_prior):
         with_network = asked_prior == Prior.AUTO  # prior="filter": MP-PCA and the series Wiener pass alone
-        image, error_map, info = denoise_series(x, noise_model, noise_level, tracker, with_network, uncertainty)
+        image, error_map, info = denoise_series(
+            x, noise_model, noise_level, tracker, with_network, uncertainty, preset)
         info.update(device=str(run_device), seconds=time.perf_counter() - start)
         logger.info("DNA-Prior%s: series of %d, %s in %.1f s on %s", _named(name), x.shape[0], info["prior"],
                     info["seconds"], run_device)

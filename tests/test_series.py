@@ -12,7 +12,15 @@ from monai.data import MetaTensor
 from conftest import make_series
 
 from monai_dnaprior import DNAPriorDenoise, DNAPriorDenoised, denoise
-from monai_dnaprior.series import SERIES_MIN_CHANNELS, marchenko_pastur_split, mppca, use_series
+from monai_dnaprior.series import (
+    SERIES_MIN_CHANNELS,
+    SMALL_SERIES_VALUES,
+    marchenko_pastur_split,
+    mppca,
+    mppca_step,
+    optimal_shrinkage,
+    use_series,
+)
 from monai_dnaprior.series.patches import PatchGrid
 
 
@@ -37,6 +45,43 @@ def test_marchenko_pastur_split_finds_the_signal_rank():
     assert int(count[0]) == channels  # pure noise: every component is noise
     assert channels - rank - 1 <= int(count[1]) <= channels - rank  # the signal's 3 kept (and at most one more)
     assert variance[0] == pytest.approx(sigma**2, rel=0.15) and variance[1] == pytest.approx(sigma**2, rel=0.2)
+
+
+def test_optimal_shrinkage_beats_the_hard_cut():
+    g = torch.Generator().manual_seed(2)
+    samples, channels, sigma = 125, 27, 0.1
+    strength = torch.tensor([0.05, 0.08, 0.15, 0.5], dtype=torch.float64)  # near the bulk's edge and well above
+    basis = torch.linalg.qr(torch.randn(channels, 4, generator=g, dtype=torch.float64))[0]
+    errors = {"cut": 0.0, "shrunk": 0.0}
+    for _ in range(20):
+        signal = torch.randn(samples, 4, generator=g, dtype=torch.float64) * strength @ basis.T
+        noisy = signal + sigma * torch.randn(samples, channels, generator=g, dtype=torch.float64)
+        centred = noisy - noisy.mean(0)
+        eigenvalues, vectors = torch.linalg.eigh(centred.T @ centred / samples)
+        count, variance = marchenko_pastur_split(eigenvalues[None], samples)
+        keep = (torch.arange(channels) >= count).to(torch.float64)
+        factor = optimal_shrinkage(eigenvalues[None], variance, samples)[0]
+        for name, weights in (("cut", keep), ("shrunk", keep * factor)):
+            estimate = centred @ (vectors * weights) @ vectors.T + noisy.mean(0)
+            errors[name] += float((estimate - signal).square().sum())
+    assert errors["shrunk"] < 0.9 * errors["cut"]
+    edge = sigma**2 * (1 + (channels / samples) ** 0.5) ** 2
+    eigenvalues = torch.full((1, channels), 0.5 * edge, dtype=torch.float64)
+    eigenvalues[0, -3:] = torch.tensor([0.99 * edge, 1.5 * edge, 100 * edge])
+    factors = optimal_shrinkage(eigenvalues, torch.tensor([sigma**2], dtype=torch.float64), samples)[0, -4:]
+    assert factors[0] == 0 and factors[1] == 0  # the noise bulk is cut
+    assert 0 < factors[2] < factors[3] < 1 and factors[3] > 0.95  # a strong component is almost kept
+
+
+def test_mppca_step_by_preset_and_size():
+    small = (20, 16, 16, 8)
+    large = (30, 64, 64, 24)
+    assert 20 * 16 * 16 * 8 <= SMALL_SERIES_VALUES < 30 * 64 * 64 * 24
+    assert mppca_step(small, "default") == 1 and mppca_step(small, "fast") == 1
+    assert mppca_step(large, "default") == 2 and mppca_step(large, "fast") == 2
+    assert mppca_step(large, "quality") == 1
+    with pytest.raises(ValueError, match="quality"):
+        mppca_step(small, "best")
 
 
 def test_patch_grid_covers_every_voxel_once_averaged():
@@ -116,6 +161,7 @@ def test_series_filter_prior_leaves_the_network_out():
     assert _psnr(clean, classical.image) > _psnr(clean, noisy) + 5.0
     assert blended.info["network_weight"] > 0.1  # the network takes part in the blend here, so the results differ
     assert float((classical.image - blended.image).abs().max()) > 1e-3
+    assert classical.info["mppca_step"] == 1  # a small series: MP-PCA's patches at every voxel
     with pytest.raises(ValueError, match="prior='filter'"):
         denoise(noisy, series=True, prior="network")
 

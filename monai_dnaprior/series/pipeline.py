@@ -28,16 +28,15 @@ from monai_dnaprior.noise import choose_noise_model, get_noise_model
 from monai_dnaprior.progress import ProgressTracker
 from monai_dnaprior.series.blend import network_blend
 from monai_dnaprior.series.mppca import mppca
-from monai_dnaprior.series.options import patch_sides
+from monai_dnaprior.series.options import mppca_step, patch_sides
 from monai_dnaprior.series.wiener import series_wiener
-from monai_dnaprior.settings import NoiseModelName
+from monai_dnaprior.settings import NoiseModelName, Preset
 from monai_dnaprior.uncertainty import clean_error, to_image_domain
 
-__all__ = ["MPPCA_STEP", "WIENER_SIDE", "WIENER_STEP", "denoise_series"]
+__all__ = ["WIENER_SIDE", "WIENER_STEP", "denoise_series"]
 
 logger = logging.getLogger("monai_dnaprior")
 
-MPPCA_STEP = 2  # patch corners every 2 voxels: 0.2 dB below every voxel on the DWI-like series, in a quarter the time
 WIENER_SIDE, WIENER_STEP = 4, 2  # the Wiener pass's patches: 4 px a side (5: +0.08 dB for 2x the time)
 _SHARES = (0.05, 0.1, 0.85)  # noise model, MP-PCA, network and Wiener passes: the shares of the time (progress)
 
@@ -52,12 +51,13 @@ def _series_sigma(pilot: torch.Tensor, variance: torch.Tensor) -> float:
 
 def denoise_series(
     x: torch.Tensor, noise_model: str, noise_level: float | None, tracker: ProgressTracker, with_network: bool = True,
-    with_map: bool = False,
+    with_map: bool = False, preset: str = Preset.DEFAULT,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Denoise the series ``x`` ``(C, *spatial)`` (float32, any range) with the network blended in where
-    ``with_network``; returns the series, its uncertainty map where ``with_map`` (the expected error per voxel, root
-    mean square, in ``x``'s units: the Wiener passes' closed-form error through the noise model's inverse, as
-    :mod:`monai_dnaprior.uncertainty` makes a single image's) and what was found."""
+    ``with_network`` and MP-PCA's patch step set by ``preset`` and the series' size
+    (:func:`~monai_dnaprior.series.options.mppca_step`); returns the series, its uncertainty map where ``with_map``
+    (the expected error per voxel, root mean square, in ``x``'s units: the Wiener passes' closed-form error through
+    the noise model's inverse, as :mod:`monai_dnaprior.uncertainty` makes a single image's) and what was found."""
     spatial_dims = x.ndim - 1
     units = [share * x.numel() for share in _SHARES]
     window = IntensityWindow.from_image(x)
@@ -77,13 +77,14 @@ def denoise_series(
         return x.clone(), _no_error(x, with_map), {**info, "prior": "none"}
     target = model.forward(y)
     sides = patch_sides(tuple(x.shape[1:]), x.shape[0])
+    step = mppca_step(tuple(x.shape), preset)
     with tracker.span(units[1]):
-        pilot, variance = mppca(target, sides, MPPCA_STEP)
+        pilot, variance = mppca(target, sides, step)
     wiener_sides = tuple(min(WIENER_SIDE, s) for s in x.shape[1:])
     with tracker.span(units[2]):
         if with_network:
             estimate, error, found = network_blend(
-                target, pilot, variance, lambda t: mppca(t, sides, MPPCA_STEP),
+                target, pilot, variance, lambda t: mppca(t, sides, step),
                 lambda t, p, v, e: series_wiener(t, p, v, wiener_sides, WIENER_STEP, e), with_error=with_map)
             info.update(found)
         else:
@@ -98,7 +99,7 @@ def denoise_series(
     if with_map:  # the fit domain's error through the Rician inverse (at its level), then the model's inverse
         spread = to_image_domain(model, clean, clean_error(model, level, clean, error, False), y)
         spread = spread * (window.high - window.low)
-    info.update(patch=sides, mppca_sigma=sigma)
+    info.update(patch=sides, mppca_step=step, mppca_sigma=sigma)
     logger.info("DNA-Prior series: %d volumes, %s noise (level %.3g), MP-PCA %s patches, the series Wiener pass "
                 "(%s)", x.shape[0], chosen, model.level, "x".join(map(str, sides)),
                 f"network weight {info['network_weight']:.2f}" if with_network else "no network: prior='filter'")
