@@ -2,18 +2,21 @@
 
     python benchmarks/series.py --out benchmarks/results/series          # every series, every method
     python benchmarks/series.py --cases dwi_sim --methods mppca series   # a subset (outputs cached under --cache)
+    python benchmarks/series.py --heldout --out benchmarks/results/series/heldout   # the held-out series
 
 Series (``series_data.py``): a DWI-like and an fMRI-like series simulated from the dev EPI volume (clean known), and
-the real DIPY ``small_64D``, ``small_101D`` and nibabel ``functional.nii`` (no clean image). Methods, each on the whole
-series in the same run: the input; DIPY ``patch2self`` with its defaults (version 3, OLS; its version 1 over 3x3x3
-patches, OLS or ridge, returned every volume with its mean removed in DIPY 1.12: 15 dB, left out); DIPY
-``localpca.mppca`` (Marchenko-Pastur PCA, its defaults; patch radius 1 on a volume of 3 slices); BM4D volume by
-volume with the Rician pipeline (sigma from the bright blocks, the Rician mean inverted;
-``anchors.rician_bm_pipeline``); DNA-Prior per volume (``series=False``: the 0.8.0 path, channels in groups of four);
-DNA-Prior's series mode (``series=True``: MP-PCA, the network fitted to predict each volume from the others, the
-series Wiener pass piloted by MP-PCA and by MP-PCA averaged with the network, blended by SURE) and the same without
-its network (``dnaprior series, no network``, ``prior="filter"``: MP-PCA and one Wiener pass, as the 0.8.0 series
-path, with this version's Rician inverse).
+the real DIPY ``small_64D``, ``small_101D`` and nibabel ``functional.nii`` (no clean image); with ``--heldout``, the
+held-out ones, never used to choose anything: the same two simulations on DIPY's ``S0_10slices`` and the real DIPY
+``small_25``. Methods, each on the whole series in the same run: the input; DIPY ``patch2self`` with its defaults
+(version 3, OLS, fitted on a random count sketch of the voxels: the mean of 10 draws, numpy seeded 0-9, their range
+listed under each table; its version 1 over 3x3x3 patches, OLS or ridge, returned every volume with its mean removed
+in DIPY 1.12: 15 dB, left out); DIPY ``localpca.mppca`` (Marchenko-Pastur PCA, its defaults; the patch radius 2, or
+what a thin axis allows: 1 across 3 slices, 0 across 2); BM4D volume by volume with the Rician pipeline (sigma from
+the bright blocks, the Rician mean inverted; ``anchors.rician_bm_pipeline``); DNA-Prior per volume (``series=False``:
+the 0.8.0 path, channels in groups of four); DNA-Prior's series mode (``series=True``: MP-PCA, the network fitted to
+predict each volume from the others, the series Wiener pass piloted by MP-PCA and by MP-PCA averaged with the
+network, blended by SURE) and the same without its network (``dnaprior series, no network``, ``prior="filter"``:
+MP-PCA and one Wiener pass, as the 0.8.0 series path, with this version's Rician inverse).
 
 Figures: with a clean series, PSNR over the brain mask (``range = clean.max()``) and, for DWI, the mean absolute error
 of DTI's FA and MD (DIPY ``TensorModel``, weighted least squares) against the fit on the clean series, over the brain;
@@ -59,8 +62,8 @@ def patch2self_default(s: Series, data: np.ndarray, bvals: np.ndarray | None) ->
 def mppca_dipy(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
     from dipy.denoise.localpca import mppca
 
-    radius = min(2, (min(data.shape[:3]) - 1) // 2)  # its default 2, or what a thin volume allows (functional: 1)
-    return mppca(data, patch_radius=radius, suppress_warning=True)
+    radius = [min(2, (n - 1) // 2) for n in data.shape[:3]]  # its default 2, or what a thin axis allows (2 slices: 0)
+    return mppca(data, patch_radius=np.array(radius), suppress_warning=True)
 
 
 def bm4d_vst(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
@@ -86,6 +89,10 @@ METHODS: dict[str, Callable] = {
     "dnaprior series, no network": dnaprior(True, prior="filter"),
 }
 PEERS = ("patch2self", "mppca (dipy)", "bm4d+vst per volume")
+DRAWS = {"patch2self": 10}
+"""Methods run more than once, each draw with ``np.random.seed(draw)``: Patch2Self (version 3) fits its regressions on
+a random count sketch of the voxels, and its figures move from draw to draw (the real fMRI's tSNR 195-222); its row is
+the draws' mean, their range in ``spread``. The other methods are deterministic."""
 
 
 # ------------------------------------------------------------------------------------------------------ metrics
@@ -149,55 +156,75 @@ UNRECORDED = ("earlier processes of the session, cached before the benchmark rec
               "says which ran together)")
 
 
-def run_method(s: Series, name: str, cache: Path, fresh: bool) -> tuple[list[np.ndarray], float, str, str]:
-    """The method's output (the whole series, or its two halves for real DWI), seconds, error and the process that
-    ran it, cached under ``cache``."""
+def run_method(s: Series, name: str, cache: Path, fresh: bool) -> tuple[list[list[np.ndarray]], float, str, str]:
+    """The method's outputs, one list per draw (:data:`DRAWS`) of the whole series or of its two halves (real DWI),
+    the seconds of one draw, the error and the process that ran it, cached under ``cache``."""
     slug = name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_").replace(",", "")
     key = cache / f"{s.name}__{slug}"
+    split = s.clean is None and s.kind == "dwi"
+    parts = halves(s) if split else [np.arange(s.noisy.shape[-1])]
     if not fresh and key.with_suffix(".npz").exists():
         z = np.load(key.with_suffix(".npz"))
         ran = str(z["ran"]) if "ran" in z.files else UNRECORDED
-        return [z[k] for k in sorted(z.files) if k.startswith("out")], float(z["seconds"]), str(z["error"]), ran
-    split = s.clean is None and s.kind == "dwi"
-    parts = halves(s) if split else [np.arange(s.noisy.shape[-1])]
-    outs, seconds, error = [], 0.0, ""
-    for idx in parts:
-        data = np.ascontiguousarray(s.noisy[..., idx])
-        bvals = None if s.bvals is None else s.bvals[idx]
-        start = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = np.asarray(METHODS[name](s, data, bvals), dtype=np.float32)
-        except Exception as e:  # a peer that cannot run on a series is reported, not fatal
-            error, out = f"{type(e).__name__}: {e}"[:200], data
-        seconds += time.perf_counter() - start
-        outs.append(out)
+        outs = [z[k] for k in sorted(z.files) if k.startswith("out")]
+        draws = [outs[i : i + len(parts)] for i in range(0, len(outs), len(parts))]
+        return draws, float(z["seconds"]), str(z["error"]), ran
+    draws, seconds, error = [], 0.0, ""
+    for draw in range(DRAWS.get(name, 1)):
+        np.random.seed(draw)  # Patch2Self's count sketch draws from numpy's global generator
+        outs = []
+        for idx in parts:
+            data = np.ascontiguousarray(s.noisy[..., idx])
+            bvals = None if s.bvals is None else s.bvals[idx]
+            start = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out = np.asarray(METHODS[name](s, data, bvals), dtype=np.float32)
+            except Exception as e:  # a peer that cannot run on a series is reported, not fatal
+                error, out = f"{type(e).__name__}: {e}"[:200], data
+            seconds += time.perf_counter() - start
+            outs.append(out)
+        draws.append(outs)
+    seconds /= len(draws)
     cache.mkdir(parents=True, exist_ok=True)
+    flat = [o for outs in draws for o in outs]
     np.savez_compressed(key.with_suffix(".npz"), seconds=seconds, error=error, ran=RAN,
-                        **{f"out{k}": o for k, o in enumerate(outs)})
-    return outs, seconds, error, RAN
+                        **{f"out{k:03d}": o for k, o in enumerate(flat)})
+    return draws, seconds, error, RAN
+
+
+def _figures(s: Series, outs: list[np.ndarray], reference) -> dict[str, float]:
+    """The series' figures of one output (or its two halves)."""
+    row = {}
+    if s.clean is not None:
+        row["psnr_brain"] = round(psnr_brain(s.clean, outs[0], s.mask), 3)
+    if reference is not None:
+        row["fa_mae"], row["md_mae"] = (round(v, 5) for v in dti_errors(s, outs[0], reference))
+    if s.kind == "fmri":
+        row["tsnr"] = round(median_tsnr(outs[0], s.mask), 2)
+    if s.clean is None and s.kind == "dwi":
+        row["cv_rmse"] = round(cross_prediction(s, outs), 3)
+    return row
 
 
 def evaluate(s: Series, methods: list[str], cache: Path, fresh: bool) -> list[dict]:
+    """Each method's figures; a method with several draws gets their mean and, in ``spread``, their range."""
     rows = []
     reference = tensor_fit(s.clean, s.bvals, s.bvecs, s.mask) if s.clean is not None and s.kind == "dwi" else None
     for name in ["input"] + methods:
         if name == "input":
             split = s.clean is None and s.kind == "dwi"
-            outs, seconds, error, ran = ([s.noisy[..., i] for i in halves(s)] if split else [s.noisy]), 0.0, "", ""
+            draws, seconds, error, ran = [[s.noisy[..., i] for i in halves(s)] if split else [s.noisy]], 0.0, "", ""
         else:
-            outs, seconds, error, ran = run_method(s, name, cache, fresh)
+            draws, seconds, error, ran = run_method(s, name, cache, fresh)
         row = {"series": s.name, "shape": s.shape_str, "method": name, "seconds": round(seconds, 2), "error": error,
                "ran": ran}
-        if s.clean is not None:
-            row["psnr_brain"] = round(psnr_brain(s.clean, outs[0], s.mask), 3)
-        if reference is not None:
-            row["fa_mae"], row["md_mae"] = (round(v, 5) for v in dti_errors(s, outs[0], reference))
-        if s.kind == "fmri":
-            row["tsnr"] = round(median_tsnr(outs[0], s.mask), 2)
-        if s.clean is None and s.kind == "dwi":
-            row["cv_rmse"] = round(cross_prediction(s, outs), 3)
+        figures = [_figures(s, outs, reference) for outs in draws]
+        row.update({k: round(float(np.mean([f[k] for f in figures])), 5) for k in figures[0]})
+        if len(figures) > 1:
+            row["spread"] = f"{len(figures)} draws: " + ", ".join(
+                f"{k} {min(f[k] for f in figures):.4g} to {max(f[k] for f in figures):.4g}" for k in figures[0])
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows
@@ -212,7 +239,8 @@ def _best_peer(rows: list[dict], key: str, higher: bool) -> dict | None:
 
 def write_results(rows: list[dict], series: list[Series], out: Path, command: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    keys = ["series", "shape", "method", "seconds", "psnr_brain", "fa_mae", "md_mae", "tsnr", "cv_rmse", "error", "ran"]
+    keys = ["series", "shape", "method", "seconds", "psnr_brain", "fa_mae", "md_mae", "tsnr", "cv_rmse", "spread",
+            "error", "ran"]
     with open(out / "series.csv", "w", newline="") as f:
         w = csv.DictWriter(f, keys)
         w.writeheader()
@@ -250,6 +278,8 @@ def write_results(rows: list[dict], series: list[Series], out: Path, command: st
         heads += [f"{metrics[k][0]} vs best peer" for k in present][: width - len(heads)]
         heads += [""] * (width - len(heads))
         lines.append(markdown_table(heads, [c + [""] * (width - len(c)) for c in table]))
+        spreads = [f"- {r['method']}: the mean of {r['spread']}" for r in sub if "spread" in r]
+        lines += ["", *spreads] if spreads else []
     (out / "series.md").write_text("\n".join(lines) + "\n")
 
 
@@ -257,6 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="benchmarks/results/series")
     parser.add_argument("--cases", nargs="*", default=None, help="substrings of the series names")
+    parser.add_argument("--heldout", action="store_true", help="the held-out series (series_data.py)")
     parser.add_argument("--methods", nargs="*", default=None, help="substrings of the method names")
     parser.add_argument("--fresh", nargs="*", default=[], help="substrings of methods to rerun though cached")
     parser.add_argument("--cache", default="/tmp/dnaprior_series_cache", help="where each method's outputs are kept")
@@ -266,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     methods = [m for m in METHODS if args.methods is None or any(f in m for f in args.methods)]
     out = Path(args.out)
-    series = load_series(args.cases)
+    series = load_series(args.cases, heldout=args.heldout)
     rows = []
     for s in series:
         for m in methods:

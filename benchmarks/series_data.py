@@ -18,6 +18,13 @@ Real series (no clean image):
 - DIPY ``small_64D`` (10x10x10, 1 b0 + 64 directions at b = 1000), DIPY ``small_101D`` (6x10x10, its b <= 1600
   volumes: 29), both cut out of the brain (every voxel is the mask), nibabel ``functional.nii`` (17x21x3, 20 frames;
   the mask: temporal mean above half its median).
+
+**Held-out series** (``load_series(heldout=True)``, ``series.py --heldout``; never used to choose anything): the same
+two simulations on another anatomy, DIPY's ``S0_10slices`` (a b0 of another scanner and subject, 10 thick slices;
+cropped to 84x100x10 around the brain, the brain the slice-wise filled Otsu mask of the smoothed volume at half its
+threshold (plain Otsu picks the bright CSF of this T2-weighted b0), scaled so that the brain's median is the dev
+series' 0.42: the same signal-to-noise ratio in tissue), and DIPY's real ``small_25`` (10x8x2, 1 b0 + 25 directions
+at b = 2000).
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ DWI_CROP = (slice(33, 97), slice(8, 88), slice(2, 22))  # 64x80x20 of the 128x96
 FMRI_CROP = (slice(37, 93), slice(14, 78), slice(4, 20))  # 56x64x16
 DWI_SIGMA = 0.02  # Rician sigma, of the EPI's range (S0 max 1)
 FMRI_SIGMA = 0.015
+HELDOUT_CROP = (slice(22, 106), slice(11, 111), slice(0, 10))  # 84x100x10 of DIPY's 128x128x10 S0_10slices
+DEV_BRAIN_MEDIAN = 0.42  # the dev EPI's brain median (S0 max 1): the held-out S0 is scaled to it
 B_VALUE = 1000.0  # s/mm^2
 DIFFUSIVITY = {"wm": (1.7e-3, 0.35e-3, 0.35e-3), "gm": (0.9e-3, 0.75e-3, 0.7e-3), "csf": (3.0e-3, 3.0e-3, 3.0e-3)}
 
@@ -92,6 +101,26 @@ def _epi_s0(crop: tuple[slice, ...]) -> np.ndarray:
     return np.ascontiguousarray(load_nibabel_volume().image[crop], dtype=np.float64)
 
 
+def _heldout_s0() -> tuple[np.ndarray, np.ndarray]:
+    """DIPY's ``S0_10slices`` cropped, its brain mask, scaled to the dev brain median (module docstring)."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    s0 = _nifti(_dipy_file("S0_10slices.nii.gz"))[..., 0].astype(np.float64)[HELDOUT_CROP]
+    smooth = ndimage.gaussian_filter(s0, (2, 2, 0.5))
+    mask = smooth > 0.5 * threshold_otsu(smooth)
+    mask = np.stack([ndimage.binary_fill_holes(mask[..., k]) for k in range(mask.shape[-1])], -1)
+    return s0 * (DEV_BRAIN_MEDIAN / np.median(s0[mask])), mask
+
+
+def _anatomy(heldout: bool, crop: tuple[slice, ...]) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """S0, its brain mask, the series' name suffix and the source: the dev EPI's ``crop`` or the held-out b0."""
+    if heldout:
+        return (*_heldout_s0(), "_heldout", "DIPY S0_10slices (held out), simulated")
+    s0 = _epi_s0(crop)
+    return s0, brain_mask(s0), "", "nibabel example4d t=0 (dev), simulated"
+
+
 def _classes(s0: np.ndarray, mask: np.ndarray, width: float = 0.02) -> dict[str, np.ndarray]:
     """Soft memberships of the three intensity classes in the brain (logistic across the multi-Otsu thresholds);
     outside the brain, grey-matter-like tissue."""
@@ -121,10 +150,10 @@ def _attenuation(diff: tuple[float, float, float], fibre: np.ndarray, g: np.ndar
     return np.exp(-b * (l2 + (l1 - l2) * cos2))
 
 
-def simulate_dwi(sigma: float = DWI_SIGMA, n_b0: int = 3, n_dirs: int = 24, seed: int = 2027) -> Series:
-    """The DWI-like series (module docstring)."""
-    s0 = _epi_s0(DWI_CROP)
-    mask = brain_mask(s0)
+def simulate_dwi(sigma: float = DWI_SIGMA, n_b0: int = 3, n_dirs: int = 24, seed: int = 2027,
+                 heldout: bool = False) -> Series:
+    """The DWI-like series (module docstring), on the held-out anatomy where ``heldout``."""
+    s0, mask, suffix, source = _anatomy(heldout, DWI_CROP)
     classes = _classes(s0, mask)
     fibre = fibre_field(s0.shape)
     dirs = half_sphere(n_dirs)
@@ -140,15 +169,13 @@ def simulate_dwi(sigma: float = DWI_SIGMA, n_b0: int = 3, n_dirs: int = 24, seed
         signal = sum(classes[c] * _attenuation(DIFFUSIVITY[c], fibre, g, b) for c in classes)
         volumes.append(s0 * signal)
     clean = np.stack(volumes, -1).astype(np.float32)
-    return Series("dwi_sim", "dwi", rician(clean, sigma, seed), mask, "nibabel example4d t=0 (dev), simulated",
-                  clean=clean, bvals=bvals, bvecs=bvecs,
-                  notes={"sigma": sigma, "b0": n_b0, "directions": n_dirs, "b": B_VALUE})
+    return Series("dwi_sim" + suffix, "dwi", rician(clean, sigma, seed), mask, source, clean=clean, bvals=bvals,
+                  bvecs=bvecs, notes={"sigma": sigma, "b0": n_b0, "directions": n_dirs, "b": B_VALUE})
 
 
-def simulate_fmri(sigma: float = FMRI_SIGMA, frames: int = 40, seed: int = 2028) -> Series:
-    """The fMRI-like series (module docstring)."""
-    s0 = _epi_s0(FMRI_CROP)
-    mask = brain_mask(s0)
+def simulate_fmri(sigma: float = FMRI_SIGMA, frames: int = 40, seed: int = 2028, heldout: bool = False) -> Series:
+    """The fMRI-like series (module docstring), on the held-out anatomy where ``heldout``."""
+    s0, mask, suffix, source = _anatomy(heldout, FMRI_CROP)
     gm = _classes(s0, mask)["gm"]
     x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in s0.shape], indexing="ij")
     blob = np.exp(-((x - 0.3) ** 2 + (y + 0.2) ** 2) / 0.08 - z**2 / 0.5) * gm
@@ -158,8 +185,8 @@ def simulate_fmri(sigma: float = FMRI_SIGMA, frames: int = 40, seed: int = 2028)
     block = ((t // 8) % 2 == 1).astype(np.float64) * 0.02
     clean = s0[..., None] * (1.0 + drift + physio + blob[..., None] * block)
     clean = clean.astype(np.float32)
-    return Series("fmri_sim", "fmri", rician(clean, sigma, seed), mask, "nibabel example4d t=0 (dev), simulated",
-                  clean=clean, notes={"sigma": sigma, "frames": frames})
+    return Series("fmri_sim" + suffix, "fmri", rician(clean, sigma, seed), mask, source, clean=clean,
+                  notes={"sigma": sigma, "frames": frames})
 
 
 def _dipy_file(name: str) -> Path:
@@ -174,9 +201,8 @@ def _nifti(path: Path) -> np.ndarray:
     return np.asarray(nib.load(str(path)).get_fdata(dtype=np.float32))
 
 
-def real_dwi(name: str, max_b: float = 1600.0) -> Series:
-    """DIPY's ``small_64D`` or ``small_101D`` (its volumes with b <= ``max_b``: DTI's range)."""
-    stem = {"small_64D": "small_64D", "small_101D": "small_101D"}[name]
+def real_dwi(stem: str, max_b: float = 1600.0) -> Series:
+    """DIPY's ``small_64D``, ``small_101D`` or ``small_25`` (its volumes with b <= ``max_b``: DTI's range)."""
     data = _nifti(_dipy_file(stem + (".nii" if stem == "small_64D" else ".nii.gz")))
     bvals = np.loadtxt(_dipy_file(stem + ".bval"))
     bvecs = np.loadtxt(_dipy_file(stem + ".bvec"))
@@ -184,7 +210,7 @@ def real_dwi(name: str, max_b: float = 1600.0) -> Series:
     keep = bvals <= max_b
     data, bvals, bvecs = data[..., keep], bvals[keep], bvecs[keep]
     mask = np.ones(data.shape[:3], dtype=bool)  # cut out of the brain: every voxel is tissue (b0 >= 61)
-    return Series(name.lower(), "dwi", data, mask, f"DIPY data/files/{stem}", bvals=bvals, bvecs=bvecs,
+    return Series(stem.lower(), "dwi", data, mask, f"DIPY data/files/{stem}", bvals=bvals, bvecs=bvecs,
                   notes={"volumes": int(keep.sum())})
 
 
@@ -197,9 +223,15 @@ def real_fmri() -> Series:
     return Series("functional", "fmri", data, mean > 0.5 * np.median(mean), "nibabel tests/data/functional.nii")
 
 
-def load_series(names: list[str] | None = None) -> list[Series]:
-    """The benchmark's series, in order: ``dwi_sim``, ``fmri_sim``, ``small_64d``, ``small_101d``, ``functional``."""
-    loaders = {"dwi_sim": simulate_dwi, "fmri_sim": simulate_fmri, "small_64d": lambda: real_dwi("small_64D"),
-               "small_101d": lambda: real_dwi("small_101D"), "functional": real_fmri}
+def load_series(names: list[str] | None = None, heldout: bool = False) -> list[Series]:
+    """The benchmark's series, in order: ``dwi_sim``, ``fmri_sim``, ``small_64d``, ``small_101d``, ``functional``;
+    where ``heldout``, the held-out ones: ``dwi_sim_heldout``, ``fmri_sim_heldout``, ``small_25``."""
+    if heldout:
+        loaders = {"dwi_sim_heldout": lambda: simulate_dwi(heldout=True),
+                   "fmri_sim_heldout": lambda: simulate_fmri(heldout=True),
+                   "small_25": lambda: real_dwi("small_25", max_b=2000.0)}  # one shell at b = 2000
+    else:
+        loaders = {"dwi_sim": simulate_dwi, "fmri_sim": simulate_fmri, "small_64d": lambda: real_dwi("small_64D"),
+                   "small_101d": lambda: real_dwi("small_101D"), "functional": real_fmri}
     keys = [k for k in loaders if names is None or any(n in k for n in names)]
     return [loaders[k]() for k in keys]
