@@ -67,8 +67,11 @@ class _VolumeNet(torch.nn.Module):
         self.out = torch.nn.Linear(hidden, 1)
 
     def forward(self, features: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        h = F.silu(self.first(features) + self.volume(j))
-        return self.out(F.silu(self.second(h)))[:, 0]
+        return self.rest(self.first(features), j)
+
+    def rest(self, first: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
+        """The layers after the first, given its output ``first`` ``(B, hidden)``."""
+        return self.out(F.silu(self.second(F.silu(first + self.volume(j)))))[:, 0]
 
 
 def _table(series: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -131,9 +134,11 @@ class VolumePredictor:
         channels, device = series.shape[0], series.device
         table, x, near = _table(series, self.scale)
         out = torch.empty_like(x)
-        for j in range(channels):
-            for start in range(0, x.shape[1], chunk):
-                vox = torch.arange(start, min(start + chunk, x.shape[1]), device=device)
+        weight = self.net.first.weight  # (hidden, 3C): column j multiplies volume j's own value
+        for start in range(0, x.shape[1], chunk):
+            vox = torch.arange(start, min(start + chunk, x.shape[1]), device=device)
+            first = self.net.first(table[vox])  # every volume's value kept; volume j's is taken out below
+            for j in range(channels):
                 jj = torch.full_like(vox, j)
-                out[j, vox] = self.net(_features(table, vox, jj), jj) + near[j, vox]
+                out[j, vox] = self.net.rest(first - x[j, vox, None] * weight[:, j], jj) + near[j, vox]
         return (out * self.scale).reshape(series.shape).to(series.dtype)
