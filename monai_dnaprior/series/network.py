@@ -134,11 +134,14 @@ class VolumePredictor:
         channels, device = series.shape[0], series.device
         table, x, near = _table(series, self.scale)
         out = torch.empty_like(x)
-        weight = self.net.first.weight  # (hidden, 3C): column j multiplies volume j's own value
+        values, shells = self.net.first.weight.split([channels, 2 * channels], 1)  # (hidden, C), (hidden, 2C)
         for start in range(0, x.shape[1], chunk):
             vox = torch.arange(start, min(start + chunk, x.shape[1]), device=device)
-            first = self.net.first(table[vox])  # every volume's value kept; volume j's is taken out below
+            features = table[vox]
+            shell_part = F.linear(features[:, channels:], shells, self.net.first.bias)  # the same for every j
             for j in range(channels):
+                own = features[:, :channels].clone()
+                own[:, j] = 0.0  # volume j's own value never enters: exactly, not added and taken away
                 jj = torch.full_like(vox, j)
-                out[j, vox] = self.net.rest(first - x[j, vox, None] * weight[:, j], jj) + near[j, vox]
+                out[j, vox] = self.net.rest(shell_part + own @ values.T, jj) + near[j, vox]
         return (out * self.scale).reshape(series.shape).to(series.dtype)
