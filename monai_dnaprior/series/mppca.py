@@ -59,9 +59,10 @@ def mppca(series: torch.Tensor, sides: tuple[int, ...], step: int) -> tuple[torc
         mean = x.mean(1, keepdim=True)
         centred = x - mean
         eigenvalues, vectors = torch.linalg.eigh(centred.transpose(1, 2) @ centred / samples)
-        count, variance = marchenko_pastur_split(eigenvalues.clamp_min(0), samples)
+        eigenvalues = eigenvalues.clamp_min(0)
+        count, variance = marchenko_pastur_split(eigenvalues, samples)
         keep = (torch.arange(channels, device=x.device)[None, :] >= count[:, None]).to(work)
-        kept = vectors * (keep * optimal_shrinkage(eigenvalues.clamp_min(0), variance, samples))[:, None, :]
+        kept = vectors * (keep * optimal_shrinkage(eigenvalues, variance, samples))[:, None, :]
         estimate = centred @ kept @ vectors.transpose(1, 2) + mean
         values = torch.cat([estimate, variance[:, None, None].expand(-1, samples, 1)], -1)
         grid.add(sums, weights, index, values, 1.0 / (1.0 + channels - count).to(work))
