@@ -92,7 +92,7 @@ METHODS: dict[str, Callable] = {
 PEERS = ("patch2self", "mppca (dipy)", "bm4d+vst per volume")
 DRAWS = {"patch2self": 10}
 """Methods run more than once, each draw with ``np.random.seed(draw)``: Patch2Self (version 3) fits its regressions on
-a random count sketch of the voxels, and its figures move from draw to draw (the real fMRI's tSNR 195-222); its row is
+a random count sketch of the voxels, and its figures move from draw to draw (the real fMRI's tSNR 185-215); its row is
 the draws' mean, their range in ``spread``. The other methods are deterministic."""
 
 
