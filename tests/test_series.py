@@ -19,6 +19,7 @@ from monai_dnaprior.series import (
     mppca,
     mppca_step,
     optimal_shrinkage,
+    series_wiener,
     use_series,
 )
 from monai_dnaprior.series.patches import PatchGrid
@@ -82,6 +83,21 @@ def test_mppca_step_by_preset_and_size():
     assert mppca_step(large, "quality") == 1
     with pytest.raises(ValueError, match="quality"):
         mppca_step(small, "best")
+
+
+def test_quality_weighs_a_wider_patch_by_sure():
+    clean, noisy = make_series(channels=24, shape=(20, 20, 10), sigma=0.08)
+    default = denoise(noisy, noise_model="gaussian", prior="filter")
+    quality = denoise(noisy, noise_model="gaussian", prior="filter", preset="quality")
+    assert "patch_risks" not in default.info and len(quality.info["patch_risks"]) == 2
+    errors = {}
+    for sides in ((5, 5, 5), (7, 7, 7)):  # the classical path at each candidate, against the clean series
+        pilot, variance = mppca(noisy, sides, 1)
+        errors[sides] = float((series_wiener(noisy, pilot, variance, (4, 4, 4), 2) - clean).square().sum())
+    chosen = quality.info["patch"]
+    assert chosen in errors and errors[chosen] == min(errors.values())  # SURE chose the better patch
+    again = denoise(noisy, noise_model="gaussian", prior="filter", preset="quality")
+    assert torch.equal(quality.image, again.image)
 
 
 def test_patch_grid_covers_every_voxel_once_averaged():
@@ -194,6 +210,16 @@ def test_transform_keeps_type_shape_and_is_deterministic(kind):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     if kind == "meta":
         assert a.meta["filename_or_obj"] == "s.nii"
+
+
+def test_transform_passes_its_preset_to_the_series_mode():
+    _, noisy = make_series(channels=12, shape=(24, 24, 40), sigma=0.05)  # above SMALL_SERIES_VALUES: step 2 by default
+    quality = DNAPriorDenoise(series=True, prior="filter", preset="quality")(noisy)
+    expected = denoise(noisy, series=True, prior="filter", preset="quality")
+    assert expected.info["mppca_step"] == 1 and "patch_risks" in expected.info
+    torch.testing.assert_close(quality, expected.image, rtol=0, atol=0)
+    default = DNAPriorDenoise(series=True, prior="filter")(noisy)
+    assert float((default - quality).abs().max()) > 0
 
 
 def test_dictionary_transform_and_progress():

@@ -10,8 +10,8 @@ from monai.utils import look_up_option
 
 from monai_dnaprior.settings import Preset, Prior
 
-__all__ = ["SERIES_MIN_CHANNELS", "SMALL_SERIES_VALUES", "check_series", "mppca_step", "patch_sides", "series_refusal",
-           "use_series"]
+__all__ = ["SERIES_MIN_CHANNELS", "SMALL_SERIES_VALUES", "WIDE_SIDE", "check_series", "mppca_step", "patch_sides",
+           "series_refusal", "use_series"]
 
 SERIES_MIN_CHANNELS = 8
 """``series=None`` takes an image with at least this many channels as a series. Measured on the first 4, 6, 8, 12
@@ -25,6 +25,7 @@ SMALL_SERIES_VALUES = 2**18
 +0.06 dB) and costs 6x MP-PCA's time, about 2 s more for the whole series mode at this size on one CPU thread."""
 
 BASE_SIDE = {2: 8, 3: 5}  # patch side of the local PCA: 8x8 in 2D, 5x5x5 in 3D (MP-PCA's usual 5x5x5)
+WIDE_SIDE = {2: 12, 3: 7}  # the wider patch ``quality`` weighs against it by SURE (about 2.5x the voxels)
 MAX_SIDE = 12
 
 
@@ -39,11 +40,11 @@ def check_series(series: object) -> None:
                         f"False (each channel on its own) or None (decide from the channel count), got {series!r}.")
 
 
-def patch_sides(shape: tuple[int, ...], channels: int) -> tuple[int, ...]:
-    """The local PCA's patch sides for a series of ``channels`` volumes of spatial ``shape``: the base side, grown
-    until a patch has more voxels than the series has volumes (MP-PCA needs more samples than dimensions), each
-    side at most the image's."""
-    side = BASE_SIDE[len(shape)]
+def patch_sides(shape: tuple[int, ...], channels: int, wide: bool = False) -> tuple[int, ...]:
+    """The local PCA's patch sides for a series of ``channels`` volumes of spatial ``shape``: the base side (or the
+    wide one), grown until a patch has more voxels than the series has volumes (MP-PCA needs more samples than
+    dimensions), each side at most the image's."""
+    side = (WIDE_SIDE if wide else BASE_SIDE)[len(shape)]
     while True:
         sides = tuple(min(side, s) for s in shape)
         if math.prod(sides) > channels or side >= MAX_SIDE or sides == tuple(shape):

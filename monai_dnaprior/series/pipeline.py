@@ -3,7 +3,8 @@
 1. The noise model is chosen and its level read over the whole series (:mod:`monai_dnaprior.noise`); the series goes
    into the model's fit domain (Poisson: Anscombe, speckle: log; Gaussian and Rician as they are).
 2. MP-PCA (:mod:`~monai_dnaprior.series.mppca`): local PCA across the volumes, the noise components cut at the
-   Marchenko-Pastur edge; it also maps the noise variance.
+   Marchenko-Pastur edge, the kept ones shrunk; it also maps the noise variance. In ``quality`` its patch size is
+   the base one or a wider one, whichever SURE prefers (:mod:`~monai_dnaprior.series.patch_choice`).
 3. The series Wiener pass (:mod:`~monai_dnaprior.series.wiener`): space and volumes in one transform, shrunk with the
    MP-PCA estimate as the pilot, and again with the average of MP-PCA and a network fitted to predict each volume
    from the others (:mod:`~monai_dnaprior.series.network`) as the pilot; the two blended with the weight SURE
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from monai.utils import look_up_option
 
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import choose_noise_model, get_noise_model
@@ -29,6 +31,7 @@ from monai_dnaprior.progress import ProgressTracker
 from monai_dnaprior.series.blend import network_blend
 from monai_dnaprior.series.mppca import mppca
 from monai_dnaprior.series.options import mppca_step, patch_sides
+from monai_dnaprior.series.patch_choice import choose_patch_sides
 from monai_dnaprior.series.wiener import series_wiener
 from monai_dnaprior.settings import NoiseModelName, Preset
 from monai_dnaprior.uncertainty import clean_error, to_image_domain
@@ -78,9 +81,15 @@ def denoise_series(
     target = model.forward(y)
     sides = patch_sides(tuple(x.shape[1:]), x.shape[0])
     step = mppca_step(tuple(x.shape), preset)
-    with tracker.span(units[1]):
-        pilot, variance = mppca(target, sides, step)
     wiener_sides = tuple(min(WIENER_SIDE, s) for s in x.shape[1:])
+    with tracker.span(units[1]):
+        wide = patch_sides(tuple(x.shape[1:]), x.shape[0], wide=True)
+        if look_up_option(preset, Preset) == Preset.QUALITY and wide != sides:  # SURE weighs the wider patch
+            sides, risks = choose_patch_sides(
+                target, [sides, wide], lambda t, s: mppca(t, s, step),
+                lambda t, p, v: series_wiener(t, p, v, wiener_sides, WIENER_STEP))
+            info["patch_risks"] = [round(r, 6) for r in risks]
+        pilot, variance = mppca(target, sides, step)
     with tracker.span(units[2]):
         if with_network:
             estimate, error, found = network_blend(
