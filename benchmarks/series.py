@@ -16,7 +16,8 @@ the bright blocks, the Rician mean inverted; ``anchors.rician_bm_pipeline``); DN
 the 0.8.0 path, channels in groups of four); DNA-Prior's series mode (``series=True``: MP-PCA, the network fitted to
 predict each volume from the others, the series Wiener pass piloted by MP-PCA and by MP-PCA averaged with the
 network, blended by SURE) and the same without its network (``dnaprior series, no network``, ``prior="filter"``:
-MP-PCA and one Wiener pass, as the 0.8.0 series path, with this version's Rician inverse).
+MP-PCA and one Wiener pass, as the 0.8.0 series path, with this version's Rician inverse), and the series mode in
+the ``quality`` preset (MP-PCA's patches at every voxel, their size chosen by SURE).
 
 Figures: with a clean series, PSNR over the brain mask (``range = clean.max()``) and, for DWI, the mean absolute error
 of DTI's FA and MD (DIPY ``TensorModel``, weighted least squares) against the fit on the clean series, over the brain;
@@ -71,11 +72,12 @@ def bm4d_vst(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarra
     return np.stack([anchors.rician_bm_pipeline(data[..., k]) for k in range(data.shape[-1])], -1)
 
 
-def dnaprior(series: bool, prior: str = "auto") -> Callable[[Series, np.ndarray, np.ndarray | None], np.ndarray]:
+def dnaprior(series: bool, prior: str = "auto", preset: str = "default"
+             ) -> Callable[[Series, np.ndarray, np.ndarray | None], np.ndarray]:
     def run(s: Series, data: np.ndarray, bvals: np.ndarray | None) -> np.ndarray:
         from monai_dnaprior import DNAPriorDenoise
 
-        out = DNAPriorDenoise(series=series, prior=prior)(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
+        out = DNAPriorDenoise(series=series, prior=prior, preset=preset)(np.ascontiguousarray(np.moveaxis(data, -1, 0)))
         return np.moveaxis(out, 0, -1)
 
     return run
@@ -88,6 +90,7 @@ METHODS: dict[str, Callable] = {
     "dnaprior per volume": dnaprior(False),
     "dnaprior series": dnaprior(True),
     "dnaprior series, no network": dnaprior(True, prior="filter"),
+    "dnaprior series, quality": dnaprior(True, preset="quality"),
 }
 PEERS = ("patch2self", "mppca (dipy)", "bm4d+vst per volume")
 DRAWS = {"patch2self": 10}
