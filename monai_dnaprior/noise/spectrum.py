@@ -54,7 +54,7 @@ _BIAS_GRID = 96  # :func:`flattest_patch_bias`'s simulated grid, at most this ma
 # sampling stds above 1). On the dev slices resampled with white noise (sigma 0.04-0.1) the CT slice, whose flattest
 # patches lie in its air, reads 1.04-1.12; slices whose flattest patches hold anatomy 1.08-3.1 (docs/noise.md)
 _PURE_NOISE_SPREAD = 1.2
-_WIDE_SHARE = 0.5
+_FLAT_SHARE, _WIDE_SHARE = 0.1, 0.5  # the flattest tenth the spectrum is read from; the flattest half it is checked on
 
 
 @dataclass(frozen=True)
@@ -169,8 +169,8 @@ def _taper(patch: Sequence[int]) -> torch.Tensor:
 
 
 def estimate_noise_spectrum(
-    x: torch.Tensor, spatial_dims: int, patch: int = 16, stride: int = 4, share: float = 0.1, max_lag: int = 4,
-    min_patches: int = 64, mask: torch.Tensor | None = None,
+    x: torch.Tensor, spatial_dims: int, patch: int = 16, stride: int = 4, share: float = _FLAT_SHARE,
+    max_lag: int = 4, min_patches: int = 64, mask: torch.Tensor | None = None,
 ) -> tuple[NoiseSpectrum, float]:
     """Blind estimate of the noise's correlation and variance from the flattest patches of the image (Welch).
 
@@ -313,7 +313,7 @@ def _neighbour_lags(autocov: torch.Tensor) -> torch.Tensor:
 
 def colour_test(
     x: torch.Tensor, spatial_dims: int, mask: torch.Tensor | None = None, patch: int = 16, stride: int = 4,
-    share: float = 0.1, min_patches: int = 64,
+    share: float = _FLAT_SHARE, min_patches: int = 64,
 ) -> ColourTest | None:
     """Whether the noise of ``x`` is coloured, tested where smooth anatomy does not read as colour.
 
@@ -428,7 +428,7 @@ def flat_patch_spectrum(
     spectrum = confirm_colour(spectrum, x, spatial_dims, noisy)
     if finest_level is not None and strongly_coloured(spectrum, variance, finest_level):
         shape = x.shape[-spatial_dims:]
-        biases = _flattest_patch_biases(spectrum, shape, (0.1, _WIDE_SHARE))
+        biases = _flattest_patch_biases(spectrum, shape, (_FLAT_SHARE, _WIDE_SHARE))
         for where, read in ((mask, variance),) if mask is noisy else ((mask, variance), (noisy, None)):
             pure = _pure_noise_variance(x, spatial_dims, where, biases, read)
             if pure is not None:
@@ -452,7 +452,7 @@ def _pure_noise_variance(
     return tenth if half / biases[1] < _PURE_NOISE_SPREAD * tenth else None
 
 
-def flattest_patch_bias(spectrum: NoiseSpectrum, shape: Sequence[int], share: float = 0.1) -> float:
+def flattest_patch_bias(spectrum: NoiseSpectrum, shape: Sequence[int], share: float = _FLAT_SHARE) -> float:
     """The flattest ``share`` of the patches' variance (:func:`estimate_noise_spectrum`) over the true one for noise
     of ``spectrum`` alone: selecting the flattest reads low, the more so the fewer independent voxels a patch holds
     (a low-pass noise's). Simulated (a fixed seed) on a grid of the image's ``shape``, at most :data:`_BIAS_GRID` a

@@ -28,10 +28,10 @@ def choose_patch_sides(
     classical: Classical,
     wiener: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     seed: int = 0,
-) -> tuple[tuple[int, ...], list[float]]:
-    """The candidate patch sides whose classical path has the lowest SURE on ``target`` ``(C, *spatial)``, and each
+) -> tuple[tuple[int, ...], list[float], tuple[torch.Tensor, torch.Tensor]]:
+    """The candidate patch sides whose classical path has the lowest SURE on ``target`` ``(C, *spatial)``, each
     candidate's SURE less the constant it shares with the others (``sum sigma_i^2``; the first candidate's noise map
-    stands for all).
+    stands for all), and the chosen candidate's MP-PCA ``(estimate, noise variance map)``.
 
     Args:
         target: the series in the noise model's fit domain.
@@ -42,9 +42,10 @@ def choose_patch_sides(
     """
     probe = rademacher(target, seed)
     variance = eps = None
-    risks = []
+    risks, pilots = [], []
     for sides in candidates:
         pilot, noise = classical(target, sides)
+        pilots.append((pilot, noise))
         if variance is None:
             variance = noise
             eps = PROBE_SCALE * float(variance.clamp_min(0).sqrt().median().clamp_min(1e-6))
@@ -54,4 +55,4 @@ def choose_patch_sides(
         divergence = weighted_divergence(estimate, perturbed, probe, eps, variance)
         risks.append(float((estimate.double() - target.double()).square().sum()) + 2.0 * divergence)
     best = min(range(len(candidates)), key=risks.__getitem__)
-    return tuple(candidates[best]), risks
+    return tuple(candidates[best]), risks, pilots[best]

@@ -85,11 +85,12 @@ def denoise_series(
     with tracker.span(units[1]):
         wide = patch_sides(tuple(x.shape[1:]), x.shape[0], wide=True)
         if look_up_option(preset, Preset) == Preset.QUALITY and wide != sides:  # SURE weighs the wider patch
-            sides, risks = choose_patch_sides(
+            sides, risks, (pilot, variance) = choose_patch_sides(
                 target, [sides, wide], lambda t, s: mppca(t, s, step),
                 lambda t, p, v: series_wiener(t, p, v, wiener_sides, WIENER_STEP))
             info["patch_risks"] = [round(r, 6) for r in risks]
-        pilot, variance = mppca(target, sides, step)
+        else:
+            pilot, variance = mppca(target, sides, step)
     with tracker.span(units[2]):
         if with_network:
             estimate, error, found = network_blend(
