@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, fields, replace
 
 from monai.utils import StrEnum, look_up_option
@@ -96,7 +98,7 @@ class FilterConfig:
         coloured_pilot_blur: std (pixels) of the Gaussian blur that makes the first pilot for coloured noise.
         match_group: patches per block-matching group.
         match_radius: search radius of the Wiener passes' block matching in 2D, in pixels.
-        match_step: step between the reference patches (in-plane).
+        match_step: step between the reference patches (in-plane), at most ``patch`` (in 3D ``volume_patch``).
         bayes_patch: patch side of the NL-Bayes step (2D); 0 leaves it out.
         volume_patch: cube side in 3D.
         volume_radius: in-plane search radius in 3D.
@@ -113,7 +115,7 @@ class FilterConfig:
         ridge_volume_iterations: their iterations in 3D.
         ridge_group: patches per group of the combinations (2D).
         ridge_radius: their search radius, in pixels (2D).
-        ridge_step: the step between their reference patches (2D).
+        ridge_step: the step between their reference patches (2D), at most ``ridge_patch``.
         ridge_iterations: their iterations (2D; groups matched again every third).
         group_transform: the groups' transform in the hard-thresholding and Wiener passes (:class:`GroupTransform`).
     """
@@ -144,6 +146,40 @@ class FilterConfig:
     ridge_step: int = 6
     ridge_iterations: int = 2
     group_transform: str = GroupTransform.ADAPTIVE
+
+    def __post_init__(self) -> None:
+        """Sizes are positive, radii and counts not negative, and every reference step at most the patch side it steps
+        over: a longer step leaves voxels that no reference patch covers, unfiltered (NaN, or a failed factorisation
+        in the next step)."""
+        _require(self, ("patch", "volume_patch", "match_group", "ridge_group", "ridge_volume_group", "match_step",
+                        "ridge_step", "ridge_volume_step", "threshold"), positive=True)
+        _require(self, ("threshold_radius", "match_radius", "volume_radius", "volume_depth_radius",
+                        "volume_wiener_radius", "volume_wiener_depth_radius", "ridge_radius", "ridge_volume_radius",
+                        "wiener_passes", "coloured_passes", "coloured_pilot_blur", "bayes_patch", "ridge_patch",
+                        "ridge_volume_patch", "ridge_iterations", "ridge_volume_iterations"), positive=False)
+        steps = [("match_step", "patch")]  # in 3D over volume_patch: checked where a volume is filtered
+        steps += [("ridge_step", "ridge_patch")] if self.ridge_patch > 0 else []
+        steps += [("ridge_volume_step", "ridge_volume_patch")] if self.ridge_volume_patch > 0 else []
+        for step, patch in steps:
+            check_step(step, getattr(self, step), patch, getattr(self, patch))
+
+
+def _require(config: object, names: tuple[str, ...], positive: bool) -> None:
+    """Raise where one of ``config``'s settings ``names`` is not a number above 0 (``positive``) or at least 0."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, numbers.Real) or math.isnan(value) or (value <= 0 if positive else value < 0):
+            bound = "above 0" if positive else "0 or more"
+            raise ValueError(f"{type(config).__name__}.{name}={value!r}: pass a number {bound}.")
+
+
+def check_step(step: str, value: int, patch: str, side: int) -> None:
+    """Raise where the reference step ``value`` (setting ``step``) is longer than the patch side ``side`` (setting
+    ``patch``) it steps over: voxels between the reference patches would be left unfiltered."""
+    if value > side:
+        raise ValueError(
+            f"FilterConfig.{step}={value} is longer than the patch it steps over ({patch}={side}): reference patches "
+            f"that far apart leave voxels unfiltered. Pass {step} <= {side}, or larger patches.")
 
 
 @dataclass(frozen=True)
@@ -197,6 +233,22 @@ class NetworkConfig:
     warm_iters_fraction: float = 0.1
     volume_mode: str = VolumeMode.AUTO
     keep_best: bool = False
+
+    def __post_init__(self) -> None:
+        """Counts, rates and weights in their ranges: a fit of no iterations, an average that grows without bound or a
+        network of no levels would return no estimate of the image, silently."""
+        _require(self, ("max_iters", "patience", "lr", "code_channels", "backtrack_factor", "warm_iters_fraction"),
+                 positive=True)
+        _require(self, ("min_iters", "min_change", "skip_channels", "code_noise", "code_blur", "ema_decay", "tv_scale",
+                        "amplitude_weight", "phase_weight"), positive=False)
+        if not self.channels or not all(isinstance(c, numbers.Integral) and c > 0 for c in self.channels):
+            raise ValueError(f"NetworkConfig.channels={self.channels!r}: pass one positive channel count per level, "
+                             "finest first, e.g. (16, 32, 64, 64).")
+        ranges = {"ema_decay": (self.ema_decay < 1, "below 1"), "warm_iters_fraction": (self.warm_iters_fraction <= 1,
+                  "at most 1"), "backtrack_factor": (self.backtrack_factor > 1, "above 1")}
+        for name, (within, bound) in ranges.items():
+            if not within:
+                raise ValueError(f"NetworkConfig.{name}={getattr(self, name)!r}: pass a number {bound}.")
 
 
 # What each preset changes: the filter's reference step (4, 3, 2 px: more overlapping estimates, more time), whether

@@ -40,7 +40,7 @@ def test_white_volume_passes_take_their_own_wiener_search():
 
 
 def test_volume_combinations_follow_their_own_settings():
-    config = FilterConfig(ridge_volume_patch=3, ridge_volume_group=48, ridge_volume_radius=4, ridge_volume_step=5,
+    config = FilterConfig(ridge_volume_patch=3, ridge_volume_group=48, ridge_volume_radius=4, ridge_volume_step=3,
                           ridge_volume_iterations=3, volume_depth_radius=1)
     assert ridge_pass(config, 3) == RidgePass(patch=3, group=48, radius=4, step=3, iterations=3, depth_radius=1)
     assert ridge_pass(FilterConfig(ridge_volume_patch=0), 3) is None
@@ -49,11 +49,11 @@ def test_volume_combinations_follow_their_own_settings():
 
 
 def test_volume_combinations_cover_every_voxel_and_improve_the_estimate():
-    """A step larger than the cube would leave voxels out (NaN); it is clamped, and the stage adds to the
-    collaborative estimate."""
+    """Cubes stepped by their side cover every voxel (a longer step is refused: ``FilterConfig``), and the stage adds
+    to the collaborative estimate."""
     clean, noisy, field = _volume(3)
     without = filter_observation(noisy[None, None], field, FilterConfig(ridge_volume_patch=0, **TINY)).mean[0, 0]
-    config = FilterConfig(ridge_volume_patch=3, ridge_volume_step=6, **TINY)
+    config = FilterConfig(ridge_volume_patch=3, ridge_volume_step=3, **TINY)
     result = filter_observation(noisy[None, None], field, config, with_error=True)
     out = result.mean[0, 0]
     assert torch.isfinite(out).all() and result.variance is not None

@@ -80,6 +80,7 @@ def test_the_step_runs_in_2d_only():
     passes = filter_passes(FilterConfig())
     assert bayes_pass(FilterConfig(), passes) == BayesPass(patch=7)
     assert bayes_pass(FilterConfig(bayes_patch=5), passes) == BayesPass(patch=5)
+    assert bayes_pass(FilterConfig(bayes_patch=3), passes) == BayesPass(patch=3, step=3)  # no voxel left out
     assert bayes_pass(FilterConfig(bayes_patch=0), passes) is None
     assert bayes_pass(FilterConfig(), filter_passes(FilterConfig(), 3), 3) is None
     assert bayes_pass(FilterConfig(), filter_passes(FilterConfig(), 2, coloured=True)) == BayesPass(patch=7)

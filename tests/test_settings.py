@@ -21,6 +21,7 @@ from monai_dnaprior import (
     VolumeMode,
     preset_settings,
 )
+from monai_dnaprior.filters.pipeline import filter_passes
 from monai_dnaprior.settings import NETWORK_SETTINGS, resolve_prior
 
 ORDER = ("fast", "default", "quality")
@@ -106,11 +107,70 @@ def test_preset_settings_refuses_unknown_names_naming_the_closest(kwargs, match)
         preset_settings(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(match_step=9), r"match_step=9 is longer than the patch it steps over \(patch=8\)"),
+        (dict(ridge_patch=5), r"ridge_step=6 is longer .*\(ridge_patch=5\).* Pass ridge_step <= 5"),
+        (dict(ridge_volume_step=5), r"ridge_volume_step=5 is longer .*ridge_volume_patch=4"),
+        (dict(match_group=0), r"match_group=0: pass a number above 0"),
+        (dict(match_radius=-3), r"match_radius=-3: pass a number 0 or more"),
+        (dict(coloured_pilot_blur=float("nan")), r"coloured_pilot_blur=nan"),
+    ],
+)
+def test_filter_config_refuses_steps_that_leave_voxels_unfiltered(kwargs, match):
+    """A reference step longer than its patch left voxels no patch covers: NaN in the output, or a failed
+    factorisation in the next step (found with ``ridge_patch=5``); the preset route raises the same."""
+    with pytest.raises(ValueError, match=match):
+        FilterConfig(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        preset_settings("default", **kwargs)
+
+
+def test_steps_within_their_patches_are_accepted():
+    assert FilterConfig(ridge_patch=5, ridge_step=5).ridge_step == 5
+    assert FilterConfig(ridge_patch=0, ridge_step=9).ridge_step == 9  # the stage is off: its step is not used
+    assert FilterConfig(ridge_volume_patch=0, ridge_volume_step=9).ridge_volume_step == 9
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_iters=0), r"NetworkConfig.max_iters=0: pass a number above 0"),
+        (dict(lr=-1.0), r"lr=-1.0: pass a number above 0"),
+        (dict(ema_decay=1.5), r"ema_decay=1.5: pass a number below 1"),
+        (dict(channels=()), r"channels=\(\): pass one positive channel count per level"),
+        (dict(channels=(16, 0)), r"channels=\(16, 0\)"),
+        (dict(tv_scale=-0.1), r"tv_scale=-0.1: pass a number 0 or more"),
+        (dict(backtrack_factor=1.0), r"backtrack_factor=1.0: pass a number above 1"),
+        (dict(warm_iters_fraction=2.0), r"warm_iters_fraction=2.0: pass a number at most 1"),
+    ],
+)
+def test_network_config_refuses_settings_that_fit_nothing(kwargs, match):
+    """Before, ``max_iters=0`` returned the untrained network's output as the image, ``ema_decay=1.5`` an average
+    that grows without bound, and ``channels=()`` an IndexError."""
+    with pytest.raises(ValueError, match=match):
+        NetworkConfig(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        preset_settings("default", **kwargs)
+    assert NetworkConfig(max_iters=7, min_iters=40).max_iters == 7  # a cap under min_iters stays allowed
+    assert NetworkConfig(channels=(np.int64(8), 16)).channels[0] == 8
+
+
+def test_a_volume_refuses_a_step_longer_than_its_cube():
+    with pytest.raises(ValueError, match=r"match_step=5 is longer .*\(volume_patch=4\)"):
+        filter_passes(FilterConfig(match_step=5), 3)
+    with pytest.raises(ValueError, match=r"match_step=5 .*volume_patch=4"):
+        filter_passes(FilterConfig(match_step=5), 3, coloured=True)
+    assert len(filter_passes(FilterConfig(match_step=5), 2)) == 2  # 8x8 patches in 2D: fine
+
+
 @pytest.fixture(scope="module")
 def outputs():
     clean, noisy = noisy_phantom((32, 32))
     denoised = {name: np.asarray(DNAPriorDenoise(preset=name)(noisy)) for name in ORDER}
     return clean, noisy, denoised
+
 
 
 @pytest.mark.parametrize("name", ORDER)

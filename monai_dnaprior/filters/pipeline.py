@@ -24,7 +24,7 @@ from monai_dnaprior.filters.nl_bayes import BayesPass, bayes_refine, bayes_varia
 from monai_dnaprior.filters.ridge import RidgePass, ridge_refine
 from monai_dnaprior.noise.field import NoiseField
 from monai_dnaprior.progress import ProgressTracker
-from monai_dnaprior.settings import FilterConfig, GroupTransform
+from monai_dnaprior.settings import FilterConfig, GroupTransform, check_step
 from monai_dnaprior.uncertainty import averaged_error
 
 __all__ = ["FilterResult", "bayes_pass", "filter_observation", "filter_passes", "ridge_pass"]
@@ -40,6 +40,7 @@ def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = 
         radius, threshold_radius = config.match_radius, config.threshold_radius
     else:
         patch, depth, depth_radius = config.volume_patch, config.volume_patch, config.volume_depth_radius
+        check_step("match_step", config.match_step, "volume_patch", patch)
         radius = threshold_radius = config.volume_radius
     shape = dict(patch=patch, step=config.match_step, depth=depth, adaptive=_adaptive(config) and not coloured)
     matched = CollaborativePass.wiener(group=config.match_group, radius=radius, depth_radius=depth_radius, **shape)
@@ -54,6 +55,7 @@ def _volume_passes(config: FilterConfig) -> list[CollaborativePass]:
     """White noise in 3D: hard thresholding over ``volume_patch`` cubes matched on the observation, then Wiener
     passes over the same cubes with their own search (``volume_wiener_*``: ``quality`` widens only the thresholding
     pass's; larger cubes or groups, as BM4D's Wiener stage has, measured no better here: ``docs/filter.md``)."""
+    check_step("match_step", config.match_step, "volume_patch", config.volume_patch)
     shape = dict(patch=config.volume_patch, depth=config.volume_patch, group=config.match_group, step=config.match_step,
                  adaptive=_adaptive(config))
     thresholded = CollaborativePass.hard_threshold(
@@ -82,7 +84,7 @@ def bayes_pass(config: FilterConfig, passes: Sequence[CollaborativePass], spatia
     of cubes after it, it measured -0.05 to +0.02 dB on the dev EPI volume for 1.5x the time: ``docs/filter.md``)."""
     if config.bayes_patch <= 0 or spatial_dims != 2 or len(passes) < 2:
         return None
-    return BayesPass(patch=config.bayes_patch)
+    return BayesPass(patch=config.bayes_patch, step=min(BayesPass.step, config.bayes_patch))  # no voxel left out
 
 
 def ridge_pass(config: FilterConfig, spatial_dims: int = 2) -> RidgePass | None:
@@ -97,7 +99,7 @@ def ridge_pass(config: FilterConfig, spatial_dims: int = 2) -> RidgePass | None:
     if patch <= 0 or config.ridge_volume_iterations <= 0:
         return None
     return RidgePass(patch=patch, group=config.ridge_volume_group, radius=config.ridge_volume_radius,
-                     step=min(config.ridge_volume_step, patch),  # a larger step would leave voxels out
+                     step=config.ridge_volume_step,
                      iterations=config.ridge_volume_iterations, depth_radius=config.volume_depth_radius)
 
 
