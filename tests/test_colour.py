@@ -13,7 +13,13 @@ from nibabel.testing import data_path
 from conftest import make_phantom
 
 from monai_dnaprior.noise import estimate_noise_field
-from monai_dnaprior.noise.spectrum import _where_the_noise_is, colour_test, flat_patch_spectrum
+from monai_dnaprior.noise.spectrum import (
+    _where_the_noise_is,
+    colour_test,
+    confirm_colour,
+    estimate_noise_spectrum,
+    flat_patch_spectrum,
+)
 
 
 def _upsampled(image: torch.Tensor) -> torch.Tensor:
@@ -97,3 +103,31 @@ def test_white_noise_alone_reads_white_and_a_small_image_gets_no_test():
     test = colour_test(x, 2)
     assert test is not None and not test.coloured and test.statistic < 0.05 and test.rise < 1.5
     assert colour_test(torch.randn(1, 20, 20), 2) is None  # too few patches: no test
+
+
+def _half_coloured(everywhere: bool, seed: int = 0) -> torch.Tensor:
+    """A dark left half (0.2) and a bright right half (1.0), each with noise of std about 0.05: low-pass in the dark
+    half (in both halves where ``everywhere``), white in the bright one otherwise; the dark half's a little quieter,
+    so that the flattest patches lie there."""
+    gen = torch.Generator().manual_seed(seed)
+    white = torch.randn(1, 128, 128, generator=gen)
+    coloured = _low_pass(torch.randn(1, 128, 128, generator=gen))
+    coloured = coloured / coloured.std()
+    image = torch.full((1, 128, 128), 0.2)
+    image[..., 64:] = 1.0
+    noise = torch.where(torch.arange(128) < 64, 0.04 * coloured, 0.05 * (coloured if everywhere else white))
+    return image + noise
+
+
+def test_a_colour_only_the_darkest_half_holds_can_be_taken_away():
+    """``above_darkest``: speckle's log magnifies a scan's own correlated floor in air, whose flattest patches read a
+    colour the speckle does not have (a dev slice: -0.8 dB); the colour must hold above the darkest half too. A test
+    there only takes colour away: noise coloured everywhere stays coloured."""
+    for seed in range(2):
+        dark_only = _half_coloured(False, seed)
+        spectrum = estimate_noise_spectrum(dark_only[..., :64], 2)[0]
+        assert not spectrum.is_white
+        assert not confirm_colour(spectrum, dark_only, 2).is_white  # the whole image's flattest patches: coloured
+        assert confirm_colour(spectrum, dark_only, 2, above_darkest=0.5).is_white
+        everywhere = _half_coloured(True, seed)
+        assert not confirm_colour(spectrum, everywhere, 2, above_darkest=0.5).is_white

@@ -474,15 +474,23 @@ def _flattest_patch_biases(spectrum: NoiseSpectrum, shape: Sequence[int], shares
 
 
 def confirm_colour(
-    spectrum: NoiseSpectrum, x: torch.Tensor, spatial_dims: int, noisy: torch.Tensor | None = None
+    spectrum: NoiseSpectrum, x: torch.Tensor, spatial_dims: int, noisy: torch.Tensor | None = None,
+    above_darkest: float = 0.0,
 ) -> NoiseSpectrum:
     """``spectrum`` (a blind estimate from ``x``'s flattest patches) where it is white or :func:`colour_test` finds
     ``x``'s noise coloured too (or has too few patches to test); else white. ``noisy``: where the noise is
-    (:func:`_where_the_noise_is`, computed when not given)."""
+    (:func:`_where_the_noise_is`, computed when not given). ``above_darkest``: where above 0, the colour must also be
+    found where the local mean is above that share of the image's (:func:`_above_darkest`), or the spectrum is white:
+    what only the darkest regions hold is theirs, not the noise's (a test there can only take colour away)."""
     if spectrum.is_white:
         return spectrum
-    test = colour_test(x, spatial_dims, mask=_where_the_noise_is(x, spatial_dims) if noisy is None else noisy)
-    return NoiseSpectrum.white(spatial_dims) if test is not None and not test.coloured else spectrum
+    noisy = _where_the_noise_is(x, spatial_dims) if noisy is None else noisy
+    masks = [noisy] + ([noisy & _above_darkest(x, spatial_dims, above_darkest)] if above_darkest > 0 else [])
+    for mask in masks:
+        test = colour_test(x, spatial_dims, mask=mask)
+        if test is not None and not test.coloured:
+            return NoiseSpectrum.white(spatial_dims)
+    return spectrum
 
 
 def strongly_coloured(spectrum: NoiseSpectrum, variance: float, finest_level: float) -> bool:
