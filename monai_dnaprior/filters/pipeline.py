@@ -33,6 +33,8 @@ __all__ = ["FilterResult", "bayes_pass", "filter_observation", "filter_passes", 
 def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = False) -> list[CollaborativePass]:
     """The collaborative passes, in order: square patches in 2D, cubes searched across slices in 3D (white noise:
     :func:`_volume_passes`)."""
+    if spatial_dims == 3:  # the cubes' step (a 2D step may reach 8: FilterConfig checks it against the square patch)
+        check_step("match_step", config.match_step, "volume_patch", config.volume_patch)
     if spatial_dims == 3 and not coloured:
         return _volume_passes(config)
     if spatial_dims == 2:
@@ -40,7 +42,6 @@ def filter_passes(config: FilterConfig, spatial_dims: int = 2, coloured: bool = 
         radius, threshold_radius = config.match_radius, config.threshold_radius
     else:
         patch, depth, depth_radius = config.volume_patch, config.volume_patch, config.volume_depth_radius
-        check_step("match_step", config.match_step, "volume_patch", patch)
         radius = threshold_radius = config.volume_radius
     shape = dict(patch=patch, step=config.match_step, depth=depth, adaptive=_adaptive(config) and not coloured)
     matched = CollaborativePass.wiener(group=config.match_group, radius=radius, depth_radius=depth_radius, **shape)
@@ -55,7 +56,6 @@ def _volume_passes(config: FilterConfig) -> list[CollaborativePass]:
     """White noise in 3D: hard thresholding over ``volume_patch`` cubes matched on the observation, then Wiener
     passes over the same cubes with their own search (``volume_wiener_*``: ``quality`` widens only the thresholding
     pass's; larger cubes or groups, as BM4D's Wiener stage has, measured no better here: ``docs/filter.md``)."""
-    check_step("match_step", config.match_step, "volume_patch", config.volume_patch)
     shape = dict(patch=config.volume_patch, depth=config.volume_patch, group=config.match_group, step=config.match_step,
                  adaptive=_adaptive(config))
     thresholded = CollaborativePass.hard_threshold(
