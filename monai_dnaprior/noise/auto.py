@@ -312,10 +312,12 @@ def _dark_anatomy_floor(
     brighter = known & (m >= m.median())
     upper_std = float(v[brighter].sqrt().min())  # the quietest of the brighter bins: texture only adds to a bin
     snr = float(m[0]) / dark_std
-    near_zero = int(((y > 0) & (y < 0.5 * dark_std)).sum())  # the image has no negative value (the first test)
-    dropped = dark_std < _DARK_DROP * upper_std or near_zero >= _MISSING_NEGATIVES
-    if snr >= _DARK_SNR[1] or (snr >= _DARK_SNR[0] and not dropped):
+    if snr >= _DARK_SNR[1]:
         return False
+    if snr >= _DARK_SNR[0] and dark_std >= _DARK_DROP * upper_std:  # no drop of spread: are negatives missing?
+        near_zero = int(((y > 0) & (y < 0.5 * dark_std)).sum())  # the image has no negative value (the first test)
+        if near_zero < _MISSING_NEGATIVES:
+            return False
     if _std_growth(float(m[0]), dark_std, float(m[brighter].mean()), upper_std) >= _MAX_FLOOR_GROWTH:
         return False
     threshold = torch.quantile(mean[noisy].float(), 0.1)

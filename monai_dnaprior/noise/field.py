@@ -27,7 +27,6 @@ from monai_dnaprior.noise.spectrum import (
     spectrum_from_psd,
     strongly_coloured,
 )
-from monai_dnaprior.settings import NoiseModelName
 
 __all__ = ["UPPER_BOUND_SHARE", "NoiseField", "estimate_noise_field", "estimate_stationary_field"]
 
@@ -42,11 +41,6 @@ UPPER_BOUND_SHARE = 0.5
 _MAP_QUIETNESS = 0.55
 _MAGNITUDE_SNR = 3.0  # a magnitude's windows darker than this many noise stds are left out of its map (Rayleigh)
 _REPEATS = 0.8  # channels whose differences' finest scale holds less than this of their own repeat one image
-# Speckle's colour must also be found above the darkest half of the local means: a scan's own noise floor in air is
-# signal that the log magnifies, and where it is correlated its flattest patches read colour that is not the
-# speckle's (dev slices with a correlated floor under white speckle: +0.75 to +1.04 dB; correlated speckle itself
-# stays coloured)
-_SPECKLE_COLOUR_ABOVE = 0.5
 
 
 @dataclass(frozen=True)
@@ -254,9 +248,8 @@ def estimate_stationary_field(
         given = model.with_level(math.sqrt(variance) if level is None else level)
         return NoiseField(given, spectrum, None, slice_axis, False), target
     if not model.additive:  # stabilised counts or speckle: colour only where the test finds it
-        above = _SPECKLE_COLOUR_ABOVE if model.name == NoiseModelName.SPECKLE else 0.0
         spectrum = confirm_colour(estimate_noise_spectrum(target, spatial_dims)[0], target, spatial_dims,
-                                  above_darkest=above)
+                                  above_darkest=model.colour_above_darkest)
         return NoiseField(model, spectrum, scale, slice_axis, level is None), target
     repeats = _repeat_noise(target, spatial_dims, model.level) if not model.is_magnitude and level is None else None
     if repeats is not None:  # repeated frames: their differences are the noise, the signal gone

@@ -66,6 +66,8 @@ class NoiseModel:
         mean_is_clean: the observation's mean is the clean image (not for a magnitude: its mean is biased up).
         is_magnitude: the clean image is a magnitude: a network's output is taken as ``|output|``.
         min_level: the level at or below which the image is taken as free of noise; a level is kept at it or above.
+        colour_above_darkest: where above 0, a blind colour must also be found above this share of the local means
+            (:func:`~monai_dnaprior.noise.spectrum.confirm_colour`).
     """
 
     name: ClassVar[NoiseModelName]
@@ -73,6 +75,7 @@ class NoiseModel:
     mean_is_clean: ClassVar[bool] = True
     is_magnitude: ClassVar[bool] = False
     min_level: ClassVar[float] = 0.0
+    colour_above_darkest: ClassVar[float] = 0.0
 
     level: float
 
@@ -335,6 +338,10 @@ class SpeckleNoise(NoiseModel):
 
     name = NoiseModelName.SPECKLE
     additive = False
+    # a scan's own noise floor in air is signal that the log magnifies, and where it is correlated its flattest
+    # patches read colour that is not the speckle's (dev slices with a correlated floor under white speckle: +0.75 to
+    # +1.04 dB; correlated speckle itself stays coloured)
+    colour_above_darkest = 0.5
 
     @classmethod
     def estimate_level(cls, y: torch.Tensor, spatial_dims: int) -> float:
