@@ -37,11 +37,11 @@ _MIN_DETECTION_BLOCKS = 256
 # the texture of a clean scan alone reaches 0.8 there)
 _MULTIPLICATIVE_SLOPE = 1.6
 _COUNTING_SLOPE = 0.85
-# Between counts and speckle (a mean slope above the first and up to _MULTIPLICATIVE_SLOPE, the brighter half's
-# above the second: nearer speckle's 2 than counts' 1) an additive floor, the scan's own noise, may have flattened the
-# darkest bins only: the variance is read as a floor plus a quadratic or a linear growth
-# (:func:`_grows_quadratically`), whichever fits the bins better. A magnitude's variance saturates at the bright end
-# (on the dev scans, Rician of sigma 0.1-0.25: its brighter half's slope at most 1.1)
+# Between counts and speckle (a mean slope above the first and up to _MULTIPLICATIVE_SLOPE, one slope nearer
+# speckle's 2 than counts' 1: :func:`_nearer_speckle`) an additive floor, the scan's own noise, may have flattened the
+# darkest bins only, or the texture of weak speckle's anatomy its slope: the variance is read as a floor plus a
+# quadratic or a linear growth (:func:`_grows_quadratically`), whichever fits the bins better. A magnitude's variance
+# saturates at the bright end (on the dev scans, Rician of sigma 0.1-0.25: its brighter half's slope at most 1.1)
 _AMBIGUOUS_SLOPE = 1.2
 _FLOORED_BRIGHT_SLOPE = 1.5
 # ... unless the dark Rayleigh background's level varies more than this (95th over 5th percentile of its blocks'
@@ -86,8 +86,8 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> NoiseModelName:
     - ``poisson``: counts, every value a whole multiple of one step whose noise variance is that step times the
       mean (:func:`_counting_step`);
     - ``speckle``: the noise variance grows as the square of the local mean (the log-log slope of the binned noise
-      variance, the mean of its brighter half's and all bins', above 1.6; :func:`_log_slopes`), or over a floor
-      (:func:`_grows_quadratically`) unless the dark background's level varies as under a coil's falloff
+      variance, the mean of its brighter half's and all bins', above 1.6; :func:`_log_slopes`), or over a floor or
+      under texture (:func:`_nearer_speckle`, :func:`_grows_quadratically`) unless the dark background's level varies as under a coil's falloff
       (:data:`_FALLOFF_SPREAD`: then ``rician``);
     - ``rician``: an MRI magnitude whose darkest blocks are a Rayleigh background of pure noise
       (:func:`_rayleigh_background`; where the noise is coloured, a k-space window, the darkest blocks' own voxels
@@ -125,7 +125,7 @@ def _detect(y: torch.Tensor, spatial_dims: int) -> tuple[NoiseModelName, bool]:
     slope = bright if bright is not None else full  # a narrow range: its darkest bins are far from a floor too
     known = [s for s in (bright, full) if s is not None]
     mean_slope = sum(known) / len(known) if known else 0.0
-    floored = mean_slope > _AMBIGUOUS_SLOPE and bright is not None and bright > _FLOORED_BRIGHT_SLOPE
+    floored = mean_slope > _AMBIGUOUS_SLOPE and _nearer_speckle(bright, full)
     if mean_slope > _MULTIPLICATIVE_SLOPE:
         return NoiseModelName.SPECKLE, False
     if floored and _grows_quadratically(m, v):  # speckle over a floor, or a magnitude under a coil's falloff
@@ -180,6 +180,19 @@ def _log_slopes(m: torch.Tensor, v: torch.Tensor) -> tuple[float | None, float |
         else:
             out.append(None)
     return out[0], out[1]
+
+
+def _nearer_speckle(bright: float | None, full: float | None) -> bool:
+    """Whether, of two slopes whose mean is ambiguous, one reads nearer speckle's 2 than counts' 1: the brighter
+    half's above :data:`_FLOORED_BRIGHT_SLOPE` (a floor flattened the darkest bins only), or all bins' above
+    :data:`_MULTIPLICATIVE_SLOPE` (the brighter half's, read over a narrow range, is the noisier of the two), or the
+    brighter half too narrow to read. Weak speckle (16-32 looks) on a coarse or thick volume reads all bins' slope at
+    1.4-1.6 and no brighter half, or the brighter half's at 1.1-1.4 and all bins' at 1.7-1.8; additive and magnitude
+    noise read all bins' at most 1.25 on the development scans and their coarse, thick and cropped variants (counts,
+    up to 2.1 at 10 a voxel, are found before by their lattice)."""
+    if bright is None:
+        return True
+    return bright > _FLOORED_BRIGHT_SLOPE or (full is not None and full > _MULTIPLICATIVE_SLOPE)
 
 
 def _grows_quadratically(m: torch.Tensor, v: torch.Tensor) -> bool:
