@@ -11,7 +11,10 @@ white Gaussian sigma 0.03 / 0.1 / 0.2 of the range, Poisson at a peak of 10 / 30
 Where it is right, ``denoise`` runs the named model's path from there on; the script checks that once per group and
 noise (the two outputs must be equal bit for bit). Where it is wrong, both ``noise_model="auto"`` and the named model
 are denoised (default preset) and the PSNR difference is reported: the issue's bar is 0.1 dB on every held-out case.
-Writes ``auto_choice.md`` and ``auto_choice.csv`` into ``--out``.
+The development scans' variants (``dev variants``: each slice coarsened 2x and cut to its central 64x64, the volume
+with its slices averaged in pairs and in threes, coarsened 2x in-plane and cut to 58x58x24 and 40x40x16 at its
+centre) are a third group: scan sizes and textures the rules were first tuned without, kept apart from the held-out
+scans, which are never tuned on. Writes ``auto_choice.md`` and ``auto_choice.csv`` into ``--out``.
 """
 
 from __future__ import annotations
@@ -23,7 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import Scan, add_noise, default_data_dir, load_scans, machine_summary, markdown_table, noise_seed, psnr
+from common import (
+    Scan,
+    add_noise,
+    default_data_dir,
+    load_scans,
+    machine_summary,
+    markdown_table,
+    noise_seed,
+    psnr,
+    to_unit_range,
+)
 from heldout import DEV_2D, heldout_modality, load_heldout, package_state, write_csv
 
 from monai_dnaprior import choose_noise_model, denoise
@@ -44,7 +57,7 @@ MODALITY_NOISES = {"mri": ("gaussian", "rician"), "ct": ("gaussian", "poisson"),
 @dataclass
 class Row:
     scan: str
-    group: str  # "dev" or "held-out"
+    group: str  # "dev", "dev variants" or "held-out"
     size: str
     noise: str
     strength: float
@@ -55,6 +68,38 @@ class Row:
     psnr_auto: float | None = None
     psnr_named: float | None = None
     delta: float | None = None  # auto - named (dB), wrong choices only
+
+
+def _centre_crop(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    return x[tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(x.shape, size))]
+
+
+def _coarsen_in_plane(x: np.ndarray) -> np.ndarray:
+    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
+    return 0.25 * (x[0:h:2, 0:w:2] + x[1:h:2, 0:w:2] + x[0:h:2, 1:w:2] + x[1:h:2, 1:w:2])
+
+
+def _thick(x: np.ndarray, k: int) -> np.ndarray:
+    n = (x.shape[2] // k) * k
+    return x[..., :n].reshape(*x.shape[:2], n // k, k).mean(-1)
+
+
+def dev_variants(dev: list[Scan]) -> list[Scan]:
+    """Coarse, thick and cropped variants of the development scans (the group "dev variants"), each scaled to [0, 1]
+    and named ``<scan>/<variant>``."""
+    out = []
+    for scan in dev:
+        x = scan.image.astype(np.float64)
+        if scan.is_volume:
+            made = {"thick2": _thick(x, 2), "thick3": _thick(x, 3), "coarse2": _coarsen_in_plane(x),
+                    "crop58": _centre_crop(x, (58, 58, 24)), "crop40": _centre_crop(x, (40, 40, 16))}
+        else:
+            made = {"coarse2": _coarsen_in_plane(x)}
+            if min(x.shape) >= 96:
+                made["crop64"] = _centre_crop(x, (64, 64))
+        out += [Scan(f"{scan.name}/{k}", to_unit_range(v), f"{scan.source}, {k}")
+                for k, v in made.items()]
+    return out
 
 
 def _psnr_of(scan: Scan, noisy: np.ndarray, model: str) -> float:
@@ -70,7 +115,7 @@ def evaluate(scan: Scan, group: str, draws: int, checked: set[tuple[str, str]], 
                 noisy = add_noise(scan.image, noise, noise_seed(scan.name, f"{noise}/{strength}", draw), strength)
                 x = torch.from_numpy(noisy)[None]
                 chosen = str(choose_noise_model("auto", x, noisy.ndim))
-                fits = noise in MODALITY_NOISES.get(heldout_modality(scan.name), tuple(STRENGTHS))
+                fits = noise in MODALITY_NOISES.get(heldout_modality(scan.name.split("/")[0]), tuple(STRENGTHS))
                 row = Row(scan.name, group, scan.shape_str, noise, strength, draw, chosen, chosen == noise, fits)
                 if not row.right:
                     row.psnr_auto = _psnr_of(scan, noisy, "auto")
@@ -91,7 +136,7 @@ def evaluate(scan: Scan, group: str, draws: int, checked: set[tuple[str, str]], 
 def summary(rows: list[Row]) -> str:
     """Per group, pairing and noise: cases, wrong choices, what they became, and their cost."""
     out = []
-    for group in ("dev", "held-out"):
+    for group in ("dev", "dev variants", "held-out"):
         for pairing in ("modality", "all"):
             for noise in [*STRENGTHS, "all"]:
                 sel = [r for r in rows if r.group == group and (pairing == "all" or r.fits)
@@ -135,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[Row] = []
     notes: list[str] = []
     checked: set[tuple[str, str]] = set()
-    for scans, group in ((dev, "dev"), (held, "held-out")):
+    variants = [] if args.quick else dev_variants(dev)
+    for scans, group in ((dev, "dev"), (variants, "dev variants"), (held, "held-out")):
         for scan in scans:
             rows += evaluate(scan, group, draws, checked, notes)
     args.out.mkdir(parents=True, exist_ok=True)
