@@ -144,15 +144,21 @@ def test_dark_anatomy_without_a_background_is_rician():
         assert choose_noise_model("auto", _magnitude(x, 0.05, seed), 2) == "rician"
 
 
+def _tissue_with_dark_spots(dark: float) -> torch.Tensor:
+    """Smooth tissue in [0.3, 1] with spots of value ``dark`` on about 8 % of it (vessels, CSF): ``(1, 128,
+    128)``."""
+    gen = torch.Generator().manual_seed(3)
+    texture = _blur(torch.rand(1, 128, 128, generator=gen), 9)
+    x = 0.3 + 0.7 * (texture - texture.min()) / (texture.max() - texture.min())
+    return torch.where(_blur((torch.rand(1, 128, 128, generator=gen) < 0.01).float(), 3) > 0, dark, x)
+
+
 def test_dark_spots_without_their_negatives_are_rician():
     """Tissue 2 sigma up and dark spots (vessels, CSF) in it, no background: the darkest bin reads 2.2-2.8 of its
     std with no drop of spread, but a hundred voxels lie within half a std of zero and none below it, where additive
     noise would have put a share of them (before: Gaussian on the third draw; a dev volume cut inside the brain lost
     0.7-1.0 dB so)."""
-    gen = torch.Generator().manual_seed(3)
-    texture = _blur(torch.rand(1, 128, 128, generator=gen), 9)
-    x = 0.3 + 0.7 * (texture - texture.min()) / (texture.max() - texture.min())
-    x = torch.where(_blur((torch.rand(1, 128, 128, generator=gen) < 0.01).float(), 3) > 0, 0.03, x)
+    x = _tissue_with_dark_spots(0.03)
     for seed in range(3):
         assert choose_noise_model("auto", _magnitude(x, 0.15, seed), 2) == "rician", seed
 
@@ -162,10 +168,7 @@ def test_dark_spots_above_a_bright_darkest_bin_are_rician(sigma):
     """The same dark spots in tissue 3-6 sigma up: the darkest bin reads 3-4.6 of its std, above the band, but the
     negatives additive noise would have put near the spots are still missing (before: Gaussian on every draw; a dev
     volume cut at its centre, with a little air, lost 2.1 dB so)."""
-    gen = torch.Generator().manual_seed(3)
-    texture = _blur(torch.rand(1, 128, 128, generator=gen), 9)
-    x = 0.3 + 0.7 * (texture - texture.min()) / (texture.max() - texture.min())
-    x = torch.where(_blur((torch.rand(1, 128, 128, generator=gen) < 0.01).float(), 3) > 0, 0.0, x)
+    x = _tissue_with_dark_spots(0.0)
     for seed in range(3):
         assert choose_noise_model("auto", _magnitude(x, sigma, seed), 2) == "rician", seed
 
