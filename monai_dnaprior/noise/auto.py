@@ -89,8 +89,8 @@ def detect_noise_model(y: torch.Tensor, spatial_dims: int) -> NoiseModelName:
       mean (:func:`_counting_step`);
     - ``speckle``: the noise variance grows as the square of the local mean (the log-log slope of the binned noise
       variance, the mean of its brighter half's and all bins', above 1.6; :func:`_log_slopes`), or over a floor or
-      under texture (:func:`_nearer_speckle`, :func:`_grows_quadratically`) unless the dark background's level varies as under a coil's falloff
-      (:data:`_FALLOFF_SPREAD`: then ``rician``);
+      under texture (:func:`_nearer_speckle`, :func:`_grows_quadratically`) unless the dark background's level
+      varies as under a coil's falloff (:data:`_FALLOFF_SPREAD`: then ``rician``);
     - ``rician``: an MRI magnitude whose darkest blocks are a Rayleigh background of pure noise
       (:func:`_rayleigh_background`; where the noise is coloured, a k-space window, the darkest blocks' own voxels
       against the flat patches' noise, :func:`~monai_dnaprior.noise.rayleigh.coloured_rayleigh_background`), unless
@@ -289,10 +289,10 @@ def _zeros_of_counts(y: torch.Tensor, spatial_dims: int, noisy: torch.Tensor, me
     integer-stored magnitude rounds to 0, but lies on a lattice). Its dark blocks can still read as a Rayleigh
     background: on the dev scans and their variants under counts of 10-100 rescaled by a gain within 5 %, Rician on 28
     of 120 draws (2 with this test), 4-6.5 dB below Poisson named."""
-    nonzero = y[y != 0]
-    if torch.unique(nonzero).numel() <= nonzero.numel() // 2:
+    if _dark_zero_share(y, spatial_dims, noisy, mean) <= _MAX_ZERO_SHARE:
         return False
-    return _dark_zero_share(y, spatial_dims, noisy, mean) > _MAX_ZERO_SHARE
+    nonzero = y[y != 0]
+    return torch.unique(nonzero).numel() > nonzero.numel() // 2
 
 
 def _rayleigh_background(detail: torch.Tensor, mean: torch.Tensor) -> bool:
@@ -339,10 +339,9 @@ def _dark_anatomy_floor(
     its darkest bin, its blocks' noise pulling their means down, reads no lower than about 2.4; a magnitude's spread
     shrinks towards the floor, to 0.655 of sigma at zero signal), or 30 voxels or more between 0 and half that std
     whatever the darkest bin reads (the negatives additive noise would have made there are missing:
-    :data:`_MISSING_NEGATIVES`); the std growing
-    little from there to the brighter half (:func:`_std_growth` under 0.5: speckle's grows in proportion to the
-    mean); and at most 1 % exact zeros among the darkest tenth's voxels (clipped additive noise and counts have them,
-    a magnitude has none)."""
+    :data:`_MISSING_NEGATIVES`); the std growing little from there to the brighter half (:func:`_std_growth` under
+    0.5: speckle's grows in proportion to the mean); and at most 1 % exact zeros among the darkest tenth's voxels
+    (clipped additive noise and counts have them, a magnitude has none)."""
     known = (m > 0) & (v > 0)
     if int(known.sum()) < 8 or not bool(known[0]):
         return False
