@@ -37,7 +37,7 @@ from common import (
     psnr,
     to_unit_range,
 )
-from heldout import DEV_2D, heldout_modality, load_heldout, package_state, write_csv
+from heldout import DEV_2D, block_mean, heldout_modality, load_heldout, package_state, write_csv
 
 from monai_dnaprior import choose_noise_model, denoise
 
@@ -74,11 +74,6 @@ def _centre_crop(x: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     return x[tuple(slice((n - s) // 2, (n - s) // 2 + s) for n, s in zip(x.shape, size))]
 
 
-def _coarsen_in_plane(x: np.ndarray) -> np.ndarray:
-    h, w = (x.shape[0] // 2) * 2, (x.shape[1] // 2) * 2
-    return 0.25 * (x[0:h:2, 0:w:2] + x[1:h:2, 0:w:2] + x[0:h:2, 1:w:2] + x[1:h:2, 1:w:2])
-
-
 def _thick(x: np.ndarray, k: int) -> np.ndarray:
     n = (x.shape[2] // k) * k
     return x[..., :n].reshape(*x.shape[:2], n // k, k).mean(-1)
@@ -91,10 +86,10 @@ def dev_variants(dev: list[Scan]) -> list[Scan]:
     for scan in dev:
         x = scan.image.astype(np.float64)
         if scan.is_volume:
-            made = {"thick2": _thick(x, 2), "thick3": _thick(x, 3), "coarse2": _coarsen_in_plane(x),
+            made = {"thick2": _thick(x, 2), "thick3": _thick(x, 3), "coarse2": block_mean(x, 2),
                     "crop58": _centre_crop(x, (58, 58, 24)), "crop40": _centre_crop(x, (40, 40, 16))}
         else:
-            made = {"coarse2": _coarsen_in_plane(x)}
+            made = {"coarse2": block_mean(x, 2)}
             if min(x.shape) >= 96:
                 made["crop64"] = _centre_crop(x, (64, 64))
         out += [Scan(f"{scan.name}/{k}", to_unit_range(v), f"{scan.source}, {k}")

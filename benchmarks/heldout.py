@@ -76,12 +76,13 @@ QUICK_WHITE = ("microaneurysms_2d", "functional_3d")
 
 
 def block_mean(a: np.ndarray, factor: int) -> np.ndarray:
-    """Mean over non-overlapping ``factor`` x ``factor`` blocks of a 2D image (a trailing remainder dropped)."""
+    """Mean over non-overlapping ``factor`` x ``factor`` blocks of the first two axes (in-plane; a trailing remainder
+    dropped, further axes kept)."""
     if factor <= 1:
         return np.asarray(a, dtype=np.float64)
-    h, w = (s // factor * factor for s in a.shape)
+    h, w = (s // factor * factor for s in a.shape[:2])
     a = np.asarray(a[:h, :w], dtype=np.float64)
-    return a.reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    return a.reshape(h // factor, factor, w // factor, factor, *a.shape[2:]).mean(axis=(1, 3))
 
 
 def _dipy_file(name: str) -> Path:
