@@ -246,10 +246,25 @@ def test_a_masked_kspace_magnitude_reads_its_sigma_from_its_background(sigma, se
     assert estimate_rician_sigma(y, 2) < 0.7 * true
 
 
+@pytest.mark.parametrize("sigma,seed", [(0.06, 0), (0.12, 0), (0.12, 1)])
+def test_a_small_masked_kspace_magnitude_reads_its_colour_and_level_from_its_background(sigma, seed):
+    """The masked 64x64 slice under a Hann k-space window: too few patches lie outside its background to read, so
+    the flattest patches are the background's, whose Rayleigh spread reads no strong colour and too low a level; the
+    background says the noise is coloured, at its level within 10 %, where the finest scale reads about half of
+    it."""
+    noisy, true = _kspace_magnitude(_masked_sample_slice(), sigma, seed)
+    y, true = noisy / noisy.max(), true / float(noisy.max())
+    field, _ = estimate_noise_field(y, 2, "rician")
+    assert not field.is_white
+    assert field.model.level == pytest.approx(true, rel=0.1)
+    assert estimate_rician_sigma(y, 2) < 0.6 * true
+
+
 def test_a_strongly_coloured_magnitude_takes_the_lower_of_two_readings(monkeypatch):
     """Strongly coloured with a background: the lower of the flattest patches' variance freed of their selection's
     bias and the background's; without a background, the flattest patches' as read."""
     from monai_dnaprior.noise import field as field_module
+    from monai_dnaprior.noise.rayleigh import ColouredBackground
 
     clean = _phantom((128, 128)) * 0.8 + 0.1
     clean[:, :, :40] = 0.0
@@ -259,8 +274,9 @@ def test_a_strongly_coloured_magnitude_takes_the_lower_of_two_readings(monkeypat
     unbiased = variance / field_module.flattest_patch_bias(spectrum, (128, 128))
     assert unbiased > variance
     readings = {}
-    for name, background in (("high", 1.0), ("low", 1e-3), ("none", None)):
-        monkeypatch.setattr(field_module, "coloured_background_sigma", lambda *a, b=background, **k: b)
+    for name, sigma in (("high", 1.0), ("low", 1e-3), ("none", None)):
+        background = None if sigma is None else ColouredBackground(sigma, torch.zeros_like(y, dtype=torch.bool))
+        monkeypatch.setattr(field_module, "coloured_background", lambda *a, b=background, **k: b)
         readings[name] = field_module._magnitude_spectrum(y, 2, 0.01)[1]
     assert readings["high"] == pytest.approx(unbiased) and readings["low"] == pytest.approx(1e-6)
     assert readings["none"] == pytest.approx(variance)

@@ -103,13 +103,16 @@ def noisy_haar_blocks(
     return None if int(noisy.sum()) < _MIN_BLOCKS else (detail, mean, noisy)
 
 
-def blocks_to_voxels(blocks: torch.Tensor, shape: Sequence[int], replicate: bool = False) -> torch.Tensor:
-    """A map over the finest Haar blocks (:func:`haar_blocks`) back on the voxel grid whose spatial shape is
-    ``shape``: each block's value on its voxels; an odd last row (column, slice) gets 0, or with ``replicate`` its
-    neighbour's value. Float."""
+def blocks_to_voxels(
+    blocks: torch.Tensor, shape: Sequence[int], replicate: bool = False, side: int | Sequence[int] = 2
+) -> torch.Tensor:
+    """A map over the finest Haar blocks (:func:`haar_blocks`; or blocks of ``side`` voxels per axis) back on the
+    voxel grid whose spatial shape is ``shape``: each block's value on its voxels; a last partial row (column, slice)
+    gets 0, or with ``replicate`` its neighbour's value. Float."""
     out = blocks.float()
-    for dim in range(-len(shape), 0):
-        out = out.repeat_interleave(2, dim)
+    sides = [side] * len(shape) if isinstance(side, int) else list(side)
+    for dim, n in zip(range(-len(shape), 0), sides):
+        out = out.repeat_interleave(n, dim)
     pad = [q for s, v in zip(reversed(shape), reversed(out.shape[-len(shape):])) for q in (0, s - v)]
     return torch.nn.functional.pad(out[None], pad, mode="replicate" if replicate else "constant")[0]
 

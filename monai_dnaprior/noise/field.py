@@ -13,7 +13,7 @@ from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_q
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
 from monai_dnaprior.noise.rayleigh import (
-    coloured_background_sigma,
+    coloured_background,
     has_rayleigh_background,
     rayleigh_block_sigma,
     rician_background_sigma,
@@ -197,16 +197,23 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     """A magnitude's noise spectrum and variance (``level``: the model's sigma). White unless strongly coloured (a
     k-space window): its noise is Gaussian only where the signal is well above it, and there the anatomy's texture
     reads as a weak colour. Strongly coloured, with a background of pure noise
-    (:func:`~monai_dnaprior.noise.rayleigh.coloured_background_sigma`): the lower of two variances that signal only
+    (:func:`~monai_dnaprior.noise.rayleigh.coloured_background`): the lower of two variances that signal only
     raises, the flattest patches' freed of their selection's low bias (:func:`flattest_patch_bias`) and the
-    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias)."""
+    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias). Where
+    they read no strong colour and too few patches lie outside the background to read (a small masked slice), they
+    are the background's own, whose Rayleigh spread (0.66 sigma) cannot: the background alone says whether the noise
+    is strongly coloured, and its variance."""
     spectrum, variance = flat_patch_spectrum(y, spatial_dims)
+    background = None if spectrum.is_white else coloured_background(y, spatial_dims)
     if not strongly_coloured(spectrum, variance, level):
-        return NoiseSpectrum.white(spatial_dims), level**2
-    background = coloured_background_sigma(y, spatial_dims)
+        if background is None or not strongly_coloured(spectrum, background.sigma**2, level):
+            return NoiseSpectrum.white(spatial_dims), level**2
+        if estimate_noise_spectrum(y, spatial_dims, mask=~background.voxels)[1] > 0:
+            return NoiseSpectrum.white(spatial_dims), level**2
+        return spectrum, background.sigma**2
     if background is not None:
         unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
-        variance = min(unbiased, background**2)
+        variance = min(unbiased, background.sigma**2)
     return spectrum, variance
 
 

@@ -28,6 +28,8 @@ __all__ = [
     "RAYLEIGH_MEAN",
     "RAYLEIGH_MEAN_TO_STD",
     "RAYLEIGH_STD",
+    "ColouredBackground",
+    "coloured_background",
     "coloured_background_sigma",
     "coloured_rayleigh_background",
     "dark_rayleigh_spread",
@@ -210,7 +212,22 @@ def coloured_background_sigma(
     y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15
 ) -> float | None:
     """Per-component sigma of a magnitude's noise, white or coloured, read from its background of pure noise; None
-    where it has none (under :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks, at least :data:`_MIN_BACKGROUND_BLOCKS`).
+    where it has none (:func:`coloured_background`)."""
+    background = coloured_background(y, spatial_dims, block, tolerance)
+    return None if background is None else background.sigma
+
+
+class ColouredBackground(NamedTuple):
+    sigma: float
+    voxels: torch.Tensor
+
+
+def coloured_background(
+    y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15
+) -> ColouredBackground | None:
+    """A magnitude's background of pure noise, white or coloured: the per-component sigma read from it and where it
+    is (boolean, like ``y``); None where it has none (under :data:`RAYLEIGH_BACKGROUND_SHARE` of the blocks, at least
+    :data:`_MIN_BACKGROUND_BLOCKS`).
 
     The background: the ``block``-sided blocks whose mean is within ``tolerance`` of a Rayleigh's 1.91 times their
     voxels' std (no test of whiteness: under a k-space window the magnitude is Rayleigh too, its finest scale not
@@ -223,14 +240,16 @@ def coloured_background_sigma(
     dark = _darkest_blocks(y, spatial_dims, block, moments)
     if dark is None:
         return None
-    mean, square, full, _ = moments
+    mean, square, full, side = moments
     n = block**spatial_dims
     std = ((square - mean.square()).clamp_min(0) * n / (n - 1)).sqrt().clamp_min(1e-12)
     rayleigh = (mean / std / RAYLEIGH_MEAN_TO_STD - 1).abs() < tolerance
     background = full & rayleigh & (mean < _BACKGROUND_REACH * dark[0])
     if int(background.sum()) < max(_MIN_BACKGROUND_BLOCKS, RAYLEIGH_BACKGROUND_SHARE * int(full.sum())):
         return None
-    return float(square[background].double().mean() / 2) ** 0.5
+    voxels = blocks_to_voxels(background.reshape(y.shape[0], *background.shape[2:]), y.shape[-spatial_dims:],
+                              side=side)
+    return ColouredBackground(float(square[background].double().mean() / 2) ** 0.5, voxels.bool())
 
 
 def rayleigh_block_share(y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15) -> float:
