@@ -15,6 +15,11 @@ Cases, built from the real scans:
 - ``--heldout``: the same physics, at the same doses and strengths, on held-out scans never used for tuning
   (``benchmarks/heldout.py``): low-dose CT of a head and of the Shepp-Logan phantom, k-space MRI of a T1 coronal and
   an abdomen slice and of DIPY's ``S0_10slices`` volume, and the four slices resampled.
+- ``--small-masked``: small masked magnitudes: MRI slices brought to about 64 px (block means; a volume's middle
+  slice), masked to their tissue (a skull-stripped or scanner-masked scan), under the ``kspace_*`` physics at three
+  strengths. Too few patches lie outside their background of pure noise to read the noise from the tissue. Dev: the
+  sagittal and 64x64 slices; with ``--heldout``: the T1 coronal and abdomen slices, ``S0_10slices`` and
+  ``aniso_vox``.
 - ``epi_two_frames`` (real noise, nothing synthetic): frame 0 of nibabel's ``example4d.nii.gz`` denoised as a volume
   and compared with frame 1 (noise-to-noise); see :func:`noise_power_removed`.
 
@@ -71,6 +76,10 @@ RESAMPLE_SIGMA, RESAMPLE_PIXDIM = 0.07, 0.6
 HELDOUT_CT_DOSE = {"ct_head_2d": 5.0e3, "shepp_logan_2d": 5.0e3}  # held-out scans: chosen before any run, like the dev
 HELDOUT_KSPACE_SIGMA = {"t1_coronal_2d": 0.12, "mr_abdomen_2d": 0.12}
 HELDOUT_KSPACE_VOLUME_SIGMA = {"s0_10slices_3d": 0.12}
+SMALL_SIDE = 64  # --small-masked: the slices' longer side, about
+SMALL_MASKED_SIGMAS = (0.06, 0.12, 0.2)
+SMALL_MASKED = ("mri_sagittal_2d", "mr_small_2d")
+HELDOUT_SMALL_MASKED = ("t1_coronal_2d", "mr_abdomen_2d", "s0_10slices_3d", "aniso_vox_3d")
 QUICK_CASE = "kspace_mr_small_2d"
 REAL_CASE = "epi_two_frames"
 
@@ -177,9 +186,49 @@ def resampled_case(scan: Scan, sigma: float, pixdim: float) -> Case:
     return Case(f"resampled_{scan.name}", text, resample(scan.image, pixdim), simulate)
 
 
-def build_cases(data_dir: Path, filters: list[str] | None, heldout: bool = False) -> list[Case]:
+def tissue_mask(image: np.ndarray) -> np.ndarray:
+    """The largest region above 12 % of the maximum once smoothed (a Gaussian of 2 px), closed and its holes filled."""
+    from scipy import ndimage
+
+    mask = ndimage.gaussian_filter(image, 2) > 0.12 * image.max()
+    labels, n = ndimage.label(mask)
+    if n > 1:
+        mask = labels == (1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1)))))
+    return ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=3))
+
+
+def small_masked_scan(scan: Scan) -> Scan:
+    """``scan`` (a volume's middle slice) brought to about :data:`SMALL_SIDE` px by block means, scaled to [0, 1]
+    and masked to its tissue (:func:`tissue_mask`)."""
+    from heldout import block_mean
+
+    image = scan.image if scan.image.ndim == 2 else scan.image[..., scan.image.shape[-1] // 2]
+    image = block_mean(image, max(1, round(max(image.shape) / SMALL_SIDE)))
+    image = (image - image.min()) / (image.max() - image.min())
+    return Scan(scan.name, (image * tissue_mask(image)).astype(np.float32), scan.source)
+
+
+def build_cases(
+    data_dir: Path, filters: list[str] | None, heldout: bool = False, small_masked: bool = False
+) -> list[Case]:
     """Every synthetic case on the development scans (or, ``heldout``, on the held-out ones), kept when its name
-    contains one of ``filters`` (all when None)."""
+    contains one of ``filters`` (all when None); with ``small_masked``, the small masked magnitudes instead."""
+    if small_masked:
+        names = HELDOUT_SMALL_MASKED if heldout else SMALL_MASKED
+        if heldout:
+            from heldout import load_heldout
+
+            found = load_heldout(list(names))
+        else:
+            found = load_scans(data_dir, list(names))
+        cases = []
+        for scan in found:
+            small = small_masked_scan(scan)
+            for sigma in SMALL_MASKED_SIGMAS:
+                case = kspace_case(small, sigma)
+                case.name = f"kspace_masked{SMALL_SIDE}_{scan.name}_{sigma:g}"
+                cases.append(case)
+        return [c for c in cases if not filters or any(f in c.name for f in filters)]
     if heldout:
         from heldout import load_heldout
 
@@ -413,6 +462,8 @@ def write_markdown(path: Path, args: argparse.Namespace, sections: dict[str, str
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections.items())
     scans = ("**held-out scans** (`--heldout`: never used for tuning, `benchmarks/heldout.py`)" if args.heldout
              else "the development scans")
+    if args.small_masked:
+        scans = f"small masked magnitudes (`--small-masked`) of {scans}"
     path.write_text(f"""# DNA-Prior on coloured and real noise: {scans}
 
 DNA-Prior preset `{args.preset}` (`prior="auto"`: the filter); the network fit alone with max_iters
@@ -460,6 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--realisations", type=int, default=None, help="noise draws per oracle PSD (default 64; quick 16)")
     p.add_argument("--heldout", action="store_true",
                    help="the same physics on the held-out scans (never used for tuning); no real-noise case")
+    p.add_argument("--small-masked", action="store_true",
+                   help="small masked magnitudes under a k-space window (dev, or held out with --heldout)")
     args = p.parse_args(argv)
     args.realisations = args.realisations or (16 if args.quick else 64)
     return args
@@ -469,8 +522,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     filters = [QUICK_CASE] if args.quick else (args.cases.split(",") if args.cases else None)
-    cases = build_cases(args.data_dir, filters, args.heldout)
-    run_real = not args.quick and not args.heldout and (not filters or any(f in REAL_CASE for f in filters))
+    cases = build_cases(args.data_dir, filters, args.heldout, args.small_masked)
+    run_real = not args.quick and not args.heldout and not args.small_masked and (not filters or any(f in REAL_CASE for f in filters))
     if not cases and not run_real:
         raise SystemExit(f"No case matches {filters}.")
     warm_up(args.device)
