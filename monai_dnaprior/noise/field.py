@@ -13,6 +13,7 @@ from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_q
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
 from monai_dnaprior.noise.rayleigh import (
+    RAYLEIGH_STD,
     coloured_background,
     has_rayleigh_background,
     rayleigh_block_sigma,
@@ -199,21 +200,23 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     reads as a weak colour. Strongly coloured, with a background of pure noise
     (:func:`~monai_dnaprior.noise.rayleigh.coloured_background`): the lower of two variances that signal only
     raises, the flattest patches' freed of their selection's low bias (:func:`flattest_patch_bias`) and the
-    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias). Where
-    they read no strong colour and too few patches lie outside the background to read (a small masked slice), they
-    are the background's own, whose Rayleigh spread (0.66 sigma) cannot: the background alone says whether the noise
-    is strongly coloured, and its variance."""
+    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias).
+
+    Where too few patches lie outside the background to read (a small masked slice), the flattest patches are the
+    background's own, Rayleigh, whose spread is :data:`RAYLEIGH_STD` sigma: read strongly coloured, their variance is
+    divided by its square; read weakly coloured (their Rayleigh spread hides the colour, and the bias is then taken
+    as none), the background alone says whether the noise is strongly coloured, and its variance."""
     spectrum, variance = flat_patch_spectrum(y, spatial_dims)
     background = None if spectrum.is_white else coloured_background(y, spatial_dims)
+    in_background = background is not None and estimate_noise_spectrum(
+        y, spatial_dims, mask=~background.voxels)[1] == 0
     if not strongly_coloured(spectrum, variance, level):
-        if background is None or not strongly_coloured(spectrum, background.sigma**2, level):
-            return NoiseSpectrum.white(spatial_dims), level**2
-        if estimate_noise_spectrum(y, spatial_dims, mask=~background.voxels)[1] > 0:
-            return NoiseSpectrum.white(spatial_dims), level**2
-        return spectrum, background.sigma**2
+        if in_background and strongly_coloured(spectrum, background.sigma**2, level):
+            return spectrum, background.sigma**2
+        return NoiseSpectrum.white(spatial_dims), level**2
     if background is not None:
         unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
-        variance = min(unbiased, background.sigma**2)
+        variance = min(unbiased / (RAYLEIGH_STD**2 if in_background else 1.0), background.sigma**2)
     return spectrum, variance
 
 
