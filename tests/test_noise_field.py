@@ -238,11 +238,11 @@ def _masked_sample_slice() -> torch.Tensor:
 def test_a_masked_kspace_magnitude_reads_its_sigma_from_its_background(sigma, seed):
     """A masked magnitude under a Hann k-space window: its background of pure noise gives the per-component sigma
     within 10 %, though the finest scale sees a third of that noise (the bright blocks' reading is under 0.7x)."""
-    from monai_dnaprior.noise.rayleigh import coloured_background_sigma
+    from monai_dnaprior.noise.rayleigh import coloured_background
 
     noisy, true = _kspace_magnitude(_masked_sample_slice(), sigma, seed)
     y, true = noisy / noisy.max(), true / float(noisy.max())
-    assert coloured_background_sigma(y, 2) == pytest.approx(true, rel=0.1)
+    assert coloured_background(y, 2).sigma == pytest.approx(true, rel=0.1)
     assert estimate_rician_sigma(y, 2) < 0.7 * true
 
 
@@ -285,15 +285,15 @@ def test_a_strongly_coloured_magnitude_takes_the_lower_of_two_readings(monkeypat
 def test_a_white_rayleigh_background_reads_its_sigma_and_a_flat_image_has_none():
     """White Rician noise on the masked slice: the background reads its sigma within 5 %; an image with no dark
     region of pure noise has no background."""
-    from monai_dnaprior.noise.rayleigh import coloured_background_sigma
+    from monai_dnaprior.noise.rayleigh import coloured_background
 
     clean = _masked_sample_slice()
     gen = torch.Generator().manual_seed(5)
     noisy = torch.hypot(clean + 0.05 * torch.randn(clean.shape, generator=gen),
                         0.05 * torch.randn(clean.shape, generator=gen))
-    assert coloured_background_sigma(noisy, 2) == pytest.approx(0.05, rel=0.05)
+    assert coloured_background(noisy, 2).sigma == pytest.approx(0.05, rel=0.05)
     flat = 0.5 + 0.05 * torch.randn((1, 64, 64), generator=gen)
-    assert coloured_background_sigma(flat, 2) is None
+    assert coloured_background(flat, 2) is None
 
 
 def test_the_flattest_patches_read_low_and_their_bias_is_known():

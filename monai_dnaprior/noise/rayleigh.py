@@ -30,7 +30,6 @@ __all__ = [
     "RAYLEIGH_STD",
     "ColouredBackground",
     "coloured_background",
-    "coloured_background_sigma",
     "coloured_rayleigh_background",
     "dark_rayleigh_spread",
     "estimate_rician_sigma",
@@ -58,7 +57,7 @@ _MIN_BACKGROUND_SHARE = 0.05  # a background under this share of the voxels that
 # below them, Gaussian and speckle further out, a masked background's tissue edges above
 _RAYLEIGH_RATIO = (0.7, 1.2)
 _DARK_TO_BRIGHT = (0.65, 1.25)
-# The background of :func:`coloured_background_sigma`: blocks whose mean is within this multiple of the darkest
+# The background of :func:`coloured_background`: blocks whose mean is within this multiple of the darkest
 # tenth's, at least this many of them (and RAYLEIGH_BACKGROUND_SHARE of the blocks)
 _BACKGROUND_REACH = 1.5
 _MIN_BACKGROUND_BLOCKS = 8
@@ -208,16 +207,10 @@ def _noisy_block_moments(
     return (*_block_moments(y, noisy, side, spatial_dims), side)
 
 
-def coloured_background_sigma(
-    y: torch.Tensor, spatial_dims: int, block: int = 8, tolerance: float = 0.15
-) -> float | None:
-    """Per-component sigma of a magnitude's noise, white or coloured, read from its background of pure noise; None
-    where it has none (:func:`coloured_background`)."""
-    background = coloured_background(y, spatial_dims, block, tolerance)
-    return None if background is None else background.sigma
-
-
 class ColouredBackground(NamedTuple):
+    """A magnitude's background of pure noise (:func:`coloured_background`): the per-component ``sigma`` read from it
+    and the ``voxels`` it holds (boolean, like the image)."""
+
     sigma: float
     voxels: torch.Tensor
 
