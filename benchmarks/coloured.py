@@ -35,7 +35,7 @@ import inspect
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -52,6 +52,7 @@ from common import (
     fit_alone_denoiser,
     fmt,
     fmt_sig,
+    largest_component,
     load_scans,
     machine_summary,
     markdown_table,
@@ -186,14 +187,20 @@ def resampled_case(scan: Scan, sigma: float, pixdim: float) -> Case:
     return Case(f"resampled_{scan.name}", text, resample(scan.image, pixdim), simulate)
 
 
+def _scans(data_dir: Path, names: Sequence[str], heldout: bool) -> dict[str, Scan]:
+    """The development scans of ``names`` (or, ``heldout``, the held-out ones) by name."""
+    if heldout:
+        from heldout import load_heldout
+
+        return {s.name: s for s in load_heldout(list(names))}
+    return {s.name: s for s in load_scans(data_dir, list(names))}
+
+
 def tissue_mask(image: np.ndarray) -> np.ndarray:
     """The largest region above 12 % of the maximum once smoothed (a Gaussian of 2 px), closed and its holes filled."""
     from scipy import ndimage
 
-    mask = ndimage.gaussian_filter(image, 2) > 0.12 * image.max()
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        mask = labels == (1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1)))))
+    mask = largest_component(ndimage.gaussian_filter(image, 2) > 0.12 * image.max())
     return ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=3))
 
 
@@ -214,15 +221,8 @@ def build_cases(
     """Every synthetic case on the development scans (or, ``heldout``, on the held-out ones), kept when its name
     contains one of ``filters`` (all when None); with ``small_masked``, the small masked magnitudes instead."""
     if small_masked:
-        names = HELDOUT_SMALL_MASKED if heldout else SMALL_MASKED
-        if heldout:
-            from heldout import load_heldout
-
-            found = load_heldout(list(names))
-        else:
-            found = load_scans(data_dir, list(names))
         cases = []
-        for scan in found:
+        for scan in _scans(data_dir, HELDOUT_SMALL_MASKED if heldout else SMALL_MASKED, heldout).values():
             small = small_masked_scan(scan)
             for sigma in SMALL_MASKED_SIGMAS:
                 case = kspace_case(small, sigma)
@@ -230,13 +230,10 @@ def build_cases(
                 cases.append(case)
         return [c for c in cases if not filters or any(f in c.name for f in filters)]
     if heldout:
-        from heldout import load_heldout
-
         doses, kspace, volumes = HELDOUT_CT_DOSE, HELDOUT_KSPACE_SIGMA, HELDOUT_KSPACE_VOLUME_SIGMA
-        scans = {s.name: s for s in load_heldout(list(doses) + list(kspace) + list(volumes))}
     else:
         doses, kspace, volumes = CT_DOSE, KSPACE_SIGMA, KSPACE_VOLUME_SIGMA
-        scans = {s.name: s for s in load_scans(data_dir, list(doses) + list(kspace) + list(volumes))}
+    scans = _scans(data_dir, [*doses, *kspace, *volumes], heldout)
     builders: dict[str, Callable[[], Case]] = {}
     for name, dose in doses.items():
         builders[f"lowdose_{name}"] = lambda n=name, d=dose: ct_case(scans[n], d)

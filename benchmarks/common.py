@@ -82,6 +82,16 @@ def to_unit_range(a: np.ndarray) -> np.ndarray:
     return ((a - lo) / (hi - lo if hi > lo else 1.0)).astype(np.float32)
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected region of a boolean ``mask`` (``mask`` itself where it has one region or none)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return mask
+    return labels == (1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1)))))
+
+
 def load_nifti_scan(path: Path) -> Scan:
     """A NIfTI scan from ``path``, named after the file."""
     import nibabel as nib

@@ -67,16 +67,14 @@ class Series:
 
 def brain_mask(s0: np.ndarray) -> np.ndarray:
     """Otsu threshold of ``s0``, holes filled slice by slice, the largest component."""
+    from common import largest_component
     from scipy import ndimage
     from skimage.filters import threshold_otsu
 
     mask = s0 > threshold_otsu(s0)
     mask = ndimage.binary_closing(mask, iterations=1)
     mask = np.stack([ndimage.binary_fill_holes(mask[..., k]) for k in range(mask.shape[-1])], -1)
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        mask = labels == (1 + int(np.argmax(ndimage.sum(mask, labels, range(1, n + 1)))))
-    return mask
+    return largest_component(mask)
 
 
 def half_sphere(n: int) -> np.ndarray:

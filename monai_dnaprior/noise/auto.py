@@ -134,12 +134,13 @@ def _detect(y: torch.Tensor, spatial_dims: int) -> tuple[NoiseModelName, bool]:
     if floored and _grows_quadratically(m, v):  # speckle over a floor, or a magnitude under a coil's falloff
         falloff = dark_rayleigh_spread(y, spatial_dims) > _FALLOFF_SPREAD
         return (NoiseModelName.RICIAN if falloff else NoiseModelName.SPECKLE), False
+    zero_share = _dark_zero_share(y, spatial_dims, noisy, mean)
     rayleigh = _rayleigh_background(detail[noisy], mean[noisy]) or coloured_rayleigh_background(y, spatial_dims)
-    if rayleigh and not _zeros_of_counts(y, spatial_dims, noisy, mean):
+    if rayleigh and not _zeros_of_counts(y, zero_share):
         return NoiseModelName.RICIAN, False
     if slope is not None and slope > _COUNTING_SLOPE:
         return NoiseModelName.POISSON, False
-    if _dark_anatomy_floor(y, spatial_dims, m, v, noisy, mean):
+    if _dark_anatomy_floor(y, m, v, zero_share):
         return NoiseModelName.RICIAN, False
     return NoiseModelName.GAUSSIAN, False
 
@@ -282,14 +283,14 @@ def _dark_zero_share(y: torch.Tensor, spatial_dims: int, noisy: torch.Tensor, me
     return float((y[voxels] == 0).float().mean())
 
 
-def _zeros_of_counts(y: torch.Tensor, spatial_dims: int, noisy: torch.Tensor, mean: torch.Tensor) -> bool:
+def _zeros_of_counts(y: torch.Tensor, zero_share: float) -> bool:
     """Whether a continuous image (its non-zero values mostly distinct: no lattice) has exact zeros among its darkest
-    blocks' voxels (over :data:`_MAX_ZERO_SHARE`): counts rescaled voxel by voxel (a detector's flat-field gain), whose
+    blocks' voxels (``zero_share``, :func:`_dark_zero_share`, over :data:`_MAX_ZERO_SHARE`): counts rescaled voxel by voxel (a detector's flat-field gain), whose
     low means are often exactly 0, or clipped additive noise; never a magnitude, which is 0 with probability 0 (an
     integer-stored magnitude rounds to 0, but lies on a lattice). Its dark blocks can still read as a Rayleigh
     background: on the dev scans and their variants under counts of 10-100 rescaled by a gain within 5 %, Rician on 28
     of 120 draws (2 with this test), 4-6.5 dB below Poisson named."""
-    if _dark_zero_share(y, spatial_dims, noisy, mean) <= _MAX_ZERO_SHARE:
+    if zero_share <= _MAX_ZERO_SHARE:
         return False
     nonzero = y[y != 0]
     return torch.unique(nonzero).numel() > nonzero.numel() // 2
@@ -330,9 +331,7 @@ def _std_growth(dark_mean: float, dark_std: float, bright_mean: float, bright_st
     return math.log(bright_std / dark_std) / math.log(bright_mean / dark_mean)
 
 
-def _dark_anatomy_floor(
-    y: torch.Tensor, spatial_dims: int, m: torch.Tensor, v: torch.Tensor, noisy: torch.Tensor, mean: torch.Tensor
-) -> bool:
+def _dark_anatomy_floor(y: torch.Tensor, m: torch.Tensor, v: torch.Tensor, zero_share: float) -> bool:
     """Whether a non-negative image with no background has a magnitude's floor in its darkest anatomy: the darkest
     intensity bin's mean under 2.2 of its noise std, or under 2.8 with a std under 0.9 of the quietest of the brighter
     half's bins (additive noise that never went negative keeps its darkest anatomy 3 stds or more above zero, and
@@ -341,7 +340,7 @@ def _dark_anatomy_floor(
     whatever the darkest bin reads (the negatives additive noise would have made there are missing:
     :data:`_MISSING_NEGATIVES`); the std growing little from there to the brighter half (:func:`_std_growth` under
     0.5: speckle's grows in proportion to the mean); and at most 1 % exact zeros among the darkest tenth's voxels
-    (clipped additive noise and counts have them, a magnitude has none)."""
+    (``zero_share``: clipped additive noise and counts have them, a magnitude has none)."""
     known = (m > 0) & (v > 0)
     if int(known.sum()) < 8 or not bool(known[0]):
         return False
@@ -355,7 +354,7 @@ def _dark_anatomy_floor(
             return False
     if _std_growth(float(m[0]), dark_std, float(m[brighter].mean()), upper_std) >= _MAX_FLOOR_GROWTH:
         return False
-    return _dark_zero_share(y, spatial_dims, noisy, mean) <= _MAX_ZERO_SHARE
+    return zero_share <= _MAX_ZERO_SHARE
 
 
 def choose_noise_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has_psd: bool = False) -> NoiseModelName:
