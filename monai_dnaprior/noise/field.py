@@ -20,6 +20,7 @@ from monai_dnaprior.noise.rayleigh import (
     rician_background_sigma,
 )
 from monai_dnaprior.noise.spectrum import (
+    DARKEST_SHARE,
     NoiseSpectrum,
     confirm_colour,
     estimate_noise_spectrum,
@@ -149,9 +150,10 @@ def estimate_noise_field(
     (:func:`estimate_stationary_field`); the target returned is the observation's, divided by ``g``. A map after
     which the finest scale reads as mostly signal, where one level did not, is dropped (it is not the noise's: a
     g-factor map's seams, say, that the smooth fit cannot follow), and none is read where signal fills the finest
-    scale or where a magnitude has no background of pure noise (found block by block, whatever its level). A mapped
-    magnitude's sigma is read on ``y / g`` from that background's blocks
-    (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_sigma`) where its noise reads white.
+    scale or where a magnitude has no background of pure noise (found block by block, whatever its level), nor where
+    a magnitude's noise reads coloured (a k-space window's low pass: the finest scale the map's windows read holds
+    little of it, and the anatomy's edges set their levels). A mapped magnitude's sigma is read on ``y / g`` from
+    that background's blocks (:func:`~monai_dnaprior.noise.rayleigh.rayleigh_block_sigma`) where its noise reads white.
 
     Returns:
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
@@ -162,6 +164,10 @@ def estimate_noise_field(
         level_map = _read_level_map(y, spatial_dims, kind)
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
+    if kind.is_magnitude:  # a magnitude's noise found coloured is a low pass (a k-space window): none is in the map
+        stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
+        if not stationary[0].is_white:
+            return stationary
     divided = y / level_map.on_grid(tuple(y.shape[1:]), y.device)
     # a magnitude's sigma from its background's blocks: one floor's search drifts to the quiet part of a background
     # that the estimated map leaves uneven; the blocks' test is for white noise, so coloured noise keeps the floor's
@@ -200,7 +206,10 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     reads as a weak colour. Strongly coloured, with a background of pure noise
     (:func:`~monai_dnaprior.noise.rayleigh.coloured_background`): the lower of two variances that signal only
     raises, the flattest patches' freed of their selection's low bias (:func:`flattest_patch_bias`) and the
-    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias).
+    background's; without one, the flattest patches' as read (there the anatomy in them offsets that bias). The
+    flattest patches are read outside a background wider than the darkest share they leave out (:data:`DARKEST_SHARE`)
+    where they read a strong colour there too: the background's own are Rayleigh, whose spread reads a low level (a
+    small head in a wide field of view).
 
     Where too few patches lie outside the background to read (a small masked slice), the flattest patches are the
     background's own, Rayleigh, whose spread is :data:`RAYLEIGH_STD` sigma: read strongly coloured, their variance is
@@ -208,13 +217,16 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     as none), the background alone says whether the noise is strongly coloured, and its variance."""
     spectrum, variance = flat_patch_spectrum(y, spatial_dims)
     background = None if spectrum.is_white else coloured_background(y, spatial_dims)
-    in_background = background is not None and estimate_noise_spectrum(
-        y, spatial_dims, mask=~background.voxels)[1] == 0
+    outside = None if background is None else estimate_noise_spectrum(y, spatial_dims, mask=~background.voxels)
+    in_background = outside is not None and outside[1] == 0
     if not strongly_coloured(spectrum, variance, level):
         if in_background and strongly_coloured(spectrum, background.sigma**2, level):
             return spectrum, background.sigma**2
         return NoiseSpectrum.white(spatial_dims), level**2
     if background is not None:
+        wide = float(background.voxels.float().mean()) > DARKEST_SHARE  # the flattest patches may lie in it
+        if wide and not in_background and strongly_coloured(*outside, level):
+            spectrum, variance = outside
         unbiased = variance / flattest_patch_bias(spectrum, y.shape[-spatial_dims:])
         variance = min(unbiased / (RAYLEIGH_STD**2 if in_background else 1.0), background.sigma**2)
     return spectrum, variance

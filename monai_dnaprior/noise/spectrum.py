@@ -20,6 +20,7 @@ import torch
 from monai_dnaprior.noise.estimation import blocks_to_voxels, box_mean, haar_blocks, too_thin
 
 __all__ = [
+    "DARKEST_SHARE",
     "ColourTest",
     "NoiseSpectrum",
     "colour_test",
@@ -47,6 +48,7 @@ _COLOUR_Z = 4.0
 # ``benchmarks/colour_test.py`` (4 draws) 12 -> 7 of 328, its detection 253 -> 251 of 288 (docs/noise.md)
 _ANATOMY_RISE = 2.6
 _RISE_BANDS = (0.08, 0.14)
+DARKEST_SHARE = 0.25  # the darkest share of the image that the flattest patches leave out (a magnitude's background)
 _MAX_TEST_PATCHES = 1024  # the flattest share, at most this many: more add time, not precision
 _BIAS_GRID = 96  # :func:`flattest_patch_bias`'s simulated grid, at most this many voxels a side
 # The flattest patches are pure noise where the flattest half, freed of its selection's bias, reads within this of
@@ -500,7 +502,7 @@ def strongly_coloured(spectrum: NoiseSpectrum, variance: float, finest_level: fl
     return not spectrum.is_white and variance > _STRONGLY_COLOURED * finest_level**2
 
 
-def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = 0.25, size: int = 9) -> torch.Tensor:
+def _above_darkest(x: torch.Tensor, spatial_dims: int, share: float = DARKEST_SHARE, size: int = 9) -> torch.Tensor:
     """Voxels whose local mean (a ``size`` box) is above the darkest ``share`` of local means."""
     local = box_mean(x.float(), spatial_dims, size)
     flat = local.flatten()
