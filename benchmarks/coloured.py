@@ -20,6 +20,10 @@ Cases, built from the real scans:
   strengths. Too few patches lie outside their background of pure noise to read the noise from the tissue. Dev: the
   sagittal and 64x64 slices; with ``--heldout``: the T1 coronal and abdomen slices, ``S0_10slices`` and
   ``aniso_vox``.
+- ``--wide-masked``: masked magnitudes in a wide field of view: MRI slices (a volume's middle slice) masked to their
+  tissue and set in 48 px of zeros a side, under the ``kspace_*`` physics at the same three strengths. Most of the
+  flattest patches lie in the background. Dev: the sagittal, rat-lung, CT and eye slices; with ``--heldout``: the
+  held-out scans of ``--small-masked``, at their own size.
 - ``epi_two_frames`` (real noise, nothing synthetic): frame 0 of nibabel's ``example4d.nii.gz`` denoised as a volume
   and compared with frame 1 (noise-to-noise); see :func:`noise_power_removed`.
 
@@ -81,6 +85,9 @@ SMALL_SIDE = 64  # --small-masked: the slices' longer side, about
 SMALL_MASKED_SIGMAS = (0.06, 0.12, 0.2)
 SMALL_MASKED = ("mri_sagittal_2d", "mr_small_2d")
 HELDOUT_SMALL_MASKED = ("t1_coronal_2d", "mr_abdomen_2d", "s0_10slices_3d", "aniso_vox_3d")
+WIDE_PAD = 48  # --wide-masked: the zeros around the masked slice, px a side
+WIDE_MASKED = ("mri_sagittal_2d", "ratlung_ct_2d", "ct_small_2d", "vw_eye_2d")
+HELDOUT_WIDE_MASKED = HELDOUT_SMALL_MASKED
 QUICK_CASE = "kspace_mr_small_2d"
 REAL_CASE = "epi_two_frames"
 
@@ -215,18 +222,35 @@ def small_masked_scan(scan: Scan) -> Scan:
     return Scan(scan.name, (image * tissue_mask(image)).astype(np.float32), scan.source)
 
 
+def wide_masked_scan(scan: Scan) -> Scan:
+    """``scan`` (a volume's middle slice) scaled to [0, 1], masked to its tissue (:func:`tissue_mask`) and set in
+    :data:`WIDE_PAD` px of zeros a side: a small head in a wide field of view."""
+    image = scan.image if scan.image.ndim == 2 else scan.image[..., scan.image.shape[-1] // 2]
+    image = (image - image.min()) / (image.max() - image.min())
+    return Scan(scan.name, np.pad(image * tissue_mask(image), WIDE_PAD).astype(np.float32), scan.source)
+
+
+# the masked magnitude families: how a scan is made one, the case names' tag, the dev and the held-out scans
+MASKED_FAMILIES: dict[str, tuple[Callable[[Scan], Scan], str, Sequence[str], Sequence[str]]] = {
+    "small": (small_masked_scan, f"masked{SMALL_SIDE}", SMALL_MASKED, HELDOUT_SMALL_MASKED),
+    "wide": (wide_masked_scan, "wide", WIDE_MASKED, HELDOUT_WIDE_MASKED),
+}
+
+
 def build_cases(
-    data_dir: Path, filters: list[str] | None, heldout: bool = False, small_masked: bool = False
+    data_dir: Path, filters: list[str] | None, heldout: bool = False, masked: str | None = None
 ) -> list[Case]:
     """Every synthetic case on the development scans (or, ``heldout``, on the held-out ones), kept when its name
-    contains one of ``filters`` (all when None); with ``small_masked``, the small masked magnitudes instead."""
-    if small_masked:
+    contains one of ``filters`` (all when None); with ``masked`` (a key of :data:`MASKED_FAMILIES`), that family of
+    masked magnitudes under the k-space window at :data:`SMALL_MASKED_SIGMAS` instead."""
+    if masked is not None:
+        make, tag, dev, held = MASKED_FAMILIES[masked]
         cases = []
-        for scan in _scans(data_dir, HELDOUT_SMALL_MASKED if heldout else SMALL_MASKED, heldout).values():
-            small = small_masked_scan(scan)
+        for scan in _scans(data_dir, held if heldout else dev, heldout).values():
+            made = make(scan)
             for sigma in SMALL_MASKED_SIGMAS:
-                case = kspace_case(small, sigma)
-                case.name = f"kspace_masked{SMALL_SIDE}_{scan.name}_{sigma:g}"
+                case = kspace_case(made, sigma)
+                case.name = f"kspace_{tag}_{scan.name}_{sigma:g}"
                 cases.append(case)
         return [c for c in cases if not filters or any(f in c.name for f in filters)]
     if heldout:
@@ -459,8 +483,8 @@ def write_markdown(path: Path, args: argparse.Namespace, sections: dict[str, str
     body = "\n\n".join(f"## {title}\n\n{text}" for title, text in sections.items())
     scans = ("**held-out scans** (`--heldout`: never used for tuning, `benchmarks/heldout.py`)" if args.heldout
              else "the development scans")
-    if args.small_masked:
-        scans = f"small masked magnitudes (`--small-masked`) of {scans}"
+    if args.masked:
+        scans = f"{args.masked} masked magnitudes (`--{args.masked}-masked`) of {scans}"
     path.write_text(f"""# DNA-Prior on coloured and real noise: {scans}
 
 DNA-Prior preset `{args.preset}` (`prior="auto"`: the filter); the network fit alone with max_iters
@@ -508,8 +532,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--realisations", type=int, default=None, help="noise draws per oracle PSD (default 64; quick 16)")
     p.add_argument("--heldout", action="store_true",
                    help="the same physics on the held-out scans (never used for tuning); no real-noise case")
-    p.add_argument("--small-masked", action="store_true",
-                   help="small masked magnitudes under a k-space window (dev, or held out with --heldout)")
+    family = p.add_mutually_exclusive_group()
+    family.add_argument("--small-masked", action="store_const", dest="masked", const="small",
+                        help="small masked magnitudes under a k-space window (dev, or held out with --heldout)")
+    family.add_argument("--wide-masked", action="store_const", dest="masked", const="wide",
+                        help="masked magnitudes in a wide field of view under a k-space window (dev, or held out)")
     args = p.parse_args(argv)
     args.realisations = args.realisations or (16 if args.quick else 64)
     return args
@@ -519,8 +546,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     filters = [QUICK_CASE] if args.quick else (args.cases.split(",") if args.cases else None)
-    cases = build_cases(args.data_dir, filters, args.heldout, args.small_masked)
-    run_real = not args.quick and not args.heldout and not args.small_masked and (not filters or any(f in REAL_CASE for f in filters))
+    cases = build_cases(args.data_dir, filters, args.heldout, args.masked)
+    run_real = not args.quick and not args.heldout and not args.masked and (not filters or any(f in REAL_CASE for f in filters))
     if not cases and not run_real:
         raise SystemExit(f"No case matches {filters}.")
     warm_up(args.device)
