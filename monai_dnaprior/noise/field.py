@@ -164,6 +164,7 @@ def estimate_noise_field(
         level_map = _read_level_map(y, spatial_dims, kind)
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
+    stationary = None  # read once: a magnitude's, and where the map leaves the noise unmeasurable
     if kind.is_magnitude:  # a magnitude's noise found coloured is a low pass (a k-space window): none is in the map
         stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].is_white:
@@ -178,7 +179,7 @@ def estimate_noise_field(
     elif base is not None:
         field, target = estimate_stationary_field(divided, spatial_dims, noise_model, level, psd, slice_axis)
     if field.upper_bound:  # the map left the noise less measurable than one level does: it is not the noise's
-        stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
+        stationary = stationary or estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].upper_bound:
             return stationary
     return replace(field, level_map=level_map), target
