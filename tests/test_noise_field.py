@@ -211,6 +211,12 @@ def _kspace_magnitude(clean, sigma, seed=0):
     return image.abs().float(), sigma * float(window.square().mean().sqrt())
 
 
+def _unit_kspace_magnitude(clean, sigma, seed=0):
+    """:func:`_kspace_magnitude` divided by its maximum, with its per-component std in those units."""
+    noisy, true = _kspace_magnitude(clean, sigma, seed)
+    return noisy / noisy.max(), true / float(noisy.max())
+
+
 def test_a_kspace_windowed_magnitude_is_rician_with_a_coloured_field():
     """The finest scale sees a fraction of a low-pass noise: the model is read from the darkest blocks' own voxels,
     and the level from the flat patches, within 15 % of the per-component sigma; white Rician stays white."""
@@ -240,8 +246,7 @@ def test_a_masked_kspace_magnitude_reads_its_sigma_from_its_background(sigma, se
     within 10 %, though the finest scale sees a third of that noise (the bright blocks' reading is under 0.7x)."""
     from monai_dnaprior.noise.rayleigh import coloured_background
 
-    noisy, true = _kspace_magnitude(_masked_sample_slice(), sigma, seed)
-    y, true = noisy / noisy.max(), true / float(noisy.max())
+    y, true = _unit_kspace_magnitude(_masked_sample_slice(), sigma, seed)
     assert coloured_background(y, 2).sigma == pytest.approx(true, rel=0.1)
     assert estimate_rician_sigma(y, 2) < 0.7 * true
 
@@ -252,8 +257,7 @@ def test_a_small_masked_kspace_magnitude_reads_its_colour_and_level_from_its_bac
     the flattest patches are the background's, whose Rayleigh spread reads too low a level and, at the lower
     strengths, no strong colour; the noise is found coloured at its level within 10 %, where the finest scale reads
     about half of it."""
-    noisy, true = _kspace_magnitude(_masked_sample_slice(), sigma, seed)
-    y, true = noisy / noisy.max(), true / float(noisy.max())
+    y, true = _unit_kspace_magnitude(_masked_sample_slice(), sigma, seed)
     field, _ = estimate_noise_field(y, 2, "rician")
     assert not field.is_white
     assert field.model.level == pytest.approx(true, rel=0.1)
@@ -516,8 +520,7 @@ def test_a_background_of_a_few_blocks_gives_a_kspace_magnitude_its_sigma(sigma, 
     from monai_dnaprior.noise.rayleigh import coloured_background
 
     masked = _masked_sample_slice()
-    noisy, true = _kspace_magnitude(torch.where(masked > 0, masked, masked.roll(32, dims=-1)), sigma, seed)
-    y, true = noisy / noisy.max(), true / float(noisy.max())
+    y, true = _unit_kspace_magnitude(torch.where(masked > 0, masked, masked.roll(32, dims=-1)), sigma, seed)
     background = coloured_background(y, 2)
     assert background is not None and 4 <= round(float(background.voxels.float().mean()) * 64) <= 6
     assert background.sigma == pytest.approx(true, rel=0.12)
@@ -532,8 +535,7 @@ def test_a_kspace_magnitude_in_a_wide_background_reads_its_colour_and_no_noise_m
     clean = _phantom((128, 128)) * 0.8 + 0.1
     rows, cols = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
     clean = torch.nn.functional.pad(clean * (((rows - 64) ** 2 + (cols - 64) ** 2) < 60**2), (48, 48, 48, 48))
-    noisy, true = _kspace_magnitude(clean, sigma, seed)
-    y, true = noisy / noisy.max(), true / float(noisy.max())
+    y, true = _unit_kspace_magnitude(clean, sigma, seed)
     field, _ = estimate_noise_field(y, 2, "rician")
     assert field.level_map is None and not field.is_white
     assert field.model.level == pytest.approx(true, rel=0.05)
@@ -545,8 +547,7 @@ def test_a_kspace_magnitude_reads_its_noise_outside_its_background(sigma, seed):
     lie in the Rayleigh background, whose spread reads a low level; the patches outside it read the colour, the
     background bounds the level, found within 5 % (the flattest patches of all the image read 0.73-0.77x on three of
     these draws)."""
-    noisy, true = _kspace_magnitude(torch.nn.functional.pad(_masked_sample_slice(), (48,) * 4), sigma, seed)
-    y, true = noisy / noisy.max(), true / float(noisy.max())
+    y, true = _unit_kspace_magnitude(torch.nn.functional.pad(_masked_sample_slice(), (48,) * 4), sigma, seed)
     field, _ = estimate_noise_field(y, 2, "rician")
     assert not field.is_white
     assert field.model.level == pytest.approx(true, rel=0.05)
