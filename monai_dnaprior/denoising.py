@@ -255,7 +255,8 @@ def _denoise_group(
                         "tenth): the NL-Bayes step and the combinations of patches are left out", _named(name))
         mean = filtered.mean[0] + origin
         refined, mean, variance = model.clean_estimate(mean, fitted,
-                                                       None if filtered.variance is None else filtered.variance[0])
+                                                       None if filtered.variance is None else filtered.variance[0],
+                                                       field.spectrum)
         if variance is not None:  # the filter's expected squared error, mapped to the clean estimate
             spread = clean_error(model, mean, refined, variance, fitted is not None)
     if scale is not None:

@@ -251,6 +251,52 @@ def test_a_background_box_within_its_own_spread_of_the_floor_is_no_signal():
     assert bool(model.no_signal(torch.full((1, 24, 24, 24), 1.015 * floor)).all())
 
 
+def _hann_kspace_noise(shape: tuple[int, int], seed: int) -> torch.Tensor:
+    """Complex white noise of unit std per component under a Hann window in orthonormal k-space: low-pass noise."""
+    gen = torch.Generator().manual_seed(seed)
+    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in shape))
+    noise = torch.complex(*torch.randn(2, *shape, generator=gen, dtype=torch.float64))
+    return torch.fft.ifftn(window * noise, norm="ortho")
+
+
+def test_a_box_mean_spreads_as_the_noise_correlation_says():
+    """A box mean of correlated noise spreads ``sqrt(sum_lag c(lag) prod(1 - |lag| / box))`` times white noise's:
+    within 5 % of the spread measured on a Hann k-space noise's components, and with the correlation squared within
+    8 % of its Rayleigh magnitude's (a pure-noise background); 1 for white noise."""
+    from monai_dnaprior.noise.spectrum import NoiseSpectrum, spectrum_from_psd
+
+    shape = (384, 384)
+    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in shape))
+    spectrum, _ = spectrum_from_psd(window.square())
+    assert NoiseSpectrum.white(2).box_mean_spread((15, 15), squared=True) == 1.0
+    measured = {"component": [], "magnitude": []}
+    for seed in range(4):
+        noise = _hann_kspace_noise(shape, seed)
+        for kind, field in (("component", noise.real), ("magnitude", noise.abs())):
+            boxes = torch.nn.functional.avg_pool2d(field[None].float(), 15, 15)[0]
+            white = field.std() / 15  # a box mean's std were the voxels independent
+            measured[kind].append(float(boxes.std() / white))
+    component, magnitude = (sum(v) / len(v) for v in measured.values())
+    assert component == pytest.approx(spectrum.box_mean_spread((15, 15)), rel=0.05)
+    assert magnitude == pytest.approx(spectrum.box_mean_spread((15, 15), squared=True), rel=0.08)
+    assert magnitude > 1.6  # the white rule's tolerance is too narrow by this much
+
+
+def test_a_coloured_background_box_within_its_own_spread_of_the_floor_is_no_signal():
+    """A Rayleigh background under a k-space window: its box means spread about twice a white one's, so a box 9 % above
+    the floor is background where white noise's 5.7 % tolerance would leave it signal (and its inverse above 0)."""
+    from monai_dnaprior.noise.spectrum import spectrum_from_psd
+
+    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in (64, 64)))
+    spectrum, _ = spectrum_from_psd(window.square())
+    sigma = 0.05
+    mean = torch.full((1, 48, 48), 1.09 * sigma * math.sqrt(math.pi / 2))
+    model = RicianNoise(sigma)
+    assert bool(model.no_signal(mean, spectrum=spectrum).all())
+    assert not bool(model.no_signal(mean).any())
+    assert not bool(model.no_signal(1.2 * mean, spectrum=spectrum).any())
+
+
 def test_poisson_gain_is_not_pulled_up_by_a_textured_bright_region():
     """A textured brightest region reads as extra variance in the brightest bins only; the median over the bins
     outvotes it (a least-squares slope through the origin leans on those bins)."""

@@ -18,6 +18,7 @@ from monai_dnaprior.noise.estimation import (
     local_median,
 )
 from monai_dnaprior.noise.rayleigh import RAYLEIGH_MEAN, estimate_rician_sigma, rician_sigmas
+from monai_dnaprior.noise.spectrum import NoiseSpectrum
 from monai_dnaprior.settings import NoiseModelName
 
 __all__ = ["FLOOR_CONFIDENCE", "FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_CLASSES", "SPECKLE_OFFSET",
@@ -28,7 +29,8 @@ __all__ = ["FLOOR_CONFIDENCE", "FLOOR_TOLERANCE", "NOISE_MODELS", "NOISE_MODEL_C
 # taken as at the floor ...
 FLOOR_TOLERANCE = 0.02
 # ... or within this many standard errors of a box of pure noise's mean (a one-sided test at 5 %), where that is more:
-# a 15-voxel box's mean spreads 3.5 % in 2D (a 5.7 % tolerance), 0.9 % in 3D (under the 2 %)
+# a 15-voxel box's mean of white noise spreads 3.5 % in 2D (a 5.7 % tolerance), 0.9 % in 3D (under the 2 %); of
+# correlated noise, as its spectrum says (under a Hann k-space window 1.9x as much)
 FLOOR_CONFIDENCE = 1.645
 _RAYLEIGH_SPREAD = math.sqrt(4 / math.pi - 1)  # a Rayleigh's std over its mean
 _INVERSE_TABLE = 4097  # entries of the Rician mean's table that its inverse reads
@@ -154,23 +156,28 @@ class NoiseModel:
         and device."""
         return self.observe(torch.zeros((), dtype=like.dtype, device=like.device))
 
-    def no_signal(self, mean: torch.Tensor, size: int = 15) -> torch.Tensor:
+    def no_signal(self, mean: torch.Tensor, size: int = 15, spectrum: NoiseSpectrum | None = None) -> torch.Tensor:
         """Where the estimated observation mean ``mean`` (``(C, *spatial)``, fit domain) says there is no signal (a
-        box of side ``size`` around each voxel decides): nowhere, unless the floor is above 0."""
+        box of side ``size`` around each voxel decides; ``spectrum`` the noise's correlation, white where None):
+        nowhere, unless the floor is above 0."""
         return torch.zeros_like(mean, dtype=torch.bool)
 
     def clean_estimate(
-        self, mean: torch.Tensor, fitted: torch.Tensor | None = None, variance: torch.Tensor | None = None
+        self,
+        mean: torch.Tensor,
+        fitted: torch.Tensor | None = None,
+        variance: torch.Tensor | None = None,
+        spectrum: NoiseSpectrum | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The clean fit-domain image from an estimate ``mean`` of the observation's mean: by inverting the mean
         (:meth:`unobserve`), or by a network fit's own step where there is one (``fitted + mean - observe(fitted)``:
-        the fit knows the bias of its expected observation). Where there is no signal (:meth:`no_signal`) the clean
-        image and its ``variance`` are 0 and the mean is the noise floor.
+        the fit knows the bias of its expected observation). Where there is no signal (:meth:`no_signal`, with the
+        noise's correlation ``spectrum``) the clean image and its ``variance`` are 0 and the mean is the noise floor.
 
         Returns:
             ``(clean, mean, variance)`` with the background rule applied to all three.
         """
-        no_signal = self.no_signal(mean)
+        no_signal = self.no_signal(mean, spectrum=spectrum)
         mean = torch.where(no_signal, self.noise_floor(mean), mean)
         clean = self.unobserve(mean) if fitted is None else fitted + mean - self.observe(fitted)
         clean = clean.masked_fill(no_signal, 0.0)
@@ -297,31 +304,42 @@ class RicianNoise(NoiseModel):
         clean = torch.where(m > table[-1], far, squared.sqrt())
         return clean.masked_fill(m <= table[0], 0.0).to(mean.dtype)
 
-    def no_signal(self, mean: torch.Tensor, size: int = 15) -> torch.Tensor:
+    def no_signal(self, mean: torch.Tensor, size: int = 15, spectrum: NoiseSpectrum | None = None) -> torch.Tensor:
         """The voxels whose neighbourhood (a box of side ``size``) has a mean not above the noise floor: within
         :data:`FLOOR_TOLERANCE` of it, or :data:`FLOOR_CONFIDENCE` standard errors of a pure-noise box's mean where
-        that is more (a box of a filtered Rayleigh background spreads about as the noise's own box mean). Every
-        Rician mean is above the floor, so only a background of pure noise, its fluctuations averaged out over the
-        box, falls there; a voxel's own mean straddles the floor, where the inverse's slope is infinite."""
+        that is more (a box of a filtered Rayleigh background spreads about as the noise's own box mean). The
+        standard error is that of the box's voxels correlated as the magnitude of noise whose components correlate
+        as ``spectrum`` (:meth:`~monai_dnaprior.noise.spectrum.NoiseSpectrum.box_mean_spread`; independent where
+        None): a low-pass noise's box means spread 1.7-2.1x more under a k-space window. Every Rician mean is above
+        the floor, so only a background of pure noise, its fluctuations averaged out over the box, falls there; a
+        voxel's own mean straddles the floor, where the inverse's slope is infinite."""
         spatial_dims = mean.ndim - 1
-        voxels = math.prod(min(size, n) for n in mean.shape[1:])
-        tolerance = max(FLOOR_TOLERANCE, FLOOR_CONFIDENCE * _RAYLEIGH_SPREAD / math.sqrt(voxels))
+        box = [min(size, n) for n in mean.shape[1:]]
+        spread = _RAYLEIGH_SPREAD / math.sqrt(math.prod(box))
+        if spectrum is not None and spectrum.spatial_dims == spatial_dims:
+            spread *= spectrum.box_mean_spread(box, squared=True)
+        tolerance = max(FLOOR_TOLERANCE, FLOOR_CONFIDENCE * spread)
         return box_mean(mean, spatial_dims, size) <= (1 + tolerance) * self.noise_floor(mean)
 
     def clean_estimate(
-        self, mean: torch.Tensor, fitted: torch.Tensor | None = None, variance: torch.Tensor | None = None
+        self,
+        mean: torch.Tensor,
+        fitted: torch.Tensor | None = None,
+        variance: torch.Tensor | None = None,
+        spectrum: NoiseSpectrum | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The clean image with the bias read at the local median of ``mean`` ``(C, *spatial)`` (a fit's own step
-        where there is one, :meth:`NoiseModel.clean_estimate`); 0 where the median or the mean holds no signal.
+        where there is one, :meth:`NoiseModel.clean_estimate`); 0 where the median or the mean holds no signal
+        (:meth:`no_signal`, with the noise's correlation ``spectrum``).
 
         Returns:
             ``(clean, median, variance)``: ``median`` the mean whose inverse is the clean level (the noise floor in
             the background), ``variance`` 0 in the background.
         """
         if fitted is not None:
-            return super().clean_estimate(mean, fitted, variance)
+            return super().clean_estimate(mean, fitted, variance, spectrum)
         median = local_median(mean)
-        background = self.no_signal(median) | self.no_signal(mean)
+        background = self.no_signal(median, spectrum=spectrum) | self.no_signal(mean, spectrum=spectrum)
         clean = (self.unobserve(median) + mean - median).clamp_min(0).masked_fill(background, 0.0)
         median = torch.where(background, self.noise_floor(median), median)
         return clean, median, None if variance is None else variance.masked_fill(background, 0.0)

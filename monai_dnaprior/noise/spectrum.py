@@ -119,6 +119,20 @@ class NoiseSpectrum:
             [math.prod(self.correlation.shape[d + 1:]) for d in range(self.spatial_dims)])).sum(-1)
         return torch.where(inside, self.correlation.flatten().to(torch.float64)[flat], 0.0)
 
+    def box_mean_spread(self, box: Sequence[int], squared: bool = False) -> float:
+        """How many times a box mean's std is white noise's of the same variance: ``sqrt(sum_lag c(lag) prod_d (1 -
+        |lag_d| / box_d))``, the variance of the mean of ``prod(box)`` correlated voxels over that of independent ones.
+        ``squared`` takes ``c(lag)^2``: a magnitude's correlation where its components' is ``c`` (a Rayleigh
+        background's, about ``0.92 c^2`` and 1 at ``c = 1``). 1 for white noise."""
+        c = self.correlation.to(torch.float64)
+        c = c.square() if squared else c
+        for axis, (n, side) in enumerate(zip(c.shape, box)):
+            lag = (torch.arange(n, dtype=torch.float64) - n // 2).abs()
+            shape = [1] * c.ndim
+            shape[axis] = n
+            c = c * (1 - lag / side).clamp_min(0).view(shape)
+        return float(c.sum().clamp_min(1e-12)) ** 0.5
+
     def coefficient_variances(self, basis: torch.Tensor, patch: Sequence[int]) -> torch.Tensor:
         """Relative noise variance of each coefficient ``basis @ patch`` (rows of ``basis``): ``diag(B C B^T)``."""
         cov = self.covariance(patch).to(basis.device, torch.float64)
