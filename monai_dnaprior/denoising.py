@@ -254,9 +254,11 @@ def _denoise_group(
             logger.info("DNA-Prior%s: piecewise constant (the Haar wavelet cuts the Wiener pass's risk by over a "
                         "tenth): the NL-Bayes step and the combinations of patches are left out", _named(name))
         mean = filtered.mean[0] + origin
+        # the background rule's standard error follows the spectrum read from the image; a given PSD of a magnitude
+        # (a residual's) holds the Rician bias too, whose pattern reads as a far stronger correlation than the noise's
         refined, mean, variance = model.clean_estimate(mean, fitted,
                                                        None if filtered.variance is None else filtered.variance[0],
-                                                       field.spectrum)
+                                                       field.spectrum if psd is None else None)
         if variance is not None:  # the filter's expected squared error, mapped to the clean estimate
             spread = clean_error(model, mean, refined, variance, fitted is not None)
     if scale is not None:
