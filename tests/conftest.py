@@ -103,6 +103,11 @@ def make_series(channels: int, shape: tuple[int, ...], sigma: float = 0.05, seed
     return clean, clean + sigma * torch.randn(clean.shape, generator=g)
 
 
+def hann_kspace_window(shape: tuple[int, ...]) -> torch.Tensor:
+    """A separable periodic Hann window on the unshifted FFT grid of ``shape`` (float64): k-space apodisation."""
+    return torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in shape))
+
+
 def psnr(x, clean, data_range: float = 1.0) -> float:
     """PSNR in dB of ``x`` against ``clean`` (numpy or torch)."""
     x = np.asarray(as_numpy(x), dtype=np.float64)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_phantom
+from conftest import hann_kspace_window, make_phantom
 
 from monai_dnaprior import NOISE_MODELS, NoiseModel, estimate_noise_level, estimate_poisson_gain, get_noise_model
 from monai_dnaprior.noise import (
@@ -254,9 +254,8 @@ def test_a_background_box_within_its_own_spread_of_the_floor_is_no_signal():
 def _hann_kspace_noise(shape: tuple[int, int], seed: int) -> torch.Tensor:
     """Complex white noise of unit std per component under a Hann window in orthonormal k-space: low-pass noise."""
     gen = torch.Generator().manual_seed(seed)
-    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in shape))
     noise = torch.complex(*torch.randn(2, *shape, generator=gen, dtype=torch.float64))
-    return torch.fft.ifftn(window * noise, norm="ortho")
+    return torch.fft.ifftn(hann_kspace_window(shape) * noise, norm="ortho")
 
 
 def test_a_box_mean_spreads_as_the_noise_correlation_says():
@@ -266,8 +265,7 @@ def test_a_box_mean_spreads_as_the_noise_correlation_says():
     from monai_dnaprior.noise.spectrum import NoiseSpectrum, spectrum_from_psd
 
     shape = (384, 384)
-    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in shape))
-    spectrum, _ = spectrum_from_psd(window.square())
+    spectrum, _ = spectrum_from_psd(hann_kspace_window(shape).square())
     assert NoiseSpectrum.white(2).box_mean_spread((15, 15), squared=True) == 1.0
     measured = {"component": [], "magnitude": []}
     for seed in range(4):
@@ -287,8 +285,7 @@ def test_a_coloured_background_box_within_its_own_spread_of_the_floor_is_no_sign
     the floor is background where white noise's 5.7 % tolerance would leave it signal (and its inverse above 0)."""
     from monai_dnaprior.noise.spectrum import spectrum_from_psd
 
-    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64)) for n in (64, 64)))
-    spectrum, _ = spectrum_from_psd(window.square())
+    spectrum, _ = spectrum_from_psd(hann_kspace_window((64, 64)).square())
     sigma = 0.05
     mean = torch.full((1, 48, 48), 1.09 * sigma * math.sqrt(math.pi / 2))
     model = RicianNoise(sigma)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 import pytest
 import torch
-from conftest import make_phantom, sample_slice, small_network
+from conftest import hann_kspace_window, make_phantom, sample_slice, small_network
 
 from monai_dnaprior import DNAPriorDenoise, SpectralFidelity, denoise
 from monai_dnaprior.network import fit as fit_module
@@ -204,11 +204,18 @@ def _kspace_magnitude(clean, sigma, seed=0):
     """The magnitude of ``clean`` with complex white noise of std ``sigma`` per component in orthonormal k-space and
     a Hann window: low-pass noise, Rayleigh where there is no signal. Returns it and the per-component image std."""
     gen = torch.Generator().manual_seed(seed)
-    window = torch.outer(*(torch.fft.ifftshift(torch.hann_window(n, periodic=True, dtype=torch.float64))
-                           for n in clean.shape[-2:]))
+    window = hann_kspace_window(clean.shape[-2:])
     noise = sigma * torch.complex(*torch.randn(2, *clean.shape, generator=gen, dtype=torch.float64))
     image = torch.fft.ifftn(window * (torch.fft.fftn(clean.double(), norm="ortho") + noise), norm="ortho")
     return image.abs().float(), sigma * float(window.square().mean().sqrt())
+
+
+def _phantom_in_a_wide_view(side: int, radius: int, pad: int) -> torch.Tensor:
+    """The phantom (``side`` px, intensities 0.1-0.9) masked to a disc of ``radius`` and set in ``pad`` px of zeros a
+    side: a small head in a large field of view."""
+    rows, cols = torch.meshgrid(torch.arange(side), torch.arange(side), indexing="ij")
+    disc = (rows - side // 2) ** 2 + (cols - side // 2) ** 2 < radius**2
+    return torch.nn.functional.pad((_phantom((side, side)) * 0.8 + 0.1) * disc, (pad,) * 4)
 
 
 def _unit_kspace_magnitude(clean, sigma, seed=0):
@@ -532,9 +539,7 @@ def test_a_kspace_magnitude_in_a_wide_background_reads_its_colour_and_no_noise_m
     k-space window: the Rayleigh background passes the noise map's gate, whose windows, on the finest scale, see little
     of a low-pass noise and read the phantom's edges as a map. The noise is stationary: found coloured, with no map,
     at its level within 5 %."""
-    clean = _phantom((128, 128)) * 0.8 + 0.1
-    rows, cols = torch.meshgrid(torch.arange(128), torch.arange(128), indexing="ij")
-    clean = torch.nn.functional.pad(clean * (((rows - 64) ** 2 + (cols - 64) ** 2) < 60**2), (48, 48, 48, 48))
+    clean = _phantom_in_a_wide_view(128, 60, 48)
     y, true = _unit_kspace_magnitude(clean, sigma, seed)
     field, _ = estimate_noise_field(y, 2, "rician")
     assert field.level_map is None and not field.is_white
@@ -558,9 +563,7 @@ def test_a_wide_background_under_a_kspace_window_is_returned_as_zero(sigma, seed
     """A masked phantom in a wide field of zeros under a Hann k-space window, denoised by default: the background
     8 px and more from the tissue comes back 0 on over 90 % of its voxels and at a mean under 0.1 sigma. Its box means
     spread twice a white noise's; with the white tolerance a fifth of it stayed above 0 (0.13-0.15 sigma)."""
-    rows, cols = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
-    clean = torch.nn.functional.pad((_phantom((96, 96)) * 0.8 + 0.1) * (((rows - 48) ** 2 + (cols - 48) ** 2) < 45**2),
-                                    (40,) * 4)
+    clean = _phantom_in_a_wide_view(96, 45, 40)
     y, true = _unit_kspace_magnitude(clean, sigma, seed)
     out = DNAPriorDenoise()(y)
     far = torch.nn.functional.max_pool2d((clean > 0).float()[None], 17, 1, 8)[0] == 0
@@ -572,9 +575,7 @@ def test_a_given_magnitude_psd_keeps_the_background_rule_of_white_noise():
     """A PSD given for a magnitude, made as a residual's (``noisy - clean`` over draws), holds the Rician bias's pattern
     (largest correlation 0.84 where the noise's is 0.67; a box mean's spread read from it 7x where it is 1.9x): taken
     into the background rule it set 6 % of the tissue to 0 at this level. The rule keeps its white tolerance there."""
-    rows, cols = torch.meshgrid(torch.arange(96), torch.arange(96), indexing="ij")
-    clean = torch.nn.functional.pad((_phantom((96, 96)) * 0.8 + 0.1) * (((rows - 48) ** 2 + (cols - 48) ** 2) < 45**2),
-                                    (40,) * 4)
+    clean = _phantom_in_a_wide_view(96, 45, 40)
     residuals = [torch.fft.fftn(_kspace_magnitude(clean, 0.25, 10 + k)[0][0] - clean[0], norm="ortho") for k in range(4)]
     psd = torch.stack(residuals).abs().square().mean(0)
     out = DNAPriorDenoise(noise_model="rician", noise_psd=psd)(_kspace_magnitude(clean, 0.25, 2)[0])
