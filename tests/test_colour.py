@@ -98,6 +98,32 @@ def test_a_real_volume_cut_to_tissue_with_white_noise_is_white():
         assert estimate_noise_field(_normalised(noisy)[None], 3, "gaussian")[0].is_white, seed
 
 
+def _curved_slice(seed: int) -> torch.Tensor:
+    """A 64x64 slice filled by a smooth bowl (``4 (u^2 + v^2)`` on [-1, 1]^2: no background, the same curvature in
+    every patch) with white noise of std 0.05, normalised."""
+    u = torch.linspace(-1, 1, 64)
+    bowl = 4 * (u[:, None] ** 2 + u[None, :] ** 2)
+    return _normalised(bowl + 0.05 * torch.randn(64, 64, generator=torch.Generator().manual_seed(seed)))[None]
+
+
+def test_the_curvature_of_anatomy_filling_a_small_slice_is_not_read_as_colour():
+    """A plane removed from each flattest patch leaves the anatomy's curvature, a correlation of 0.27-0.32 above the
+    threshold (a 64x64 slice's 0.25) with no steep rise: the test read coloured on all eight draws, and the field
+    took the flat patches' variance (the curvature's) as the level. A quadric removed leaves the noise: white."""
+    for seed in range(8):
+        y = _curved_slice(seed)
+        test = colour_test(y, 2, mask=_where_the_noise_is(y, 2))
+        assert test.statistic > test.threshold and not test.anatomy  # the plane's residual alone reads colour
+        assert test.curved < test.threshold and not test.coloured
+        assert estimate_noise_field(y, 2, "gaussian")[0].is_white, seed
+
+
+def test_low_pass_noise_keeps_its_colour_with_a_quadric_removed():
+    y = _normalised(_smooth_head() + 0.03 * _low_pass(_noise(1)))
+    test = colour_test(y, 3, mask=_where_the_noise_is(y, 3))
+    assert test.curved > test.threshold and test.curved > 0.8 * test.statistic
+
+
 def test_white_noise_alone_reads_white_and_a_small_image_gets_no_test():
     x = torch.randn(1, 64, 64, generator=torch.Generator().manual_seed(3))
     test = colour_test(x, 2)
