@@ -102,6 +102,21 @@ def test_a_narrow_band_is_followed_by_the_local_part():
     assert high > 1.5 and abs(peak[1] - 0.4) < 0.1  # smoothed: the true 2.5x peak reads lower
 
 
+def test_a_narrow_band_on_a_small_slice_is_found():
+    """On a slice of about 100 px the trend's windows are 6 Haar blocks, and the local part's half that (3 blocks,
+    smoothed as wide in voxels as on a larger slice): the band is found with its peak near its centre on 6 of these 8
+    draws (on none with the 4-block windows of a larger slice, whose 8 px squares the band's 7 px std straddles)."""
+    found = 0
+    for shape in ((96, 96), (104, 104)):
+        g = _band(shape)
+        for seed in range(4):
+            level_map = estimate_level_map(torch.from_numpy(_noisy(shape, g, sigma=0.04, seed=seed)[1])[None], 2)
+            if level_map is not None and level_map.local is not None:
+                _, high, peak = level_map.summary()
+                found += high > 1.5 and abs(peak[1] - 0.4) < 0.1
+    assert found >= 5
+
+
 def test_a_magnitude_background_reads_its_level_from_rayleigh_windows():
     """Windows of pure Rayleigh noise (a magnitude's background) read the level that varies across them from their
     second moment; bright windows keep the Haar reading, and windows of anatomy near the noise read none."""

@@ -26,7 +26,7 @@ import torch
 
 from monai_dnaprior.noise.estimation import haar_blocks
 from monai_dnaprior.noise.fine_map import fine_log_level
-from monai_dnaprior.noise.local_map import fit_local, local_at, LOCAL_SIDES
+from monai_dnaprior.noise.local_map import fit_local, local_at, local_windows
 from monai_dnaprior.noise.windows import window_levels
 
 __all__ = ["FLAT_SPREAD", "MIN_EXPLAINED", "LevelMap", "estimate_level_map", "polynomial_terms"]
@@ -109,11 +109,11 @@ def polynomial_terms(coords: torch.Tensor, order: int) -> torch.Tensor:
 
 def _window_levels(
     x: torch.Tensor, spatial_dims: int, floor: float | None, blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The levels of the windows that read one (the largest windows that give :data:`_MIN_WINDOWS`) and their centres
-    ``(N, d)``; None with too few windows, counted without a magnitude's Rayleigh windows: their second moment counts a
-    faint anatomy as noise (a Rician of signal-to-noise ratio 1 reads 1.22x its level, and passes as Rayleigh), so
-    they extend a map the bright windows read but cannot carry one alone."""
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """The levels of the windows that read one (the largest windows that give :data:`_MIN_WINDOWS`), their centres
+    ``(N, d)`` and their side in Haar blocks; None with too few windows, counted without a magnitude's Rayleigh
+    windows: their second moment counts a faint anatomy as noise (a Rician of signal-to-noise ratio 1 reads 1.22x its
+    level, and passes as Rayleigh), so they extend a map the bright windows read but cannot carry one alone."""
     grid = blocks[0].shape[1:]
     sides = [s for s in _WINDOWS[spatial_dims] if math.prod(n // s for n in grid) >= _MIN_WINDOWS]
     if not sides:
@@ -122,7 +122,7 @@ def _window_levels(
     keep = ~torch.isnan(levels)
     if int((keep & ~rayleigh).sum()) < _MIN_WINDOWS // 2:
         return None
-    return levels[keep], centres[:, keep].T
+    return levels[keep], centres[:, keep].T, sides[0]
 
 
 def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None = None) -> LevelMap | None:
@@ -144,14 +144,14 @@ def estimate_level_map(x: torch.Tensor, spatial_dims: int, floor: float | None =
     read = _window_levels(x, spatial_dims, floor, blocks)
     if read is None:
         return None
-    levels, coords = read
+    levels, coords, side = read
     fits = [fit for order in _ORDERS if (fit := _trimmed_fit(levels.log(), coords, order)) is not None]
     if not fits:
         return None
     coefficients, order, fitted, _, explained = min(fits, key=lambda fit: fit[3])
     trend = LevelMap(coefficients, order, spatial_dims, 0.0, 0.0)
     candidates = [(trend, fitted, explained, MIN_EXPLAINED)] if order > 0 else []
-    with_local = _with_local_part(x, spatial_dims, floor, blocks, trend, levels, coords)
+    with_local = _with_local_part(x, spatial_dims, floor, blocks, trend, levels, coords, side)
     if with_local is not None:
         candidates.insert(0, (*with_local, MIN_EXPLAINED_LOCAL))
     for level_map, fitted, explained, least in candidates:
@@ -222,14 +222,16 @@ def _explained(target: torch.Tensor, residual: torch.Tensor, terms: float) -> fl
 
 def _with_local_part(
     x: torch.Tensor, spatial_dims: int, floor: float | None, blocks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    trend: LevelMap, levels: torch.Tensor, coords: torch.Tensor,
+    trend: LevelMap, levels: torch.Tensor, coords: torch.Tensor, trend_side: int,
 ) -> tuple[LevelMap, torch.Tensor, float] | None:
-    """``trend`` with a local part, its values at the trend's windows (``levels`` at ``coords``) that read within
-    :data:`_TRIM` robust stds above it, and the share of their variance it explains; None where no local part beats
-    the trend."""
-    small, centres, _ = window_levels(x, spatial_dims, LOCAL_SIDES[spatial_dims], floor, floor is not None, blocks)
+    """``trend`` (read on windows of ``trend_side`` Haar blocks) with a local part
+    (:func:`~monai_dnaprior.noise.local_map.local_windows`), its values at the trend's windows (``levels`` at
+    ``coords``) that read within :data:`_TRIM` robust stds above it, and the share of their variance it explains; None
+    where no local part beats the trend."""
+    side, width = local_windows(trend_side, spatial_dims)
+    small, centres, _ = window_levels(x, spatial_dims, side, floor, floor is not None, blocks)
     trend_values = trend.log_at(centres.flatten(1).T).view(small.shape)
-    local = fit_local(small.log() - trend_values, centres, len(trend.coefficients))
+    local = fit_local(small.log() - trend_values, centres, len(trend.coefficients), width)
     if local is None:
         return None
     level_map = LevelMap(trend.coefficients, trend.order, spatial_dims, 0.0, 0.0, local=local.grid,

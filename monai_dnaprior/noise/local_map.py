@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import torch
 from monai.networks.layers import GaussianFilter
 
-__all__ = ["LOCAL_SIDES", "LOCAL_SMOOTH", "MIN_GAIN", "LocalFit", "fit_local", "local_at"]
+__all__ = ["LOCAL_SMOOTH", "MIN_GAIN", "LocalFit", "fit_local", "local_at", "local_windows"]
 
-LOCAL_SIDES = {2: 4, 3: 3}
-"""Haar blocks per window side of the local part (half the trend's windows in 2D: twice its resolution)."""
+_SIDES = {2: 4, 3: 3}  # Haar blocks per window side of the local part: 2D where the trend's windows are 8 blocks
 LOCAL_SMOOTH = 1.5
-"""Std of the Gaussian over the window grid, in windows (1 window followed the development slices' stationary
-texture: 9 of 60 stationary cases gained a false map; 1.5 gave 1 of 60 and kept every band's gain)."""
+"""Std of the Gaussian over the window grid, in windows of :data:`_SIDES` blocks (1 window followed the development
+slices' stationary texture: 9 of 60 stationary cases gained a false map; 1.5 gave 1 of 60 and kept every band's
+gain); as wide in voxels over smaller windows."""
 MIN_GAIN = 0.9
 """The local part is kept only where its generalised cross-validation error is below this share of the trend's."""
 _TRIM = 2.5  # windows more than this many robust stds above the smoothed residual are dropped
@@ -38,6 +38,15 @@ class LocalFit:
     dof_share: float
 
 
+def local_windows(trend_side: int, spatial_dims: int) -> tuple[int, float]:
+    """The local part's window side in Haar blocks and its smoothing's std in those windows: in 2D half the trend's
+    windows (twice its resolution: a small slice's trend windows are smaller, and so are these), the smoothing as wide
+    in voxels as :data:`LOCAL_SMOOTH` is over 4-block windows (a finer one found false maps on the 100 px dev
+    slices); in 3D, 3-block windows."""
+    side = max(2, trend_side // 2) if spatial_dims == 2 else _SIDES[3]
+    return side, LOCAL_SMOOTH * _SIDES[spatial_dims] / side
+
+
 def local_at(local: torch.Tensor, extent: tuple[tuple[float, float], ...], coords: torch.Tensor) -> torch.Tensor:
     """The values of ``local`` (on a regular grid whose first and last points lie at ``extent`` per axis) at points
     ``(N, d)``: linear interpolation, constant beyond the outer points."""
@@ -48,9 +57,10 @@ def local_at(local: torch.Tensor, extent: tuple[tuple[float, float], ...], coord
     return sampled.flatten().to(coords)
 
 
-def _smooth(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised Gaussian smoothing of ``values`` where ``mask``, and each window's weight on its own value."""
-    blur = GaussianFilter(values.ndim, LOCAL_SMOOTH, truncated=3.0)
+def _smooth(values: torch.Tensor, mask: torch.Tensor, width: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised Gaussian smoothing (std ``width``) of ``values`` where ``mask``, and each window's weight on its own
+    value."""
+    blur = GaussianFilter(values.ndim, width, truncated=3.0)
     weight = blur(mask.double()[None, None])[0, 0].clamp_min(1e-12)
     smooth = blur((torch.nan_to_num(values) * mask)[None, None])[0, 0] / weight
     impulse = torch.zeros((7,) * values.ndim, dtype=torch.float64)
@@ -63,9 +73,12 @@ def _robust_std(values: torch.Tensor) -> float:
     return max(1.4826 * float((values - values.median()).abs().median()), 1e-6)
 
 
-def fit_local(residual: torch.Tensor, centres: torch.Tensor, trend_terms: int) -> LocalFit | None:
+def fit_local(
+    residual: torch.Tensor, centres: torch.Tensor, trend_terms: int, width: float = LOCAL_SMOOTH
+) -> LocalFit | None:
     """The local part of ``residual`` (the windows' log-levels minus the trend, NaN where a window reads no level;
-    ``centres`` as :func:`~monai_dnaprior.noise.windows.window_levels` gives them), or None where it does not beat the
+    ``centres`` as :func:`~monai_dnaprior.noise.windows.window_levels` gives them; smoothed by a Gaussian of std
+    ``width`` windows), or None where it does not beat the
     trend (of ``trend_terms`` coefficients) by :data:`MIN_GAIN` or too few windows read a level."""
     read = ~torch.isnan(residual)
     n_read = int(read.sum())
@@ -73,7 +86,7 @@ def fit_local(residual: torch.Tensor, centres: torch.Tensor, trend_terms: int) -
         return None
     keep = read & (residual <= residual[read].median() + _TRIM * _robust_std(residual[read]))
     for _ in range(_ROUNDS):
-        smooth, self_weight = _smooth(residual, keep)
+        smooth, self_weight = _smooth(residual, keep, width)
         left = residual - smooth
         kept = read & (left <= _TRIM * _robust_std(left[keep]))
         if torch.equal(kept, keep):
