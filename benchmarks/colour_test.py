@@ -40,7 +40,7 @@ from common import default_data_dir, load_scans
 
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.noise import estimate_noise_field
-from monai_dnaprior.noise.spectrum import _ANATOMY_RISE, _COLOUR_Z, _where_the_noise_is, colour_test
+from monai_dnaprior.noise.spectrum import _ANATOMY_RISE, _COLOUR_Z, _NOISE_RISE, _where_the_noise_is, colour_test
 
 SIGMAS = (0.01, 0.02, 0.03, 0.05, 0.1)
 # A level counts as white noise on the image where it is at least this many times the image's own noise (the scans
@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = ["# The colour test: false alarms on white noise, detection of coloured noise", "",
              f"{args.draws} draws per image and noise level; sigma in {', '.join(f'{s:g}' for s in SIGMAS)} of the "
              f"range. `test`: `colour_test` alone; `field`: the noise field's colour flag (Gaussian model). "
-             f"Anatomy rise limit {_ANATOMY_RISE:g}, z = {_COLOUR_Z:g}.", ""]
+             f"Anatomy rise limit {_ANATOMY_RISE:g}, z = {_COLOUR_Z:g}; above a rise of {_NOISE_RISE:g} the correlation "
+             "must also hold with a quadric removed.", ""]
     lines += ["## False alarms: clean anatomy + white Gaussian noise", "",
               "| image | group | shape | own noise | " + " | ".join(f"sigma {s:g}: test / field" for s in SIGMAS) +
               " | largest statistic (its rise) |", "| --- | --- | --- | --- |" + " --- |" * (len(SIGMAS) + 1)]
