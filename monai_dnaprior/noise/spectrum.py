@@ -257,11 +257,9 @@ class ColourTest:
         patches: how many flattest patches the statistic was read on.
         independent: how many independent voxels they hold (overlapping patches share theirs): the statistic's
             sampling std under white noise is about ``1 / sqrt(independent)``.
-        curved: in 2D, ``statistic`` read on the same patches with a quadric removed instead of a plane: a noise's
+        curved: ``statistic`` read on the same patches with a quadric removed instead of a plane: a noise's
             correlation over a few voxels stays, anatomy's curvature at the patch's scale goes (a small slice's
-            flattest patches are anatomy, whose plane residual reads as a correlation). In 3D, ``statistic``: no dev
-            volume's false colour was the curvature's, and a small masked volume's k-space colour read below the
-            threshold with the quadric (a held-out case, ``docs/noise.md``).
+            flattest patches are anatomy, whose plane residual reads as a correlation).
     """
 
     statistic: float
@@ -368,8 +366,8 @@ def colour_test(
     coloured where what is left exceeds both the effect size 0.1 and 4 sampling stds under white noise
     (``4 / sqrt(independent voxels)``, a small image), and the flattest patches' power does not climb steeply to the
     lowest frequencies (:attr:`ColourTest.rise` at most 2.6: a steeper rise is anatomy, in an image with no flat
-    background). In 2D, where it climbs more than a noise's does (above 1.4), the patches may hold anatomy whose
-    curvature a plane leaves, and the correlation must also exceed the threshold with a quadric removed instead
+    background). Where it climbs more than a noise's does (above 1.4) the patches may hold anatomy whose curvature a
+    plane leaves, and the correlation must also exceed the threshold with a quadric removed instead
     (:attr:`ColourTest.curved`).
 
     False alarms, measured by ``benchmarks/colour_test.py`` (white Gaussian noise of 1 % to 10 % of the range, 8
@@ -427,8 +425,7 @@ def colour_test(
     index += [(start[i + 1] * steps[i]).view(-1, *([1] * spatial_dims)) + grids[i] for i in range(spatial_dims)]
     patches = y[tuple(index)]  # (count, *sizes)
     power, white_power, excess = _detrended_excess(patches, sizes, 1)
-    statistic = float(excess.abs().max())
-    curved = float(_detrended_excess(patches, sizes, 2)[2].abs().max()) if spatial_dims == 2 else statistic
+    curved = float(_detrended_excess(patches, sizes, 2)[2].abs().max())
     frequency = torch.stack(torch.meshgrid(*[torch.fft.fftfreq(p, dtype=torch.float64).abs() for p in sizes],
                                            indexing="ij")).amax(0)
     relative = power / white_power.clamp_min(1e-3 * float(white_power.max()))
@@ -437,7 +434,7 @@ def colour_test(
     rise = float(relative[lowest].mean() / relative[next_].mean()) if lowest.any() and next_.any() else 1.0
     independent = count * math.prod(steps)
     threshold = max(_COLOUR_EFFECT, _COLOUR_Z / math.sqrt(independent))
-    return ColourTest(statistic, threshold, rise, count, independent, curved)
+    return ColourTest(float(excess.abs().max()), threshold, rise, count, independent, curved)
 
 
 def _detrended_excess(patches: torch.Tensor, sizes: tuple[int, ...], order: int) -> tuple[torch.Tensor, ...]:
