@@ -1,12 +1,12 @@
 """Small slices: white noise on a small slice filled by anatomy must read white, coloured noise coloured.
 
-    python benchmarks/small_slices.py --out bench_small            # dev and held-out: about 15 min on 1 thread
+    python benchmarks/small_slices.py --out bench_small            # dev and held-out: about 10 min on 1 thread
     python benchmarks/small_slices.py --quick --out /tmp/small     # one scan per group, one draw: about 1 min
 
 Every 2D scan, dev (:func:`common.load_scans`) and held out (:func:`heldout.load_heldout`, never tuned on), is made
 small five ways: cut to 64 and 100 px squares at its centre and at its corner, and area-averaged to 64 and 100 px on
-its shorter side (a slice smaller than a size keeps it whole); with the whole scan, up to seven images, each scaled to
-[0, 1]. A small slice cut inside the body has no background of pure noise: its flattest patches are anatomy, the case
+its shorter side (sizes it is not larger than are left out); with the whole scan where it is small itself (at most
+:data:`WHOLE` px on its shorter side), up to seven images, each scaled to [0, 1]. A small slice cut inside the body has no background of pure noise: its flattest patches are anatomy, the case
 the colour test (:func:`monai_dnaprior.noise.spectrum.colour_test`) must not read as colour.
 
 - **white**: white Gaussian noise of sigma 0.02, 0.05 and 0.1 of the range (``--draws`` draws): ``DNAPriorDenoise()``
@@ -38,6 +38,7 @@ from monai_dnaprior.noise import estimate_noise_field
 
 SIGMAS = (0.02, 0.05, 0.1)
 SIDES = (64, 100)
+WHOLE = 128  # a scan this small (its shorter side) is a small slice whole too
 NOISES = ("resampled 1.67x", "gaussian-filtered 0.6", "hann k-space")
 
 
@@ -47,9 +48,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def small_slices(name: str, image: np.ndarray) -> dict[str, np.ndarray]:
-    """``image`` whole, and cut to squares at its centre and corner and area-averaged to each of :data:`SIDES`; a cut
+    """``image`` whole (where it is small itself), and cut to squares at its centre and corner and area-averaged to each of :data:`SIDES`; a cut
     that holds one value (a corner of a masked scan's zeros) is left out: it has no anatomy and no PSNR."""
-    out = {name: _unit(image)}
+    out = {name: _unit(image)} if min(image.shape) <= WHOLE else {}
     for side in SIDES:
         if min(image.shape) <= side:
             continue
