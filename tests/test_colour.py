@@ -121,6 +121,17 @@ def test_the_curvature_of_anatomy_filling_a_small_slice_is_not_read_as_colour():
         assert estimate_noise_field(y, 2, "gaussian")[0].is_white, seed
 
 
+def test_a_magnitude_reads_its_colour_with_the_plane_alone():
+    """``curvature=False`` (a magnitude's field: its colour is taken only where strong, and its flattest patches lie
+    in a Rayleigh background of pure noise) keeps the plane's decision: the curved slice's anatomy reads as colour."""
+    y = _curved_slice(0)
+    test = colour_test(y, 2, mask=_where_the_noise_is(y, 2), curvature=False)
+    assert test.curved == test.statistic and test.coloured
+    spectrum = estimate_noise_spectrum(y, 2)[0]
+    assert not spectrum.is_white
+    assert confirm_colour(spectrum, y, 2).is_white and not confirm_colour(spectrum, y, 2, curvature=False).is_white
+
+
 def test_low_pass_noise_on_the_curved_slice_keeps_its_colour_with_a_quadric_removed():
     for seed in range(4):
         y = _curved_slice(seed, low_pass=True)

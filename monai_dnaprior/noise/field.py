@@ -216,7 +216,7 @@ def _magnitude_spectrum(y: torch.Tensor, spatial_dims: int, level: float) -> tup
     background's own, Rayleigh, whose spread is :data:`RAYLEIGH_STD` sigma: read strongly coloured, their variance is
     divided by its square; read weakly coloured (their Rayleigh spread hides the colour, and the bias is then taken
     as none), the background alone says whether the noise is strongly coloured, and its variance."""
-    spectrum, variance = flat_patch_spectrum(y, spatial_dims)
+    spectrum, variance = flat_patch_spectrum(y, spatial_dims, curvature=False)
     background = None if spectrum.is_white else coloured_background(y, spatial_dims)
     outside = None if background is None else estimate_noise_spectrum(y, spatial_dims, mask=~background.voxels)
     in_background = outside is not None and outside[1] == 0

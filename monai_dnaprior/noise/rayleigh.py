@@ -176,7 +176,7 @@ def coloured_rayleigh_background(y: torch.Tensor, spatial_dims: int) -> bool:
     dark = _darkest_blocks(y, spatial_dims)
     if dark is None or dark[1] <= 0 or abs(dark[0] / dark[1] / RAYLEIGH_MEAN_TO_STD - 1) >= 0.2:
         return False
-    spectrum, variance = flat_patch_spectrum(y, spatial_dims)
+    spectrum, variance = flat_patch_spectrum(y, spatial_dims, curvature=False)
     if not strongly_coloured(spectrum, variance, estimate_noise_level(y, spatial_dims)):
         return False
     return 0.6 * RAYLEIGH_STD < dark[1] / math.sqrt(variance) < 1.2
