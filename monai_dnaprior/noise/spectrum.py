@@ -48,9 +48,10 @@ _COLOUR_Z = 4.0
 # ``benchmarks/colour_test.py`` (4 draws) 12 -> 7 of 328, its detection 253 -> 251 of 288 (docs/noise.md)
 _ANATOMY_RISE = 2.6
 # At most this rise, the flattest patches are noise (a noise's spectrum is as flat at the lowest frequencies: 1.1-1.35
-# on the dev masked k-space magnitudes' Rayleigh backgrounds), and a plane's residual is theirs; above it they may
-# hold anatomy (the dev white-noise false alarms rose 1.56-2.5), whose curvature a plane leaves: the correlation must
-# hold with a quadric removed too (``benchmarks/colour_test.py``'s dev false alarms 24 -> 8 of 656, docs/noise.md)
+# on the dev masked k-space magnitudes' Rayleigh backgrounds, which now keep the plane in any case), and a plane's
+# residual is theirs; above it they may hold anatomy (the dev white-noise false alarms rose 1.56-2.5), whose curvature
+# a plane leaves: the correlation must hold with a quadric removed too (``benchmarks/colour_test.py``'s dev false
+# alarms 24 -> 8 of 656, docs/noise.md)
 _NOISE_RISE = 1.4
 _RISE_BANDS = (0.08, 0.14)
 DARKEST_SHARE = 0.25  # the darkest share of the image that the flattest patches leave out (a magnitude's background)
@@ -259,7 +260,8 @@ class ColourTest:
             sampling std under white noise is about ``1 / sqrt(independent)``.
         curved: ``statistic`` read on the same patches with a quadric removed instead of a plane: a noise's
             correlation over a few voxels stays, anatomy's curvature at the patch's scale goes (a small slice's
-            flattest patches are anatomy, whose plane residual reads as a correlation).
+            flattest patches are anatomy, whose plane residual reads as a correlation); ``statistic`` itself where
+            the test was asked for the plane alone (a magnitude's).
     """
 
     statistic: float
