@@ -6,8 +6,9 @@
 Every 2D scan, dev (:func:`common.load_scans`) and held out (:func:`heldout.load_heldout`, never tuned on), is made
 small five ways: cut to 64 and 100 px squares at its centre and at its corner, and area-averaged to 64 and 100 px on
 its shorter side (sizes it is not larger than are left out); with the whole scan where it is small itself (at most
-:data:`WHOLE` px on its shorter side), up to seven images, each scaled to [0, 1]. A small slice cut inside the body has no background of pure noise: its flattest patches are anatomy, the case
-the colour test (:func:`monai_dnaprior.noise.spectrum.colour_test`) must not read as colour.
+:data:`WHOLE` px on its shorter side), up to seven images, each scaled to [0, 1]. A small slice cut inside the body
+has no background of pure noise: its flattest patches are anatomy, the case the colour test
+(:func:`monai_dnaprior.noise.spectrum.colour_test`) must not read as colour.
 
 - **white**: white Gaussian noise of sigma 0.02, 0.05 and 0.1 of the range (``--draws`` draws): ``DNAPriorDenoise()``
   (the default, noise model found blind) against BM3D given the true sigma, in the same process, and whether the
@@ -29,12 +30,11 @@ import numpy as np
 import torch
 
 import anchors
-from colour_test import COLOURED
-from common import default_data_dir, dnaprior_denoiser, load_scans, machine_summary, markdown_table, noise_seed, psnr
+from colour_test import COLOURED, _flags
+from common import (default_data_dir, dnaprior_denoiser, load_scans, machine_summary, markdown_table, noise_seed, psnr,
+                    to_unit_range)
 from heldout import load_heldout
 
-from monai_dnaprior.intensity import IntensityWindow
-from monai_dnaprior.noise import estimate_noise_field
 
 SIGMAS = (0.02, 0.05, 0.1)
 SIDES = (64, 100)
@@ -42,34 +42,23 @@ WHOLE = 128  # a scan this small (its shorter side) is a small slice whole too
 NOISES = ("resampled 1.67x", "gaussian-filtered 0.6", "hann k-space")
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return (x - x.min()) / max(float(x.max() - x.min()), 1e-12)
-
-
 def small_slices(name: str, image: np.ndarray) -> dict[str, np.ndarray]:
-    """``image`` whole (where it is small itself), and cut to squares at its centre and corner and area-averaged to each of :data:`SIDES`; a cut
-    that holds one value (a corner of a masked scan's zeros) is left out: it has no anatomy and no PSNR."""
-    out = {name: _unit(image)} if min(image.shape) <= WHOLE else {}
+    """``image`` whole (where it is small itself), and cut to squares at its centre and corner and area-averaged to
+    each of :data:`SIDES`; a cut that holds one value (a corner of a masked scan's zeros) is left out: it has no
+    anatomy and no PSNR."""
+    out = {name: to_unit_range(image)} if min(image.shape) <= WHOLE else {}
     for side in SIDES:
         if min(image.shape) <= side:
             continue
         r, c = (image.shape[0] - side) // 2, (image.shape[1] - side) // 2
-        out[f"{name}_centre{side}"] = _unit(image[r:r + side, c:c + side])
+        out[f"{name}_centre{side}"] = to_unit_range(image[r:r + side, c:c + side])
         if np.ptp(image[:side, :side]) > 0:
-            out[f"{name}_corner{side}"] = _unit(image[:side, :side])
+            out[f"{name}_corner{side}"] = to_unit_range(image[:side, :side])
         size = tuple(round(s * side / min(image.shape)) for s in image.shape)
         area = torch.nn.functional.interpolate(torch.from_numpy(np.asarray(image, np.float64))[None, None], size=size,
                                                mode="area")
-        out[f"{name}_area{side}"] = _unit(area[0, 0].numpy())
+        out[f"{name}_area{side}"] = to_unit_range(area[0, 0].numpy())
     return out
-
-
-def _coloured(y: np.ndarray) -> bool:
-    """The noise field's colour flag (Gaussian model) on ``y``, normalised as the denoiser does."""
-    t = torch.from_numpy(np.asarray(y, dtype=np.float32))[None]
-    field, _ = estimate_noise_field(IntensityWindow.from_image(t).normalize(t), 2, "gaussian")
-    return not field.is_white
 
 
 def run_group(group: str, images: dict[str, np.ndarray], draws: int) -> list[dict[str, object]]:
@@ -85,12 +74,13 @@ def run_group(group: str, images: dict[str, np.ndarray], draws: int) -> list[dic
                 reference = anchors.bm_denoise(noisy, sigma)
                 rows.append({"group": group, "image": name, "shape": "x".join(map(str, clean.shape)), "noise": "white",
                              "sigma": sigma, "draw": draw, "coloured": bool(run.info.get("coloured")),
-                             "dna_psnr": round(psnr(clean, run.output), 3), "bm3d_psnr": round(psnr(clean, reference), 3)})
+                             "dna_psnr": round(psnr(clean, run.output), 3),
+                             "bm3d_psnr": round(psnr(clean, reference), 3)})
                 for noise in NOISES:
                     shaped = COLOURED[noise](clean.shape, rng)
                     noisy = clean + sigma * shaped / shaped.std()
                     rows.append({"group": group, "image": name, "shape": "x".join(map(str, clean.shape)),
-                                 "noise": noise, "sigma": sigma, "draw": draw, "coloured": _coloured(noisy),
+                                 "noise": noise, "sigma": sigma, "draw": draw, "coloured": _flags(noisy)[1],
                                  "dna_psnr": "", "bm3d_psnr": ""})
             print(f"{group} {name} sigma {sigma}: done", flush=True)
     return rows
