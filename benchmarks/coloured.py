@@ -24,6 +24,9 @@ Cases, built from the real scans:
   tissue and set in 48 px of zeros a side, under the ``kspace_*`` physics at the same three strengths. Most of the
   flattest patches lie in the background. Dev: the sagittal, rat-lung, CT and eye slices; with ``--heldout``: the
   held-out scans of ``--small-masked``, at their own size.
+- ``--wide-resampled``: the ``--wide-masked`` slices (dev, or held out) under the ``resampled_*`` physics instead:
+  a scan in a wide field of zeros, white noise, resampled. The flattest patches are the background's pure low-pass
+  noise.
 - ``epi_two_frames`` (real noise, nothing synthetic): frame 0 of nibabel's ``example4d.nii.gz`` denoised as a volume
   and compared with frame 1 (noise-to-noise); see :func:`noise_power_removed`.
 
@@ -230,10 +233,29 @@ def wide_masked_scan(scan: Scan) -> Scan:
     return Scan(scan.name, np.pad(image * tissue_mask(image), WIDE_PAD).astype(np.float32), scan.source)
 
 
-# the masked magnitude families: how a scan is made one, the case names' tag, the dev and the held-out scans
-MASKED_FAMILIES: dict[str, tuple[Callable[[Scan], Scan], str, Sequence[str], Sequence[str]]] = {
-    "small": (small_masked_scan, f"masked{SMALL_SIDE}", SMALL_MASKED, HELDOUT_SMALL_MASKED),
-    "wide": (wide_masked_scan, "wide", WIDE_MASKED, HELDOUT_WIDE_MASKED),
+def kspace_cases(scan: Scan, tag: str) -> list[Case]:
+    """``scan`` under the k-space window at each of :data:`SMALL_MASKED_SIGMAS`."""
+    cases = []
+    for sigma in SMALL_MASKED_SIGMAS:
+        case = kspace_case(scan, sigma)
+        case.name = f"kspace_{tag}_{scan.name}_{sigma:g}"
+        cases.append(case)
+    return cases
+
+
+def resampled_cases(scan: Scan, tag: str) -> list[Case]:
+    """``scan`` with white noise, resampled as the ``resampled_*`` cases are."""
+    case = resampled_case(scan, RESAMPLE_SIGMA, RESAMPLE_PIXDIM)
+    case.name = f"resampled_{tag}_{scan.name}"
+    return [case]
+
+
+# the masked families: how a scan is made one, the case names' tag, the dev and the held-out scans, the physics
+MASKED_FAMILIES: dict[str, tuple[Callable[[Scan], Scan], str, Sequence[str], Sequence[str],
+                                 Callable[[Scan, str], list[Case]]]] = {
+    "small": (small_masked_scan, f"masked{SMALL_SIDE}", SMALL_MASKED, HELDOUT_SMALL_MASKED, kspace_cases),
+    "wide": (wide_masked_scan, "wide", WIDE_MASKED, HELDOUT_WIDE_MASKED, kspace_cases),
+    "wide_resampled": (wide_masked_scan, "wide", WIDE_MASKED, HELDOUT_WIDE_MASKED, resampled_cases),
 }
 
 
@@ -242,16 +264,11 @@ def build_cases(
 ) -> list[Case]:
     """Every synthetic case on the development scans (or, ``heldout``, on the held-out ones), kept when its name
     contains one of ``filters`` (all when None); with ``masked`` (a key of :data:`MASKED_FAMILIES`), that family of
-    masked magnitudes under the k-space window at :data:`SMALL_MASKED_SIGMAS` instead."""
+    masked scans under its physics instead."""
     if masked is not None:
-        make, tag, dev, held = MASKED_FAMILIES[masked]
-        cases = []
-        for scan in _scans(data_dir, held if heldout else dev, heldout).values():
-            made = make(scan)
-            for sigma in SMALL_MASKED_SIGMAS:
-                case = kspace_case(made, sigma)
-                case.name = f"kspace_{tag}_{scan.name}_{sigma:g}"
-                cases.append(case)
+        make, tag, dev, held, physics = MASKED_FAMILIES[masked]
+        scans = _scans(data_dir, held if heldout else dev, heldout).values()
+        cases = [case for scan in scans for case in physics(make(scan), tag)]
         return [c for c in cases if not filters or any(f in c.name for f in filters)]
     if heldout:
         doses, kspace, volumes = HELDOUT_CT_DOSE, HELDOUT_KSPACE_SIGMA, HELDOUT_KSPACE_VOLUME_SIGMA
@@ -484,7 +501,9 @@ def write_markdown(path: Path, args: argparse.Namespace, sections: dict[str, str
     scans = ("**held-out scans** (`--heldout`: never used for tuning, `benchmarks/heldout.py`)" if args.heldout
              else "the development scans")
     if args.masked:
-        scans = f"{args.masked} masked magnitudes (`--{args.masked}-masked`) of {scans}"
+        flag = {"wide_resampled": "wide-resampled"}.get(args.masked, f"{args.masked}-masked")
+        what = "masked slices in a wide field, resampled" if args.masked == "wide_resampled" else "masked magnitudes"
+        scans = f"{args.masked.split('_')[0]} {what} (`--{flag}`) of {scans}"
     path.write_text(f"""# DNA-Prior on coloured and real noise: {scans}
 
 DNA-Prior preset `{args.preset}` (`prior="auto"`: the filter); the network fit alone with max_iters
@@ -537,6 +556,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="small masked magnitudes under a k-space window (dev, or held out with --heldout)")
     family.add_argument("--wide-masked", action="store_const", dest="masked", const="wide",
                         help="masked magnitudes in a wide field of view under a k-space window (dev, or held out)")
+    family.add_argument("--wide-resampled", action="store_const", dest="masked", const="wide_resampled",
+                        help="masked slices in a wide field of view, white noise, resampled (dev, or held out)")
     args = p.parse_args(argv)
     args.realisations = args.realisations or (16 if args.quick else 64)
     return args
