@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_phantom, psnr
+from monai.networks.layers import GaussianFilter
 
 from monai_dnaprior import FilterConfig, denoise, get_noise_model
 from monai_dnaprior.filters import (
@@ -90,6 +91,21 @@ def test_the_step_runs_in_2d_only():
 def _field(image: torch.Tensor, sigma: float, spectrum: NoiseSpectrum) -> NoiseField:
     """Gaussian noise of std ``sigma`` (given, not estimated) with ``spectrum``."""
     return NoiseField(get_noise_model("gaussian", image[None], 2, level=sigma), spectrum)
+
+
+def test_coloured_noise_over_a_flat_zero_leaves_less_than_its_pilot():
+    """Low-pass noise over a background at 0, piloted by its blur (0.018 left of 0.05): the group's mean is shrunk by
+    the noise nearby patches share (the mean of the noisy patches kept it: 0.019, more than the pilot), three draws."""
+    kernel, lags = torch.tensor([0.25, 0.5, 0.25]), torch.tensor([1 / 6, 2 / 3, 1.0, 2 / 3, 1 / 6])
+    spectrum = NoiseSpectrum(torch.outer(lags, lags))
+    for seed in range(3):
+        noise = torch.randn(96, 96, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        for dim in (0, 1):
+            noise = sum(w * torch.roll(noise, k - 1, dim) for k, w in enumerate(kernel.double()))
+        noisy = (0.05 * noise / noise.std()).float()[None, None]
+        pilot = GaussianFilter(2, 2.0)(noisy)
+        out = bayes_refine(noisy, pilot, 0.05, BayesPass(), spectrum)
+        assert float(out.square().mean().sqrt()) < 0.85 * float(pilot.square().mean().sqrt())
 
 
 def test_coloured_noise_takes_its_correlation():

@@ -1,11 +1,12 @@
 """The NL-Bayes second step (Lebrun, Buades & Morel, 2013): a Gaussian model per group of similar patches.
 
 For each group of patches matched on a pilot, the patches are taken as draws of a Gaussian whose covariance
-``C`` is that of the pilot's patches and whose mean ``m`` is the mean of the noisy ones (for white noise shrunk
-towards the origin where the pilot's is near it); each noisy patch ``y`` is then replaced by its posterior mean
-``m + C (C + sigma^2 N)^-1 (y - m)``, ``N`` the noise's correlation over the patch (the identity for white noise;
-coloured noise from its spectrum, exactly). Where a DCT Wiener pass shrinks fixed coefficients, this adapts the basis
-to every group (the eigenvectors of ``C``), so the two make different errors. 2D or 3D.
+``C`` is that of the pilot's patches and whose mean ``m`` is the mean of the noisy ones (shrunk towards the origin
+where the pilot's is near it, by the noise left in that mean: shared by nearby patches under coloured noise); each
+noisy patch ``y`` is then replaced by its posterior mean ``m + C (C + sigma^2 N)^-1 (y - m)``, ``N`` the noise's
+correlation over the patch (the identity for white noise; coloured noise from its spectrum, exactly). Where a DCT
+Wiener pass shrinks fixed coefficients, this adapts the basis to every group (the eigenvectors of ``C``), so the two
+make different errors. 2D or 3D.
 
 The same model gives the error of an estimate (:func:`bayes_variance`): a patch's posterior covariance is
 ``C - C (C + sigma^2 N)^-1 C``, its diagonal the expected squared error of every voxel of the posterior mean.
@@ -55,11 +56,33 @@ def nl_bayes(
     or coloured as ``spectrum`` says): groups matched on ``pilot``, every patch's posterior mean, the overlapping
     estimates averaged."""
     patch = _patch_shape(spec, noisy.shape)
-    correlation = None if spectrum is None or spectrum.is_white else _positive_definite(spectrum.covariance(patch))
-    correlation = None if correlation is None else correlation.to(noisy)
+    coloured = spectrum is not None and not spectrum.is_white
+    correlation = _positive_definite(spectrum.covariance(patch)).to(noisy) if coloured else None
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
-    return _over_groups(pilot, spec, lambda index: _posterior_mean(noisy_flat[index], pilot_flat[index], sigma,
-                                                                   correlation))
+
+    def per_patch(index: torch.Tensor) -> torch.Tensor:
+        if coloured:
+            mean_noise = _mean_noise(index, noisy.shape, sigma, spectrum)
+        else:
+            mean_noise = torch.full((index.shape[0], 1, 1), sigma**2 / index.shape[1], device=noisy.device)
+        return _posterior_mean(noisy_flat[index], pilot_flat[index], sigma, correlation, mean_noise)
+
+    return _over_groups(pilot, spec, per_patch)
+
+
+def _mean_noise(index: torch.Tensor, shape: Sequence[int], sigma: float, spectrum: NoiseSpectrum) -> torch.Tensor:
+    """The noise variance of every voxel of a group's mean patch, ``(refs, 1, 1)`` for the groups whose voxel
+    indices are ``index`` ``(refs, group, voxels)``: ``sigma^2`` times the noise's correlation averaged over every
+    pair of the group's patches, at the lag between their corners (patches nearer than the correlation length share
+    their noise, and a mean over them keeps more of it than ``sigma^2 / group``)."""
+    table = spectrum.correlation.to(device=index.device, dtype=torch.float32)
+    reach = torch.tensor([n // 2 for n in table.shape], device=index.device)
+    corners = torch.stack(torch.unravel_index(index[..., 0], tuple(shape)), -1).to(torch.int32)
+    delta = corners[:, :, None] - corners[:, None]
+    inside = (delta.abs() <= reach).all(-1)
+    strides = torch.tensor([math.prod(table.shape[d + 1:]) for d in range(table.ndim)], device=index.device)
+    lag = ((delta.clamp(-reach, reach) + reach) * strides).sum(-1)
+    return sigma**2 * (table.flatten()[lag.long()] * inside).mean((1, 2))[:, None, None]
 
 
 def _patch_shape(spec: BayesPass, shape: Sequence[int]) -> tuple[int, ...]:
@@ -96,7 +119,8 @@ def _positive_definite(correlation: torch.Tensor, floor: float = 0.01) -> torch.
 
 
 def _posterior_mean(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None = None
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None = None,
+    mean_noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``m + C (C + sigma^2 N)^-1 (y - m)`` for every patch ``y`` of the groups ``(refs, group, voxels)``, ``C``
     the covariance of the group's pilot patches, ``m`` the mean of its noisy ones (:func:`_group_mean`) and ``N``
@@ -108,26 +132,26 @@ def _posterior_mean(
         if noisy.dtype == torch.float64:
             return noisy
         wide = None if correlation is None else correlation.double()
-        return _posterior_mean(noisy.double(), pilot.double(), sigma, wide).to(noisy.dtype)
-    centred = noisy - _group_mean(noisy, pilot, sigma, correlation)
+        wide_mean = None if mean_noise is None else mean_noise.double()
+        return _posterior_mean(noisy.double(), pilot.double(), sigma, wide, wide_mean).to(noisy.dtype)
+    if mean_noise is None:
+        mean_noise = torch.full((noisy.shape[0], 1, 1), sigma**2 / noisy.shape[1], dtype=noisy.dtype,
+                                device=noisy.device)
+    centred = noisy - _group_mean(noisy, pilot, mean_noise)
     residual = torch.cholesky_solve(centred.transpose(1, 2), factor)
     if correlation is not None:
         residual = correlation.to(residual) @ residual
     return noisy - sigma**2 * residual.transpose(1, 2)
 
 
-def _group_mean(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None
-) -> torch.Tensor:
-    """The model's mean ``m`` for the groups ``(refs, group, voxels)``: the mean of the noisy patches, for white noise
-    shrunk towards the origin by the empirical Wiener gain ``p^2 / (p^2 + sigma^2 / group)``, ``p`` the pilot
-    patches' mean (the noise left in a mean of ``group`` patches): where the pilot is 0 (a masked background), so is
-    the mean, which would otherwise keep ``sigma^2 / group`` of noise; elsewhere ``p^2`` dwarfs it."""
-    mean = noisy.mean(1, keepdim=True)
-    if correlation is not None:
-        return mean
+def _group_mean(noisy: torch.Tensor, pilot: torch.Tensor, mean_noise: torch.Tensor) -> torch.Tensor:
+    """The model's mean ``m`` for the groups ``(refs, group, voxels)``: the mean of the noisy patches shrunk towards
+    the origin by the empirical Wiener gain ``p^2 / (p^2 + v)``, ``p`` the pilot patches' mean and ``v`` the noise
+    left in the mean of the group (``mean_noise``; ``sigma^2 / group`` for white noise): where the pilot is 0 (a
+    masked background), so is the mean, which would otherwise keep ``v`` of noise; elsewhere ``p^2`` dwarfs it."""
     energy = pilot.mean(1, keepdim=True).square()
-    return mean * energy / (energy + sigma**2 / noisy.shape[1]).clamp_min(torch.finfo(energy.dtype).tiny)
+    gain = energy / (energy + mean_noise.to(energy)).clamp_min(torch.finfo(energy.dtype).tiny)
+    return noisy.mean(1, keepdim=True) * gain
 
 
 def _noisy_covariance(pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None) -> torch.Tensor:
