@@ -74,15 +74,21 @@ def _mean_noise(index: torch.Tensor, shape: Sequence[int], sigma: float, spectru
     """The noise variance of every voxel of a group's mean patch, ``(refs, 1, 1)`` for the groups whose voxel
     indices are ``index`` ``(refs, group, voxels)``: ``sigma^2`` times the noise's correlation averaged over every
     pair of the group's patches, at the lag between their corners (patches nearer than the correlation length share
-    their noise, and a mean over them keeps more of it than ``sigma^2 / group``)."""
-    table = spectrum.correlation.to(device=index.device, dtype=torch.float32)
-    reach = torch.tensor([n // 2 for n in table.shape], device=index.device)
-    corners = torch.stack(torch.unravel_index(index[..., 0], tuple(shape)), -1).to(torch.int32)
-    delta = corners[:, :, None] - corners[:, None]
-    inside = (delta.abs() <= reach).all(-1)
-    strides = torch.tensor([math.prod(table.shape[d + 1:]) for d in range(table.ndim)], device=index.device)
-    lag = ((delta.clamp(-reach, reach) + reach) * strides).sum(-1)
-    return sigma**2 * (table.flatten()[lag.long()] * inside).mean((1, 2))[:, None, None]
+    their noise, and a mean over them keeps more of it than ``sigma^2 / group``). Each corner is coded as one integer
+    on a grid wide enough that a difference of codes is a difference of lags, and the correlation is looked up by it."""
+    corners = torch.stack(torch.unravel_index(index[..., 0], tuple(shape)), -1)
+    corners = corners - corners.amin(1, keepdim=True)
+    spread = int(corners.amax()) + 1  # lags between two corners of a group lie within +-(spread - 1) per axis
+    side = 2 * spread - 1
+    code = (corners * torch.tensor([side ** (corners.shape[-1] - 1 - d) for d in range(corners.shape[-1])],
+                                   device=index.device)).sum(-1).to(torch.int32)
+    table = torch.zeros([side] * corners.shape[-1], device=index.device)
+    reach = [min(n // 2, spread - 1) for n in spectrum.correlation.shape]
+    centre = [n // 2 for n in spectrum.correlation.shape]
+    table[tuple(slice(spread - 1 - r, spread + r) for r in reach)] = spectrum.correlation[
+        tuple(slice(c - r, c + r + 1) for c, r in zip(centre, reach))].to(table)
+    lag = code[:, :, None] - code[:, None] + (side ** corners.shape[-1]) // 2
+    return sigma**2 * table.flatten()[lag.long()].mean((1, 2))[:, None, None]
 
 
 def _patch_shape(spec: BayesPass, shape: Sequence[int]) -> tuple[int, ...]:
