@@ -248,7 +248,8 @@ def _denoise_group(
     else:
         origin = model.forward(window.normalize(torch.zeros((), device=x.device)))  # the input's own 0
         origin = origin if scale is None else origin / scale
-        filtered = filter_observation(target[None] - origin, field, settings.filter, with_map, tracker, remaining)
+        filtered = filter_observation(target[None] - origin, field, settings.filter, with_map, tracker, remaining,
+                                      given_psd=psd is not None)
         if filtered.piecewise_constant:
             info["piecewise_constant"] = True
             logger.info("DNA-Prior%s: piecewise constant (the Haar wavelet cuts the Wiener pass's risk by over a "

@@ -50,11 +50,12 @@ class BayesPass:
 
 def nl_bayes(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass = BayesPass(),
-    spectrum: NoiseSpectrum | None = None,
+    spectrum: NoiseSpectrum | None = None, shared_mean: bool = True,
 ) -> torch.Tensor:
     """One NL-Bayes step over a single-channel image ``(H, W)`` or ``(H, W, D)`` with noise of std ``sigma`` (white,
     or coloured as ``spectrum`` says): groups matched on ``pilot``, every patch's posterior mean, the overlapping
-    estimates averaged."""
+    estimates averaged. ``shared_mean``: a coloured noise's group mean is shrunk by the noise its patches share
+    (:func:`_mean_noise`); else it is the noisy patches' plain mean."""
     patch = _patch_shape(spec, noisy.shape)
     coloured = spectrum is not None and not spectrum.is_white
     correlation = _positive_definite(spectrum.covariance(patch)).to(noisy) if coloured else None
@@ -62,7 +63,8 @@ def nl_bayes(
 
     def per_patch(index: torch.Tensor) -> torch.Tensor:
         if coloured:
-            mean_noise = _mean_noise(index, noisy.shape, sigma, spectrum)
+            mean_noise = _mean_noise(index, noisy.shape, sigma, spectrum) if shared_mean else torch.zeros(
+                (index.shape[0], 1, 1), device=noisy.device)
         else:
             mean_noise = torch.full((index.shape[0], 1, 1), sigma**2 / index.shape[1], device=noisy.device)
         return _posterior_mean(noisy_flat[index], pilot_flat[index], sigma, correlation, mean_noise)
@@ -190,23 +192,25 @@ def _variance_image(estimate: torch.Tensor, sigma: float, spec: BayesPass) -> to
 
 
 def _bayes_image(
-    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass, spectrum: NoiseSpectrum | None
+    noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass, spectrum: NoiseSpectrum | None,
+    shared_mean: bool = True,
 ) -> torch.Tensor:
     """:func:`nl_bayes` over a single-channel image, a large one in slabs (:func:`~monai_dnaprior.filters.slabs.in_slabs`)."""
     patch, radius, step = spec.shapes(noisy.ndim)
-    return in_slabs(lambda n, p: nl_bayes(n, p, sigma, spec, spectrum), noisy, pilot, patch, radius, step,
-                    spec.group > 1)
+    return in_slabs(lambda n, p: nl_bayes(n, p, sigma, spec, spectrum, shared_mean), noisy, pilot, patch, radius,
+                    step, spec.group > 1)
 
 
 def bayes_refine(
     noisy: torch.Tensor, pilot: torch.Tensor, sigma: float, spec: BayesPass = BayesPass(),
-    spectrum: NoiseSpectrum | None = None,
+    spectrum: NoiseSpectrum | None = None, shared_mean: bool = True,
 ) -> torch.Tensor:
     """NL-Bayes step of ``noisy`` ``(B, C, *spatial)`` (Gaussian noise of std ``sigma``, white or coloured as
-    ``spectrum`` says) with ``pilot``, an estimate of the clean image of the same shape, channel by channel."""
+    ``spectrum`` says) with ``pilot``, an estimate of the clean image of the same shape, channel by channel;
+    ``shared_mean`` as :func:`nl_bayes`'s."""
     if sigma <= 0:
         return noisy.clone()
-    return by_channel(noisy, pilot, lambda n, p: _bayes_image(n, p, sigma, spec, spectrum))
+    return by_channel(noisy, pilot, lambda n, p: _bayes_image(n, p, sigma, spec, spectrum, shared_mean))
 
 
 def bayes_variance(estimate: torch.Tensor, sigma: float, spec: BayesPass = BayesPass()) -> torch.Tensor:

@@ -122,16 +122,16 @@ class FilterResult:
 
 def filter_observation(
     observation: torch.Tensor, field: NoiseField, config: FilterConfig, with_error: bool = False,
-    tracker: ProgressTracker | None = None, units: float = 0.0,
+    tracker: ProgressTracker | None = None, units: float = 0.0, given_psd: bool = False,
 ) -> FilterResult:
     """Estimate the mean of ``observation`` (``(1, C, *spatial)``, fit domain, its shrinkage target at 0) with the
     passes of :func:`_collaborative_estimate`, then, for white (or stabilised) noise where the preset sets them
     (:func:`ridge_pass`), the iterated linear combinations of patches from that estimate (the expected error stays
-    the collaborative estimate's)."""
+    the collaborative estimate's). ``given_psd``: the field's spectrum was given, not read from the image."""
     ridge = ridge_pass(config, observation.ndim - 2)
     tracker = tracker or ProgressTracker(None, 0)
     if ridge is None or not field.is_white:  # coloured: measured no better, given the spectrum (docs/filter.md)
-        return _collaborative_estimate(observation, field, config, with_error, tracker, units)
+        return _collaborative_estimate(observation, field, config, with_error, tracker, units, given_psd)
     first = units / (1 + _RIDGE_SHARE * ridge.iterations)
     result = _collaborative_estimate(observation, field, config, with_error, tracker, first)
     with tracker.span(units - first):
@@ -146,7 +146,7 @@ _RIDGE_SHARE = 0.3  # the share of the collaborative passes' time that one itera
 
 def _collaborative_estimate(
     observation: torch.Tensor, field: NoiseField, config: FilterConfig, with_error: bool,
-    tracker: ProgressTracker, units: float,
+    tracker: ProgressTracker, units: float, given_psd: bool = False,
 ) -> FilterResult:
     """The estimate of :func:`filter_observation` before the combinations: the collaborative passes of
     :func:`filter_passes` and the NL-Bayes step of :func:`bayes_pass`.
@@ -175,9 +175,12 @@ def _collaborative_estimate(
             pilot = GaussianFilter(spatial_dims, config.coloured_pilot_blur).to(observation.device)(observation)
         filtered = run(observation, pilot, passes, with_error)
         mean, variance = filtered if with_error else (filtered, None)
-        if bayes is not None:  # coloured: the step, piloted by the Wiener passes' result, takes its place
+        if bayes is not None:  # coloured: the step, piloted by the Wiener passes' result, takes its place; a
+            # magnitude's given PSD (a residual's) holds the Rician bias's pattern, far more correlated than the
+            # noise: its groups' mean stays the plain mean (as the background rule keeps white noise's tolerance)
+            shared = not (given_psd and field.model.is_magnitude)
             with tracker.span(share):
-                mean = bayes_refine(observation, mean, sigma, bayes, spectrum)
+                mean = bayes_refine(observation, mean, sigma, bayes, spectrum, shared_mean=shared)
         return FilterResult(mean, variance, tally.cut > PIECEWISE_CONSTANT_CUT)
     basic = run(observation, observation, passes[:1])
     filtered = run(observation, basic, passes[1:], with_error)
