@@ -503,7 +503,7 @@ def write_markdown(path: Path, args: argparse.Namespace, sections: dict[str, str
     if args.masked:
         flag = {"wide_resampled": "wide-resampled"}.get(args.masked, f"{args.masked}-masked")
         what = "masked slices in a wide field, resampled" if args.masked == "wide_resampled" else "masked magnitudes"
-        scans = f"{args.masked.split('_')[0]} {what} (`--{flag}`) of {scans}"
+        scans = f"{what if args.masked == 'wide_resampled' else args.masked + ' ' + what} (`--{flag}`) of {scans}"
     path.write_text(f"""# DNA-Prior on coloured and real noise: {scans}
 
 DNA-Prior preset `{args.preset}` (`prior="auto"`: the filter); the network fit alone with max_iters
