@@ -167,7 +167,7 @@ def test_the_filter_sees_the_input_zero_at_zero(monkeypatch, offset):
     (a scaled copy of the input, never shifted by the percentile window)."""
     captured = {}
 
-    def spy(observation, field, config, with_error=False, tracker=None, units=0.0):
+    def spy(observation, field, config, with_error=False, tracker=None, units=0.0, given_psd=False):
         captured["observation"] = observation.clone()
         return FilterResult(observation.clone(), torch.zeros_like(observation) if with_error else None)
 
