@@ -62,11 +62,10 @@ def nl_bayes(
     noisy_flat, pilot_flat = noisy.flatten(), pilot.flatten()
 
     def per_patch(index: torch.Tensor) -> torch.Tensor:
+        mean_noise = None  # white noise's sigma^2 / group
         if coloured:
             mean_noise = _mean_noise(index, noisy.shape, sigma, spectrum) if shared_mean else torch.zeros(
                 (index.shape[0], 1, 1), device=noisy.device)
-        else:
-            mean_noise = torch.full((index.shape[0], 1, 1), sigma**2 / index.shape[1], device=noisy.device)
         return _posterior_mean(noisy_flat[index], pilot_flat[index], sigma, correlation, mean_noise)
 
     return _over_groups(pilot, spec, per_patch)
@@ -134,7 +133,8 @@ def _posterior_mean(
     the covariance of the group's pilot patches, ``m`` the mean of its noisy ones (:func:`_group_mean`) and ``N``
     the noise's ``correlation`` over the patch (None: the identity); as ``y - sigma^2 N (C + sigma^2 N)^-1 (y - m)``,
     one Cholesky solve per group (``C + sigma^2 N`` is positive definite; in float64 where a tiny ``sigma`` leaves it
-    too ill-conditioned for float32)."""
+    too ill-conditioned for float32). ``mean_noise``: the noise left in each group's mean ``(refs, 1, 1)``, None
+    for white noise's ``sigma^2 / group``."""
     factor, failed = torch.linalg.cholesky_ex(_noisy_covariance(pilot, sigma, correlation))
     if bool(failed.any()):  # in float64 too: sigma is negligible, and the posterior mean is the patch itself
         if noisy.dtype == torch.float64:
@@ -158,8 +158,8 @@ def _group_mean(noisy: torch.Tensor, pilot: torch.Tensor, mean_noise: torch.Tens
     left in the mean of the group (``mean_noise``; ``sigma^2 / group`` for white noise): where the pilot is 0 (a
     masked background), so is the mean, which would otherwise keep ``v`` of noise; elsewhere ``p^2`` dwarfs it."""
     energy = pilot.mean(1, keepdim=True).square()
-    gain = energy / (energy + mean_noise.to(energy)).clamp_min(torch.finfo(energy.dtype).tiny)
-    return noisy.mean(1, keepdim=True) * gain
+    shrunk = noisy.mean(1, keepdim=True) * energy  # divided after, as before: white outputs the same to the bit
+    return shrunk / (energy + mean_noise.to(energy)).clamp_min(torch.finfo(energy.dtype).tiny)
 
 
 def _noisy_covariance(pilot: torch.Tensor, sigma: float, correlation: torch.Tensor | None) -> torch.Tensor:
