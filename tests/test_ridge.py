@@ -10,7 +10,7 @@ from conftest import make_phantom, psnr
 from monai_dnaprior import FilterConfig
 from monai_dnaprior.filters import collaborative_refine, filter_passes
 from monai_dnaprior.filters.pipeline import filter_observation, ridge_pass
-from monai_dnaprior.filters.ridge import RidgePass, _lag_correlation, combination_weights, ridge_filter, ridge_refine
+from monai_dnaprior.filters.ridge import RidgePass, combination_weights, ridge_filter, ridge_refine
 from monai_dnaprior.noise.field import NoiseField
 from monai_dnaprior.noise.models import get_noise_model
 from monai_dnaprior.noise.spectrum import NoiseSpectrum
@@ -91,7 +91,7 @@ def test_coloured_noise_takes_the_shared_noise_into_account():
 
 def test_lag_table_is_the_spectrum_correlation_centred():
     lags = torch.tensor([0.2, 0.6, 1.0, 0.6, 0.2])
-    table = _lag_correlation(NoiseSpectrum(torch.outer(lags, lags)), [3, 1], torch.device("cpu"))
+    table = NoiseSpectrum(torch.outer(lags, lags)).lag_table([3, 1], torch.device("cpu"))
     assert table.shape == (7, 3) and table[3, 1] == 1
     torch.testing.assert_close(table[:, 1], torch.tensor([0.0, 0.2, 0.6, 1.0, 0.6, 0.2, 0.0]))
 

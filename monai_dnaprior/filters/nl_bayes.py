@@ -83,11 +83,7 @@ def _mean_noise(index: torch.Tensor, shape: Sequence[int], sigma: float, spectru
     side = 2 * spread - 1
     code = (corners * torch.tensor([side ** (corners.shape[-1] - 1 - d) for d in range(corners.shape[-1])],
                                    device=index.device)).sum(-1).to(torch.int32)
-    table = torch.zeros([side] * corners.shape[-1], device=index.device)
-    reach = [min(n // 2, spread - 1) for n in spectrum.correlation.shape]
-    centre = [n // 2 for n in spectrum.correlation.shape]
-    table[tuple(slice(spread - 1 - r, spread + r) for r in reach)] = spectrum.correlation[
-        tuple(slice(c - r, c + r + 1) for c, r in zip(centre, reach))].to(table)
+    table = spectrum.lag_table([spread - 1] * corners.shape[-1], index.device)
     lag = code[:, :, None] - code[:, None] + (side ** corners.shape[-1]) // 2
     return sigma**2 * table.flatten()[lag.long()].mean((1, 2))[:, None, None]
 

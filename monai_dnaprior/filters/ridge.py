@@ -109,21 +109,6 @@ def combination_weights(guide: torch.Tensor, noise: torch.Tensor) -> torch.Tenso
     return theta
 
 
-def _lag_correlation(spectrum: NoiseSpectrum, reach: Sequence[int], device: torch.device) -> torch.Tensor:
-    """The noise's correlation ``rho(delta)`` for lags ``|delta_d| <= reach_d``, a table centred on lag 0 (where it
-    is 1), zero beyond the spectrum's own table."""
-    table = spectrum.correlation.to(torch.float64)
-    out = torch.zeros([2 * r + 1 for r in reach], dtype=torch.float64)
-    src, dst = [], []
-    for n, r in zip(table.shape, reach):
-        c = n // 2
-        lo, hi = max(0, c - r), min(n, c + r + 1)
-        src.append(slice(lo, hi))
-        dst.append(slice(r - (c - lo), r + (hi - c)))
-    out[tuple(dst)] = table[tuple(src)]
-    return (out / out[tuple(reach)]).to(device=device, dtype=torch.float32)
-
-
 def ridge_filter(
     noisy: torch.Tensor, guide: torch.Tensor, sigma: float, spec: RidgePass = RidgePass(),
     spectrum: NoiseSpectrum | None = None,
@@ -137,7 +122,7 @@ def ridge_filter(
     lags = None
     if spectrum is not None and not spectrum.is_white:
         reach = torch.tensor([min(r, s - 1) for r, s in zip(radius, shape)], device=noisy.device)
-        lags = (_lag_correlation(spectrum, reach.tolist(), noisy.device), reach)
+        lags = (spectrum.lag_table(reach.tolist(), noisy.device), reach)
     group = spec.group
     if noisy.ndim == 3:  # a tiny volume: no more cubes than a corner reference reaches, since the reference fills a
         # short group and its copies, taken as independent noise, would keep it as noisy as it was

@@ -103,6 +103,20 @@ class NoiseSpectrum:
         """The correlation within one slice across spatial ``axis`` (lag 0 along it): the noise of a 2D slice."""
         return NoiseSpectrum(self.correlation.select(axis % self.spatial_dims, self.correlation.shape[axis] // 2))
 
+    def lag_table(self, reach: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
+        """The correlation ``rho(delta)`` for lags ``|delta_d| <= reach_d``, float32, centred on lag 0 (where it is
+        1), zero beyond the spectrum's own table."""
+        table = self.correlation.to(torch.float64)
+        out = torch.zeros([2 * r + 1 for r in reach], dtype=torch.float64)
+        src, dst = [], []
+        for n, r in zip(table.shape, reach):
+            c = n // 2
+            lo, hi = max(0, c - r), min(n, c + r + 1)
+            src.append(slice(lo, hi))
+            dst.append(slice(r - (c - lo), r + (hi - c)))
+        out[tuple(dst)] = table[tuple(src)]
+        return (out / out[tuple(reach)]).to(device=device, dtype=torch.float32)
+
     def psd(self, shape: Sequence[int], device: torch.device | str | None = None) -> torch.Tensor:
         """Relative power spectrum on the FFT grid ``shape`` (unshifted, mean 1), floored at 1 % of the mean."""
         grid = torch.zeros(tuple(shape), dtype=torch.float64)
