@@ -103,15 +103,11 @@ def ridge_pass(config: FilterConfig, spatial_dims: int = 2) -> RidgePass | None:
                      iterations=config.ridge_volume_iterations, depth_radius=config.volume_depth_radius)
 
 
-PIECEWISE_CONSTANT_CUT = {2: 0.05, 3: 0.1}
+PIECEWISE_CONSTANT_CUT = 0.1
 """Where the Haar wavelet cuts the Wiener passes' predicted risk by more than this share (``group_transform=
-"adaptive"``; by the number of spatial dimensions), the image is taken as piecewise constant and the NL-Bayes step
-and the combinations are left out. The cut falls as the noise rises. 2D: the development slices read 0.000-0.017
-under every noise model at every strength (white 0.02-0.15 of the range, Rician 0.03-0.15, Poisson 10-100 counts,
-speckle 4-16 looks; masked to an exact-zero background or coarsened 2x: at most 0.012). On ellipse phantoms under
-strong noise, leaving the stages out gained +0.09 to +0.63 dB at a cut of 0.05-0.1 on 96-200 px (one 96 px case
--0.06; 64 px -0.03 and -0.08), and at 0.03-0.05 gained on 200 px only (-0.08 to -0.23 on 64-128 px). 3D: the
-development volume reads 0.041 under speckle of 16 looks, where leaving them out costs 0.15 dB (``docs/filter.md``)."""
+"adaptive"``), the image is taken as piecewise constant and the NL-Bayes step and the combinations are left out:
+on the 2D development slices the cut is 0.000-0.016 (white noise 0.02-0.1 of the range), on piecewise-constant
+phantoms 0.21-0.56, where those stages cost 1.7 dB (``docs/filter.md``)."""
 
 
 @dataclass
@@ -185,10 +181,10 @@ def _collaborative_estimate(
             shared = not (given_psd and field.model.is_magnitude)
             with tracker.span(share):
                 mean = bayes_refine(observation, mean, sigma, bayes, spectrum, shared_mean=shared)
-        return FilterResult(mean, variance, tally.cut > PIECEWISE_CONSTANT_CUT[spatial_dims])
+        return FilterResult(mean, variance, tally.cut > PIECEWISE_CONSTANT_CUT)
     basic = run(observation, observation, passes[:1])
     filtered = run(observation, basic, passes[1:], with_error)
-    piecewise = tally.cut > PIECEWISE_CONSTANT_CUT[spatial_dims]
+    piecewise = tally.cut > PIECEWISE_CONSTANT_CUT
     if piecewise:  # the later stages are left out; the Wiener passes search again as widely as the thresholding
         # pass, where a piecewise-constant image's long edges find their matches
         with tracker.span(share * (stages - len(passes))):
