@@ -323,12 +323,13 @@ def dnaprior_denoiser(
     seed: int | None = None,
     with_channels: Sequence[np.ndarray] = (),
     prior: str = "auto",
+    noise_map: np.ndarray | None = None,
     **options: object,
 ) -> Denoiser:
     """``DNAPriorDenoise`` with the matching noise model, ``prior`` and any further ``options`` of the transform; the
     time is the full transform call on ``noisy[None]``, or on ``noisy`` and ``with_channels`` stacked as channels
-    (its first channel kept). ``max_iters`` and ``seed`` act where the prior fits a network, and are left out where
-    it does not (the filter has no iterations and no randomness)."""
+    (its first channel kept), given ``noise_map`` where set. ``max_iters`` and ``seed`` act where the prior fits a
+    network, and are left out where it does not (the filter has no iterations and no randomness)."""
     from monai_dnaprior import DNAPriorDenoise
 
     transform = DNAPriorDenoise(noise_model=noise_model, preset=preset, device=device, prior=prior,
@@ -337,7 +338,8 @@ def dnaprior_denoiser(
     def run(noisy: np.ndarray) -> MethodRun:
         with capture_fit_info() as infos:
             start = time.perf_counter()
-            out = transform(np.stack([noisy, *with_channels]) if len(with_channels) else noisy[None])
+            out = transform(np.stack([noisy, *with_channels]) if len(with_channels) else noisy[None],
+                            noise_map=noise_map)
             seconds = time.perf_counter() - start
         info = infos[-1] if infos else {}
         return MethodRun(np.asarray(out[0], dtype=np.float32), seconds, info)

@@ -34,6 +34,9 @@ Methods, all in the same process on the same draw:
 - **DNA-Prior**: ``DNAPriorDenoise()`` (noise model found blind) and with the noise model named (``gaussian``;
   ``rician`` for ``coil`` and ``gfactor``). What ``monai_dnaprior.denoise`` reported (``DenoiseResult.info``: model,
   level, coloured, the noise map's range where there is one) is recorded per case.
+- **DNA-Prior given the map** (not blind, the expert's use of a known map beside the oracle): the model named and
+  the true map passed as ``noise_map`` (``DNAPriorDenoise()(y, noise_map=g)``), the base level and the rest of the
+  field estimated on ``y / g``.
 
 PSNR and SSIM over the whole image (data range of the reference). Writes ``nonstationary.md`` and
 ``nonstationary.csv`` into ``--out``.
@@ -130,7 +133,7 @@ class Row:
     group: str
     shape: str
     method: str
-    kind: str  # "noisy", "oracle", "blind", "dna"
+    kind: str  # "noisy", "oracle", "blind", "dna" (blind), "given" (DNA-Prior given the true map)
     psnr: float
     ssim: float | None
     seconds: float
@@ -348,7 +351,11 @@ def methods_for(case: Case) -> dict[str, tuple[str, Denoiser]]:
     methods["TV (Chambolle)"] = ("blind", timed(tv_denoise))
     methods["DNA-Prior (auto)"] = ("dna", dnaprior_denoiser("auto"))
     methods[f"DNA-Prior ({case.model})"] = ("dna", dnaprior_denoiser(case.model))
+    methods[f"{GIVEN} ({case.model})"] = ("given", dnaprior_denoiser(case.model, noise_map=case.gmap))
     return methods
+
+
+GIVEN = "DNA-Prior given the map"  # not blind: the true map passed as ``noise_map``, the rest estimated
 
 
 INFO_SKIP = ("device", "seconds", "iterations", "asked_noise_model", "prior", "groups", "volume_mode")
@@ -381,7 +388,7 @@ def evaluate(case: Case, notes: list[str]) -> list[Row]:
             continue
         row = Row(case.name, case.family, case.group, case.shape, name, kind, psnr(ref, run.output),
                   safe_ssim(ref, run.output), run.seconds)
-        if kind == "dna":
+        if kind in ("dna", "given"):
             info = run.info
             row.model_found, row.level_found = str(info.get("noise_model", "")), info.get("noise_level")
             row.coloured, row.noise_map_range = info.get("coloured"), fmt_range(info.get("noise_map_range"))
@@ -416,18 +423,20 @@ def case_table(cases: list[Case], rows: list[Row]) -> str:
         best = max(blind, key=lambda r: r.psnr) if blind else None
         auto = sel.get("DNA-Prior (auto)")
         named = sel.get(f"DNA-Prior ({c.model})")
+        given = sel.get(f"{GIVEN} ({c.model})")
         cells.append([
             c.name, c.group, c.shape, f"{c.gmap.min():.2f}-{c.gmap.max():.2f}", fmt(sel["noisy"].psnr),
             fmt(orc.psnr) if orc else "", f"{fmt(best.psnr)} ({best.method})" if best else "",
             fmt(auto.psnr) if auto else "", fmt(named.psnr) if named else "",
             delta(auto.d_vs_oracle) if auto else "", delta(auto.d_vs_best_blind) if auto else "",
             delta(named.d_vs_oracle) if named else "", delta(named.d_vs_best_blind) if named else "",
+            delta(given.d_vs_oracle) if given else "",
             fmt_sig(orc.seconds) if orc else "", fmt_sig(best.seconds) if best else "",
             fmt_sig(auto.seconds) if auto else "",
         ])
     headers = ["case", "group", "size", "g range", "noisy", "oracle", "best blind peer", "DNA-Prior auto",
                "DNA-Prior named", "auto − oracle", "auto − best blind", "named − oracle", "named − best blind",
-               "oracle s", "best blind s", "DNA auto s"]
+               "given the map − oracle", "oracle s", "best blind s", "DNA auto s"]
     return markdown_table(headers, cells)
 
 
@@ -454,6 +463,7 @@ def summary_table(cases: list[Case], rows: list[Row]) -> str:
         names = {c.name for c in sel}
         auto = [r for r in rows if r.case in names and r.method == "DNA-Prior (auto)"]
         named = [r for r in rows if r.case in names and r.kind == "dna" and r.method != "DNA-Prior (auto)"]
+        given = [r for r in rows if r.case in names and r.kind == "given"]
         ratios = [r.time_vs_oracle for r in auto if r.time_vs_oracle]
         beats = sum(r.d_vs_best_blind is not None and r.d_vs_best_blind > 0 for r in auto)
         cells.append([
@@ -463,17 +473,18 @@ def summary_table(cases: list[Case], rows: list[Row]) -> str:
             f"{beats}/{len(auto)}",
             _mean_min([r.d_vs_oracle for r in named if r.d_vs_oracle is not None]),
             _mean_min([r.d_vs_best_blind for r in named if r.d_vs_best_blind is not None]),
+            _mean_min([r.d_vs_oracle for r in given if r.d_vs_oracle is not None]),
             fmt_sig(float(np.exp(np.mean(np.log(ratios))))) if ratios else "",
         ])
     headers = ["cases", "n", "DNA auto − oracle, mean / min (dB)", "DNA auto − best blind, mean / min (dB)",
                "DNA auto above best blind", "DNA named − oracle, mean / min", "DNA named − best blind, mean / min",
-               "DNA auto time / oracle (geo. mean)"]
+               "DNA given the map − oracle, mean / min", "DNA auto time / oracle (geo. mean)"]
     return markdown_table(headers, cells)
 
 
 def peers_table(rows: list[Row]) -> str:
     """Per method: mean gap to the oracle, how often it is the best blind peer, geometric-mean time ratio."""
-    methods = list(dict.fromkeys(r.method for r in rows if r.kind in ("blind", "dna")))
+    methods = list(dict.fromkeys(r.method for r in rows if r.kind in ("blind", "dna", "given")))
     cells = []
     for m in methods:
         sel = [r for r in rows if r.method == m]
@@ -490,7 +501,7 @@ def info_table(cases: list[Case], rows: list[Row]) -> str:
     cells = []
     for c in cases:
         for r in rows:
-            if r.case == c.name and r.kind == "dna":
+            if r.case == c.name and r.kind in ("dna", "given"):
                 rel = c.sigma_base / float(c.reference.max() - c.reference.min())
                 cells.append([c.name, r.method, c.model, f"{rel:.3f}", f"{c.gmap.min():.2f}-{c.gmap.max():.2f}",
                               r.model_found, fmt_sig(r.level_found),

@@ -22,6 +22,7 @@ from monai_dnaprior.filters.pipeline import filter_observation
 from monai_dnaprior.intensity import IntensityWindow
 from monai_dnaprior.network.volume import fit_network
 from monai_dnaprior.noise import UPPER_BOUND_SHARE, choose_noise_model, estimate_noise_field, haar_blocks
+from monai_dnaprior.noise.given_map import GivenMap
 from monai_dnaprior.progress import ProgressTracker
 from monai_dnaprior.series import denoise_series, use_series
 from monai_dnaprior.settings import (
@@ -34,7 +35,7 @@ from monai_dnaprior.settings import (
     resolve_prior,
 )
 from monai_dnaprior.uncertainty import clean_error, to_image_domain
-from monai_dnaprior.validation import check_image, check_option, check_options
+from monai_dnaprior.validation import check_image, check_noise_map, check_option, check_options
 
 __all__ = ["CHANNEL_GROUP", "DenoiseResult", "denoise"]
 
@@ -67,6 +68,7 @@ def denoise(
     noise_level: float | None = None,
     *,
     noise_psd: torch.Tensor | None = None,
+    noise_map: NdarrayOrTensor | None = None,
     prior: str = Prior.AUTO,
     preset: str = Preset.DEFAULT,
     filter_config: FilterConfig | None = None,
@@ -94,6 +96,11 @@ def denoise(
         noise_level: the noise parameter in units of the image normalised to [0, 1]; estimated when None.
         noise_psd: the noise power spectrum, if known: ``E|fftn(noise, norm="ortho")|^2`` over the spatial axes
             (unshifted; its mean is the noise variance), in the image's own intensity units. Additive noise only.
+        noise_map: the noise's relative std at every voxel where it is known (a parallel-imaging g-factor map, a CT
+            tube-current modulation's): the image's spatial shape, positive; taken relative to its median, so
+            ``noise_level`` is the level where it is 1. The image is divided by it, the rest of the noise field is
+            estimated on that, and the result is multiplied back; no map is then read from the image. Additive noise
+            only (Gaussian or Rician), one image (not a series).
         prior: what makes the estimate (:class:`~monai_dnaprior.settings.Prior`).
         preset: ``fast``, ``default`` or ``quality`` (:data:`~monai_dnaprior.settings.PRESETS`).
         filter_config: the filter's settings in place of the preset's.
@@ -122,8 +129,11 @@ def denoise(
     noise_model = check_option("noise_model", noise_model, NoiseModelName)
     asked_prior = check_option("prior", prior, Prior)
     run_prior = resolve_prior(asked_prior)
-    if noise_psd is not None and noise_model in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):
-        raise ValueError(f"noise_psd describes additive noise; use noise_model='gaussian' or 'rician', not {noise_model!r}.")
+    for given, what in ((noise_psd, "noise_psd"), (noise_map, "noise_map")):
+        if given is not None and noise_model in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):
+            raise ValueError(f"{what} describes additive noise; use noise_model='gaussian' or 'rician', not "
+                             f"{noise_model!r}.")
+    given_map = None if noise_map is None else check_noise_map(noise_map, tuple(img.shape))
     if network_config is not None and run_prior == Prior.FILTER:
         raise ValueError(f"network_config acts only where a network is fitted, and prior={str(prior)!r} fits none; "
                          "pass prior='network' (the network alone) or prior='network+filter', or leave it out.")
@@ -137,9 +147,11 @@ def denoise(
     settings.slice_axis = kept.index(axis) - len(kept) if axis in kept else -1
     x = img.detach().to(run_device, torch.float32).reshape(img.shape[0], *[img.shape[d] for d in kept])
     psd = None if noise_psd is None else torch.as_tensor(noise_psd, dtype=torch.float64).reshape(x.shape[1:])
+    if given_map is not None:
+        given_map = GivenMap.relative(given_map.reshape(x.shape[1:]).to(run_device))
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = ProgressTracker(progress, x.numel())
-    if use_series(series, tuple(x.shape), noise_psd is not None, asked_prior):
+    if use_series(series, tuple(x.shape), noise_psd is not None, asked_prior, given_map is not None):
         with_network = asked_prior == Prior.AUTO  # prior="filter": MP-PCA and the series Wiener pass alone
         image, error_map, info = denoise_series(
             x, noise_model, noise_level, tracker, with_network, uncertainty, preset)
@@ -148,7 +160,7 @@ def denoise(
                     info["seconds"], run_device)
         error_map = None if error_map is None else error_map.reshape(img.shape).to(img.device)
         return DenoiseResult(_keep_sign(image, x).reshape(img.shape).to(img.device), error_map, info)
-    results = [_denoise_group(x[g], noise_model, noise_level, psd, settings, name, tracker, uncertainty)
+    results = [_denoise_group(x[g], noise_model, noise_level, psd, given_map, settings, name, tracker, uncertainty)
                for g in groups]
     image = _keep_sign(torch.cat([r[0] for r in results]), x).reshape(img.shape).to(img.device)
     error_map = torch.cat([r[1] for r in results]).reshape(img.shape).to(img.device) if uncertainty else None
@@ -188,8 +200,8 @@ def _what_ran(info: dict) -> str:
 
 
 def _denoise_group(
-    x: torch.Tensor, noise_model: str, noise_level: float | None, psd: torch.Tensor | None, settings: _Settings,
-    name: str | None, tracker: ProgressTracker, with_map: bool,
+    x: torch.Tensor, noise_model: str, noise_level: float | None, psd: torch.Tensor | None,
+    given_map: GivenMap | None, settings: _Settings, name: str | None, tracker: ProgressTracker, with_map: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict]:
     """Denoise ``(C, *spatial)`` channels that share one noise field (and make their uncertainty map where
     ``with_map``)."""
@@ -200,18 +212,19 @@ def _denoise_group(
         return *unchanged, {"noise_model": noise_model, "asked_noise_model": noise_model, "noise_level": 0.0,
                             "coloured": False, "iterations": 0, "prior": "none"}
     with tracker.span(_ESTIMATE_SHARE * x.numel()):
-        chosen = choose_noise_model(noise_model, x, spatial_dims, psd is not None)
+        chosen = choose_noise_model(noise_model, x, spatial_dims, psd is not None or given_map is not None)
         window = IntensityWindow.from_image(x, zero_based=chosen != NoiseModelName.GAUSSIAN)
         y = window.normalize(x)
         scaled_psd = None if psd is None else psd / (window.high - window.low) ** 2
-        field, target = estimate_noise_field(y, spatial_dims, chosen, noise_level, scaled_psd, settings.slice_axis)
+        field, target = estimate_noise_field(y, spatial_dims, chosen, noise_level, scaled_psd, settings.slice_axis,
+                                             given_map)
     model = field.model
     info: dict = {"noise_model": str(chosen), "asked_noise_model": str(noise_model), "noise_level": model.level,
                   "coloured": not field.is_white, "slice_levels": field.slice_scale is not None,
                   "level_upper_bound": field.upper_bound, "iterations": 0}
     if field.level_map is not None:  # the level varies across the image: the map's range and where it peaks
         low, high, peak = field.level_map.summary()
-        info.update(noise_map_range=(low, high), noise_map_peak=peak)
+        info.update(noise_map_range=(low, high), noise_map_peak=peak, noise_map_given=field.level_map.given)
     remaining = (1 - _ESTIMATE_SHARE) * x.numel()
     if model.level <= model.min_level:
         _warn_no_noise(name, x, spatial_dims)

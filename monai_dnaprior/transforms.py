@@ -113,12 +113,20 @@ class DNAPriorDenoise(Transform):
         self.filter_config, network_config = preset_settings(self.preset, prior=self.prior, **network)
         self.network_config = network_config if resolve_prior(self.prior) != Prior.FILTER else None
 
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        """Denoise ``img``, channel-first ``(C, H, W)`` or ``(C, H, W, D)`` (no uncertainty map: it costs time)."""
-        return self._denoise(img, with_map=False)[0]
+    def __call__(self, img: NdarrayOrTensor, noise_map: NdarrayOrTensor | None = None) -> NdarrayOrTensor:
+        """Denoise ``img``, channel-first ``(C, H, W)`` or ``(C, H, W, D)`` (no uncertainty map: it costs time).
 
-    def denoise_with_uncertainty(self, img: NdarrayOrTensor) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
-        """Denoise ``img`` and also return the per-voxel uncertainty map (same type and shape, float32).
+        ``noise_map``: the noise's relative std at every voxel where it is known (a parallel-imaging g-factor map, a
+        CT tube-current modulation's; the image's spatial shape, positive, its scale free), used in place of a map
+        read from the image (:func:`~monai_dnaprior.denoising.denoise`). Additive noise only.
+        """
+        return self._denoise(img, with_map=False, noise_map=noise_map)[0]
+
+    def denoise_with_uncertainty(
+        self, img: NdarrayOrTensor, noise_map: NdarrayOrTensor | None = None
+    ) -> tuple[NdarrayOrTensor, NdarrayOrTensor]:
+        """Denoise ``img`` (with ``noise_map`` where given, as :meth:`__call__`) and also return the per-voxel
+        uncertainty map (same type and shape, float32).
 
         The map is the expected error of the returned image at each voxel (a root mean square, in the image's own
         intensity units): where it reads 20 HU, the denoised value is expected to be about 20 HU off the clean one.
@@ -129,9 +137,11 @@ class DNAPriorDenoise(Transform):
         noise, and 0 where the Rician background rule returns a background as 0 (the rule claims no signal there).
         The image is the same as without the map.
         """
-        return self._denoise(img, with_map=True)
+        return self._denoise(img, with_map=True, noise_map=noise_map)
 
-    def _denoise(self, img: NdarrayOrTensor, with_map: bool) -> tuple[NdarrayOrTensor, NdarrayOrTensor | None]:
+    def _denoise(
+        self, img: NdarrayOrTensor, with_map: bool, noise_map: NdarrayOrTensor | None = None
+    ) -> tuple[NdarrayOrTensor, NdarrayOrTensor | None]:
         img_t = convert_to_tensor(img, track_meta=get_track_meta())
         check_image(img_t)
         result = denoise(
@@ -139,6 +149,7 @@ class DNAPriorDenoise(Transform):
             noise_model=self.noise_model, noise_level=self.noise_level, prior=self.prior, preset=self.preset,
             filter_config=self.filter_config, network_config=self.network_config, seed=self.seed, device=self.device,
             slice_axis=self.slice_axis, noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd),
+            noise_map=_plain(noise_map),
             name=_source_name(img_t), progress=active_progress(), uncertainty=with_map, series=self.series,
         )
         out = _to_input_dtype(result.image, img_t.dtype)
@@ -174,6 +185,11 @@ def _prior_from_pilot(pilot: str | None, prior: str) -> str:
     return meant[pilot]
 
 
+def _plain(array: NdarrayOrTensor | None) -> NdarrayOrTensor | None:
+    """A ``MetaTensor`` as a plain tensor (its metadata plays no part); anything else as it is."""
+    return array.as_tensor() if hasattr(array, "as_tensor") else array
+
+
 def _source_name(img: torch.Tensor) -> str | None:
     """The file a MetaTensor was loaded from, for the log."""
     meta = getattr(img, "meta", None) or {}
@@ -198,9 +214,14 @@ class DNAPriorDenoised(MapTransform):
             ``f"{key}_{uncertainty_key}"`` (with the image's metadata, so it saves alongside the image): the expected
             error of the denoised voxel in the image's intensity units (see
             :meth:`DNAPriorDenoise.denoise_with_uncertainty`).
+        noise_map_key: if set, the key of each item's noise map (the noise's relative std at every voxel, a
+            g-factor map say, loaded alongside the image: :meth:`DNAPriorDenoise.__call__`), used for every key.
         allow_missing_keys: don't raise if a key is missing.
         noise_model, noise_level, preset, kwargs: the arguments of :class:`DNAPriorDenoise` (``prior``, ``device``,
             ``noise_psd``, ``slice_axis`` and the network settings).
+
+    Raises:
+        KeyError: ``noise_map_key`` is set and an item has no such key.
     """
 
     backend = DNAPriorDenoise.backend
@@ -213,20 +234,29 @@ class DNAPriorDenoised(MapTransform):
         preset: str = Preset.DEFAULT,
         *,
         uncertainty_key: str | None = None,
+        noise_map_key: str | None = None,
         allow_missing_keys: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.denoiser = DNAPriorDenoise(noise_model=noise_model, noise_level=noise_level, preset=preset, **kwargs)
         self.uncertainty_key = uncertainty_key
+        self.noise_map_key = noise_map_key
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
+        noise_map = None
+        if self.noise_map_key is not None:
+            if self.noise_map_key not in d:
+                raise KeyError(f"noise_map_key={self.noise_map_key!r} is not in the data (keys: {list(d)}); load the "
+                               "noise map under that key, or leave noise_map_key out to read the map from the image.")
+            noise_map = d[self.noise_map_key]
         for key in self.key_iterator(d):
             if self.uncertainty_key is None:
-                d[key] = self.denoiser(d[key])
+                d[key] = self.denoiser(d[key], noise_map=noise_map)
             else:
-                d[key], d[f"{key}_{self.uncertainty_key}"] = self.denoiser.denoise_with_uncertainty(d[key])
+                d[key], d[f"{key}_{self.uncertainty_key}"] = self.denoiser.denoise_with_uncertainty(
+                    d[key], noise_map=noise_map)
         return d
 
 

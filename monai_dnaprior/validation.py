@@ -10,7 +10,7 @@ from monai.utils import StrEnum, look_up_option
 
 from monai_dnaprior.settings import Prior, resolve_prior
 
-__all__ = ["check_image", "check_network_settings", "check_option", "check_slice_axis", "check_device", "check_noise_level", "check_options", "check_seed"]
+__all__ = ["check_image", "check_network_settings", "check_option", "check_slice_axis", "check_device", "check_noise_level", "check_noise_map", "check_options", "check_seed"]
 
 
 def check_option(name: str, value: object, options: type[StrEnum]) -> StrEnum:
@@ -46,6 +46,35 @@ def check_noise_level(noise_level: object) -> None:
                         f"({type(noise_level).__name__}).")
     if not (math.isfinite(float(noise_level)) and noise_level >= 0):
         raise ValueError(f"noise_level must be a non-negative number or None (estimate), got {noise_level!r}.")
+
+
+def check_noise_map(noise_map: object, image_shape: tuple[int, ...]) -> torch.Tensor:
+    """A noise map for a channel-first image of ``image_shape``: the noise's relative std at every voxel, of the
+    image's spatial shape (axes of size 1 do not count: a leading channel axis, a depth-1 slice's), positive and
+    finite. Returned as a float64 tensor of
+    the image's spatial shape (a copy: the input is never modified).
+
+    Raises:
+        TypeError: not a numeric array or tensor (complex or boolean included).
+        ValueError: another shape, or a value that is not positive and finite.
+    """
+    if not isinstance(noise_map, torch.Tensor):
+        if not hasattr(noise_map, "__array__") or getattr(noise_map, "dtype", None) is None:
+            raise TypeError(f"noise_map must be a numeric numpy array or torch tensor, got {type(noise_map).__name__}.")
+        noise_map = torch.as_tensor(noise_map.__array__())
+    if noise_map.is_complex() or noise_map.dtype == torch.bool:
+        raise TypeError(f"noise_map must hold real numbers (the noise's relative std), got {noise_map.dtype}.")
+    spatial = tuple(image_shape[1:])
+    if [n for n in noise_map.shape if n > 1] != [n for n in spatial if n > 1]:  # axes of size 1 do not count
+        raise ValueError(f"noise_map has shape {tuple(noise_map.shape)}; the image {tuple(image_shape)} needs a map of "
+                         f"its spatial shape {spatial} (or {(1, *spatial)}), one value per voxel.")
+    values = noise_map.detach().to("cpu", torch.float64).reshape(spatial).clone()
+    bad = int((~(torch.isfinite(values) & (values > 0))).sum())
+    if bad:
+        raise ValueError(f"noise_map has {bad} values that are not positive and finite out of {values.numel()}; it is "
+                         "the noise's relative std (a g-factor map, say), above 0 everywhere (clamp it, e.g. "
+                         "`noise_map.clamp_min(1e-3)`, or fill its holes).")
+    return values
 
 
 def check_device(device: object) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from monai_dnaprior.noise.estimation import estimate_noise_level, finest_scale_quietness, slice_noise_scale, too_thin
+from monai_dnaprior.noise.given_map import GivenMap
 from monai_dnaprior.noise.level_map import LevelMap, estimate_level_map
 from monai_dnaprior.noise.models import NoiseModel, get_noise_model, noise_model_class
 from monai_dnaprior.noise.rayleigh import (
@@ -59,8 +60,8 @@ class NoiseField:
             level and may be much lower: :data:`UPPER_BOUND_SHARE` of that bound is used, and the spectrum is
             taken white.
         from_repeats: level and spectrum come from the differences of channels that repeat one image.
-        level_map: the noise's relative std as a smooth function of position (:mod:`.level_map`), or None where
-            it is even; ``model.level`` is then the level where the map reads 1.
+        level_map: the noise's relative std as a function of position (read: :mod:`.level_map`; given:
+            :mod:`.given_map`), or None where it is even; ``model.level`` is then the level where the map reads 1.
     """
 
     model: NoiseModel
@@ -70,7 +71,7 @@ class NoiseField:
     estimated: bool = True
     upper_bound: bool = False
     from_repeats: bool = False
-    level_map: LevelMap | None = None
+    level_map: LevelMap | GivenMap | None = None
 
     @property
     def is_white(self) -> bool:
@@ -85,7 +86,8 @@ class NoiseField:
         text += ", white" if self.is_white else f", {colour}"
         if self.level_map is not None:
             low, high, peak = self.level_map.summary()
-            text += (f", level varies across the image: {low:.2f}-{high:.2f}x (highest at {peak} of each axis)")
+            given = " (given map)" if self.level_map.given else ""
+            text += (f", level varies across the image{given}: {low:.2f}-{high:.2f}x (highest at {peak} of each axis)")
         if self.slice_scale is not None:
             text += (f", level varies along the slices ({float(self.slice_scale.min()):.2f}-"
                      f"{float(self.slice_scale.max()):.2f} of its median): per-slice levels")
@@ -141,9 +143,11 @@ def estimate_noise_field(
     level: float | None = None,
     psd: torch.Tensor | None = None,
     slice_axis: int = -1,
+    given_map: GivenMap | None = None,
 ) -> tuple[NoiseField, torch.Tensor]:
     """Estimate the noise field of ``y`` (``(C, *spatial)``, normalised to about [0, 1]) and its fit-domain target.
 
+    A ``given_map`` (additive noise: :mod:`.given_map`) is used as it is, in place of a map read from the image.
     Additive noise (Gaussian, Rician) whose level is not given may vary across the image: its map ``g``
     (:func:`~monai_dnaprior.noise.level_map.estimate_level_map`, on the bright windows of a magnitude) divides the
     observation, whose noise is then stationary, and the rest of the field is estimated on ``y / g``
@@ -159,26 +163,33 @@ def estimate_noise_field(
         ``(field, target)``: the field, and the observation in the fit domain divided by the noise's relative std.
     """
     kind = noise_model_class(noise_model)
-    level_map = None
-    if level is None and psd is None and kind.additive and not too_thin(y, spatial_dims):
+    level_map = given_map
+    if given_map is not None and not kind.additive:
+        raise ValueError(f"A noise map describes additive noise (Gaussian or Rician), not {noise_model!r}.")
+    if level_map is None and level is None and psd is None and kind.additive and not too_thin(y, spatial_dims):
         level_map = _read_level_map(y, spatial_dims, kind)
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
     stationary = None  # read once: a magnitude's, and where the map leaves the noise unmeasurable
-    if kind.is_magnitude:  # a magnitude's noise found coloured is a low pass (a k-space window): none is in the map
+    if kind.is_magnitude and given_map is None:  # a magnitude's noise found coloured is a low pass (a k-space
+        # window): none is in the map
         stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].is_white:
             return stationary
     divided = y / level_map.on_grid(tuple(y.shape[1:]), y.device)
     # a magnitude's sigma from its background's blocks: one floor's search drifts to the quiet part of a background
-    # that the estimated map leaves uneven; the blocks' test is for white noise, so coloured noise keeps the floor's
-    base = rayleigh_block_sigma(divided, spatial_dims) if kind.is_magnitude else None
-    field, target = estimate_stationary_field(divided, spatial_dims, noise_model, base, psd, slice_axis)
+    # that the estimated map leaves uneven (a given map leaves it even, and the floor's search reads less of the
+    # faint anatomy those blocks hold); the blocks' test is for white noise, so coloured noise keeps the floor's
+    read = kind.is_magnitude and level is None and given_map is None
+    base = rayleigh_block_sigma(divided, spatial_dims) if read else None
+    field, target = estimate_stationary_field(divided, spatial_dims, noise_model, level if base is None else base, psd,
+                                              slice_axis)
     if base is not None and field.is_white:
         field = replace(field, estimated=True)
     elif base is not None:
         field, target = estimate_stationary_field(divided, spatial_dims, noise_model, level, psd, slice_axis)
-    if field.upper_bound:  # the map left the noise less measurable than one level does: it is not the noise's
+    if field.upper_bound and given_map is None:  # the map left the noise less measurable than one level does: it is
+        # not the noise's
         stationary = stationary or estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].upper_bound:
             return stationary

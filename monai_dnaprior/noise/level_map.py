@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -73,6 +74,7 @@ class LevelMap:
     shift: float = 0.0
     local: torch.Tensor | None = None
     local_extent: tuple[tuple[float, float], ...] = ()
+    given: ClassVar[bool] = False  # read from the image (a :class:`~.given_map.GivenMap` is given)
 
     def log_values(self, shape: tuple[int, ...], device: torch.device | str | None = None) -> torch.Tensor:
         """``log g`` on a voxel grid of spatial ``shape``."""

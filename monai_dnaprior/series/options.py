@@ -61,13 +61,15 @@ def mppca_step(shape: tuple[int, ...], preset: str) -> int:
     return 2
 
 
-def series_refusal(shape: tuple[int, ...], has_psd: bool, prior: str) -> str | None:
+def series_refusal(shape: tuple[int, ...], has_psd: bool, prior: str, has_map: bool = False) -> str | None:
     """Why an image of ``shape`` ``(C, *spatial)`` cannot be denoised as a series with these settings, or None."""
     channels, spatial = shape[0], tuple(shape[1:])
     if channels < 2:
         return f"it has {channels} channel; a series needs its repeats as channels (C, H, W[, D]) with C >= 2"
     if has_psd:
         return "a given noise_psd describes one image's noise; the series estimates its own"
+    if has_map:
+        return "a given noise_map describes one image's noise; the series estimates its own"
     if prior not in (Prior.AUTO, Prior.FILTER):
         return (f"prior={str(prior)!r} fits the single-image network; the series mode takes prior='auto' (its own "
                 "network, weighed by SURE) or prior='filter' (MP-PCA and the series Wiener pass, no network)")
@@ -77,7 +79,7 @@ def series_refusal(shape: tuple[int, ...], has_psd: bool, prior: str) -> str | N
     return None
 
 
-def use_series(series: bool | None, shape: tuple[int, ...], has_psd: bool, prior: str) -> bool:
+def use_series(series: bool | None, shape: tuple[int, ...], has_psd: bool, prior: str, has_map: bool = False) -> bool:
     """Whether to denoise ``(C, *spatial)`` as a series: as asked, or for None where it has at least
     :data:`SERIES_MIN_CHANNELS` channels and nothing refuses it (a warning says why where something does).
 
@@ -87,7 +89,7 @@ def use_series(series: bool | None, shape: tuple[int, ...], has_psd: bool, prior
     check_series(series)
     if series is False:
         return False
-    refusal = series_refusal(tuple(shape), has_psd, prior)
+    refusal = series_refusal(tuple(shape), has_psd, prior, has_map)
     if series is None:
         if refusal is not None and shape[0] >= SERIES_MIN_CHANNELS:
             warnings.warn(f"DNA-Prior: {shape[0]} channels would be denoised together as a series (series=None), but "
