@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_phantom, psnr
+from monai.data import MetaTensor
 
 from monai_dnaprior import DNAPriorDenoise, DNAPriorDenoised, denoise
 
@@ -88,7 +89,8 @@ def test_the_transforms_take_the_map_and_leave_it_as_it_was():
     assert np.isfinite(error).all() and error.shape == noisy.shape
     # the error map follows the noise: higher where the map is
     assert error[0, -8:].mean() > 2 * error[0, :8].mean()
-    d = DNAPriorDenoised(keys="image", noise_model="gaussian", noise_map_key="g")({"image": noisy, "g": g[None]})
+    loaded = MetaTensor(torch.from_numpy(g[None]), meta={"filename_or_obj": "g.nii.gz"})  # as LoadImaged gives it
+    d = DNAPriorDenoised(keys="image", noise_model="gaussian", noise_map_key="g")({"image": noisy, "g": loaded})
     np.testing.assert_allclose(d["image"], out)
     # a depth-1 slice and its map as loaded (axes of size 1 do not count)
     slice_out = DNAPriorDenoise(noise_model="gaussian")(noisy[..., None], noise_map=g[None, :, :, None])
