@@ -145,7 +145,7 @@ class DNAPriorDenoise(Transform):
         img_t = convert_to_tensor(img, track_meta=get_track_meta())
         check_image(img_t)
         result = denoise(
-            img_t.as_tensor() if hasattr(img_t, "as_tensor") else img_t,
+            _plain(img_t),
             noise_model=self.noise_model, noise_level=self.noise_level, prior=self.prior, preset=self.preset,
             filter_config=self.filter_config, network_config=self.network_config, seed=self.seed, device=self.device,
             slice_axis=self.slice_axis, noise_psd=None if self.noise_psd is None else torch.from_numpy(self.noise_psd),

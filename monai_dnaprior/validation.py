@@ -59,9 +59,9 @@ def check_noise_map(noise_map: object, image_shape: tuple[int, ...]) -> torch.Te
         ValueError: another shape, or a value that is not positive and finite.
     """
     if not isinstance(noise_map, torch.Tensor):
-        if not hasattr(noise_map, "__array__") or getattr(noise_map, "dtype", None) is None:
+        if getattr(noise_map, "dtype", None) is None:
             raise TypeError(f"noise_map must be a numeric numpy array or torch tensor, got {type(noise_map).__name__}.")
-        noise_map = torch.as_tensor(noise_map.__array__())
+        noise_map = torch.as_tensor(noise_map)
     if noise_map.is_complex() or noise_map.dtype == torch.bool:
         raise TypeError(f"noise_map must hold real numbers (the noise's relative std), got {noise_map.dtype}.")
     spatial = tuple(image_shape[1:])

@@ -359,8 +359,8 @@ def _dark_anatomy_floor(y: torch.Tensor, m: torch.Tensor, v: torch.Tensor, zero_
 
 def choose_noise_model(noise_model: str, x: torch.Tensor, spatial_dims: int, has_psd: bool = False) -> NoiseModelName:
     """The model to use: the one asked for, or for ``"auto"`` the one :func:`detect_noise_model` finds, checked on the
-    variance-stabilised image. Any noise with a given spectrum is taken as additive (Gaussian), except a Rician
-    magnitude. Signal-dependent noise is taken as additive where
+    variance-stabilised image. Any noise with a given spectrum or noise map (``has_psd``) is taken as additive
+    (Gaussian), except a Rician magnitude. Signal-dependent noise is taken as additive where
 
     - its stabilised image's finest scale is not filled by noise (the quietest windows under 0.85 of the wavelet
       MAD, read above 0.05 of the [0, 1] image: :func:`~monai_dnaprior.noise.estimation.finest_scale_quietness_where`):

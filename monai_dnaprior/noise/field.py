@@ -171,8 +171,8 @@ def estimate_noise_field(
     if level_map is None:
         return estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
     stationary = None  # read once: a magnitude's, and where the map leaves the noise unmeasurable
-    if kind.is_magnitude and given_map is None:  # a magnitude's noise found coloured is a low pass (a k-space
-        # window): none is in the map
+    # a magnitude's noise found coloured is a low pass (a k-space window): none is in a read map
+    if kind.is_magnitude and given_map is None:
         stationary = estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].is_white:
             return stationary
@@ -188,8 +188,8 @@ def estimate_noise_field(
         field = replace(field, estimated=True)
     elif base is not None:
         field, target = estimate_stationary_field(divided, spatial_dims, noise_model, level, psd, slice_axis)
-    if field.upper_bound and given_map is None:  # the map left the noise less measurable than one level does: it is
-        # not the noise's
+    # a read map that left the noise less measurable than one level does is not the noise's
+    if field.upper_bound and given_map is None:
         stationary = stationary or estimate_stationary_field(y, spatial_dims, noise_model, level, psd, slice_axis)
         if not stationary[0].upper_bound:
             return stationary
