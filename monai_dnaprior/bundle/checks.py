@@ -103,6 +103,7 @@ def check_settings(
     output_dtype: object = None,
     exit_on_error: bool | str = True,
     series: object = None,
+    noise_map_dir: object = None,
 ) -> bool:
     """Check the bundle's settings before anything is built (the configs call this in ``initialize``): the settings
     of :class:`~monai_dnaprior.transforms.DNAPriorDenoised` (checked by building it, so the rules are the
@@ -116,6 +117,7 @@ def check_settings(
         output_dtype: the data type written, None (the input's) or an integer or float numpy type name.
         exit_on_error: log one error line and raise ``SystemExit(1)``; when False re-raise the error.
         series: true, false or null (:func:`as_series`; :class:`~monai_dnaprior.transforms.DNAPriorDenoise`).
+        noise_map_dir: null, or a folder of noise maps (one per input, under its name) for additive noise.
 
     Returns:
         True when every setting is valid.
@@ -129,6 +131,13 @@ def check_settings(
                         max_iters=max_iters, seed=seed, volume_mode=volume_mode, device=device,
                         series=as_series(series))
         _check_device(device)
+        if noise_map_dir is not None:
+            if not os.path.isdir(os.fspath(noise_map_dir)):
+                raise ValueError(f"noise_map_dir {noise_map_dir!r} is not a folder; pass a folder holding one noise map "
+                                 "per input, under the input's name, or leave it null.")
+            if str(noise_model) in ("poisson", "speckle"):
+                raise ValueError(f"noise_map_dir describes additive noise; use noise_model 'auto', 'gaussian' or "
+                                 f"'rician', not {str(noise_model)!r}.")
         if output_dtype is not None:
             try:
                 kind = np.dtype(output_dtype).kind

@@ -11,7 +11,7 @@ from monai.utils import optional_import
 itk, _HAS_ITK = optional_import("itk")
 
 __all__ = ["IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "check_input", "dicom_series", "find_inputs", "input_files", "input_stem",
-           "input_voxels"]
+           "input_voxels", "noise_map_path"]
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".mha", ".mhd", ".nrrd", ".nhdr")
 """File types taken as inputs; DICOM files are also found without a suffix (by their preamble) and a folder of
@@ -128,6 +128,25 @@ def input_stem(path: str | os.PathLike) -> str:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name
+
+
+def noise_map_path(path: str | os.PathLike, noise_map_dir: str | os.PathLike) -> str:
+    """The noise map of the input ``path`` in ``noise_map_dir``: the image file there with the input's name
+    (:func:`input_stem`; any of :data:`IMAGE_SUFFIXES`, so a DICOM series folder ``s1`` takes ``s1.nii.gz``).
+
+    Raises:
+        FileNotFoundError: there is none.
+        ValueError: there are several (``a.nii`` and ``a.nii.gz``).
+    """
+    folder, stem = os.fspath(noise_map_dir), input_stem(path)
+    found = [f for f in input_files(folder) if f.lower().endswith(IMAGE_SUFFIXES) and input_stem(f) == stem]
+    if not found:
+        raise FileNotFoundError(f"no noise map for {os.path.basename(os.path.normpath(os.fspath(path)))!r} in "
+                                f"noise_map_dir {folder!r}: put one there under the input's name ({stem}.nii.gz, say).")
+    if len(found) > 1:
+        raise ValueError(f"several noise maps for {stem!r} in noise_map_dir {folder!r} "
+                         f"({', '.join(os.path.basename(f) for f in found)}); keep one.")
+    return found[0]
 
 
 def input_voxels(path: str | os.PathLike) -> int:

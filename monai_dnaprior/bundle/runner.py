@@ -13,19 +13,22 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import NoReturn
 
 import torch.distributed as dist
+from monai.transforms import LoadImage
 
 import monai_dnaprior
 from monai_dnaprior.bundle.checks import as_flag, root_cause
-from monai_dnaprior.bundle.inputs import check_input, find_inputs, input_voxels
+from monai_dnaprior.bundle.inputs import check_input, find_inputs, input_voxels, noise_map_path
 from monai_dnaprior.bundle.outputs import check_writable, plan_outputs, save_atomic, written_dtype
 from monai_dnaprior.bundle.sidecar import fingerprint, is_current, plain, sidecar_path, transform_settings, write_sidecar
 from monai_dnaprior.bundle.progress import ImageProgress, format_duration, naming_the_file
 from monai_dnaprior.progress import reporting_progress
 
-__all__ = ["DenoiseFolder", "DenoiseFolderError", "shard"]
+__all__ = ["NOISE_MAP_KEY", "DenoiseFolder", "DenoiseFolderError", "shard"]
 
 logger = logging.getLogger("monai_dnaprior.bundle")
 
+NOISE_MAP_KEY = "noise_map"
+"""The key under which an input's noise map (``noise_map_dir``) reaches the transform, loaded channel-first."""
 GATHER_TIMEOUT = datetime.timedelta(days=7)
 """How long a rank that has finished waits for the others to report their failures (a fit can take hours)."""
 
@@ -86,6 +89,10 @@ class DenoiseFolder:
             when False raise the error instead (what a Python caller wants).
         settings: what the settings fingerprint is made of; :func:`transform_settings` of ``transform`` when None.
         progress_interval: least seconds between two progress lines inside an image.
+        noise_map_dir: a folder of noise maps, one per input under the input's name
+            (:func:`~monai_dnaprior.bundle.inputs.noise_map_path`), each passed to ``transform`` loaded under
+            :data:`NOISE_MAP_KEY` (its ``DNAPriorDenoised`` then takes ``noise_map_key``); an input without one fails.
+            Its files count in the settings fingerprint.
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class DenoiseFolder:
         exit_on_error: bool | str = True,
         settings: object = None,
         progress_interval: float = 10.0,
+        noise_map_dir: str | os.PathLike | None = None,
     ) -> None:
         if output_ext not in (".nii.gz", ".nii"):
             raise ValueError(f"output_ext must be '.nii.gz' or '.nii', got {output_ext!r}.")
@@ -119,6 +127,7 @@ class DenoiseFolder:
         self.exit_on_error = as_flag(exit_on_error, "exit_on_error")
         self.settings = settings
         self.progress_interval = float(progress_interval)
+        self.noise_map_dir = None if noise_map_dir is None else os.fspath(noise_map_dir)
 
     def _distributed(self) -> bool:
         return self.rank is None and self.world_size is None and dist.is_available() and dist.is_initialized()
@@ -174,8 +183,9 @@ class DenoiseFolder:
             name = os.path.basename(os.path.normpath(src))
             where = f"{tag}[{i}/{len(share)}] {name}"
             try:
-                digest = fingerprint(settings, src)
-            except OSError as e:
+                noise_map = None if self.noise_map_dir is None else noise_map_path(src, self.noise_map_dir)
+                digest = fingerprint(settings, src, noise_map)
+            except (OSError, ValueError) as e:
                 logger.error("%s: FAILED: %s", where, root_cause(e))
                 summary["failed"].append(src)
                 continue
@@ -195,12 +205,15 @@ class DenoiseFolder:
                                      voxels_before=fitted_voxels)
             try:
                 check_input(src)
+                item: dict[Hashable, object] = {self.image_key: src}
+                if noise_map is not None:
+                    item[NOISE_MAP_KEY] = LoadImage(image_only=True, ensure_channel_first=True)(noise_map)
                 with reporting_progress(reporter), naming_the_file(f"{where}: "):
-                    data = self.transform({self.image_key: src})
+                    data = self.transform(item)
                 if os.path.exists(sidecar_path(dst)):
                     os.remove(sidecar_path(dst))  # never a sidecar that vouches for an output being replaced
                 save_atomic(data[self.image_key], dst, self.output_dtype, source=src)
-                write_sidecar(dst, settings, src, digest)
+                write_sidecar(dst, settings, src, digest, noise_map)
             except Exception as e:  # one bad file must not stop the others
                 logger.error("%s: FAILED after %.1f s: %s", where, time.perf_counter() - t0, root_cause(e))
                 logger.debug("%s%s failed", tag, src, exc_info=True)

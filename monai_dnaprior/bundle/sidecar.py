@@ -32,9 +32,13 @@ def _input_state(path: str) -> list:
     return state
 
 
-def fingerprint(settings: Mapping, source: str) -> str:
-    """A hash of the settings that shape an output and of the input's files (names, sizes, times)."""
-    payload = json.dumps({"settings": settings, "input": _input_state(os.fspath(source))}, sort_keys=True, default=str)
+def fingerprint(settings: Mapping, source: str, noise_map: str | None = None) -> str:
+    """A hash of the settings that shape an output and of the input's files (names, sizes, times), and of its noise
+    map's where one is given."""
+    state = {"settings": settings, "input": _input_state(os.fspath(source))}
+    if noise_map is not None:
+        state["noise_map"] = _input_state(os.fspath(noise_map))
+    payload = json.dumps(state, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -47,10 +51,13 @@ def sidecar_path(output: str | os.PathLike) -> str:
     return output + ".json"
 
 
-def write_sidecar(output: str | os.PathLike, settings: Mapping, source: str, digest: str) -> None:
-    """Write the JSON sidecar of ``output`` atomically: fingerprint, input and settings."""
+def write_sidecar(output: str | os.PathLike, settings: Mapping, source: str, digest: str,
+                  noise_map: str | None = None) -> None:
+    """Write the JSON sidecar of ``output`` atomically: fingerprint, input (and noise map) and settings."""
     path = sidecar_path(output)
     body = {"fingerprint": digest, "input": os.path.abspath(source), "settings": settings}
+    if noise_map is not None:
+        body["noise_map"] = os.path.abspath(noise_map)
     tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with open(tmp, "w") as f:
