@@ -286,6 +286,7 @@ def test_noise_map_dir_is_checked_before_any_work(tmp_path):
     _fails_with(ValueError, "is not a folder", data, tmp_path / "out", noise_map_dir=str(tmp_path / "none"))
     _fails_with(ValueError, "describes additive noise", data, tmp_path / "out", noise_map_dir=str(data),
                 noise_model="speckle")
+    _fails_with(ValueError, "noise_map_dir is dataset_dir", data, tmp_path / "out", noise_map_dir=str(data))
     assert not (tmp_path / "out").exists()
 
 

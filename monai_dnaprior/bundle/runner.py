@@ -166,6 +166,10 @@ class DenoiseFolder:
         if self._distributed() and world > 1:  # a CPU group with a long timeout for the final gather
             group = dist.new_group(backend="gloo", timeout=GATHER_TIMEOUT)
         try:
+            if self.noise_map_dir is not None and os.path.realpath(self.noise_map_dir) == os.path.realpath(
+                    self.dataset_dir):
+                raise ValueError(f"noise_map_dir is dataset_dir ({self.dataset_dir!r}): each input would be its own "
+                                 "noise map; put the maps in a folder of their own.")
             inputs = find_inputs(self.dataset_dir)
             outputs = plan_outputs(inputs, self.output_dir, self.output_postfix, self.output_ext)
             check_writable(self.output_dir)
