@@ -35,7 +35,7 @@ from monai_dnaprior.settings import (
     resolve_prior,
 )
 from monai_dnaprior.uncertainty import clean_error, to_image_domain
-from monai_dnaprior.validation import check_image, check_noise_map, check_option, check_options
+from monai_dnaprior.validation import check_additive_noise, check_image, check_noise_map, check_option, check_options
 
 __all__ = ["CHANNEL_GROUP", "DenoiseResult", "denoise"]
 
@@ -130,10 +130,9 @@ def denoise(
     asked_prior = check_option("prior", prior, Prior)
     run_prior = resolve_prior(asked_prior)
     for given, what in ((noise_psd, "noise_psd"), (noise_map, "noise_map")):
-        if given is not None and noise_model in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):
-            raise ValueError(f"{what} describes additive noise; use noise_model='gaussian' or 'rician', not "
-                             f"{noise_model!r}.")
-    given_map = None if noise_map is None else check_noise_map(noise_map, tuple(img.shape))
+        if given is not None:
+            check_additive_noise(what, noise_model)
+    map_values = None if noise_map is None else check_noise_map(noise_map, tuple(img.shape))
     if network_config is not None and run_prior == Prior.FILTER:
         raise ValueError(f"network_config acts only where a network is fitted, and prior={str(prior)!r} fits none; "
                          "pass prior='network' (the network alone) or prior='network+filter', or leave it out.")
@@ -147,8 +146,7 @@ def denoise(
     settings.slice_axis = kept.index(axis) - len(kept) if axis in kept else -1
     x = img.detach().to(run_device, torch.float32).reshape(img.shape[0], *[img.shape[d] for d in kept])
     psd = None if noise_psd is None else torch.as_tensor(noise_psd, dtype=torch.float64).reshape(x.shape[1:])
-    if given_map is not None:
-        given_map = GivenMap.relative(given_map.reshape(x.shape[1:]).to(run_device))
+    given_map = None if map_values is None else GivenMap.relative(map_values.reshape(x.shape[1:]).to(run_device))
     groups = torch.split(torch.arange(x.shape[0]), CHANNEL_GROUP)
     tracker = ProgressTracker(progress, x.numel())
     if use_series(series, tuple(x.shape), noise_psd is not None, asked_prior, given_map is not None):

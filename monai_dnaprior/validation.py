@@ -8,9 +8,9 @@ import numbers
 import torch
 from monai.utils import StrEnum, look_up_option
 
-from monai_dnaprior.settings import Prior, resolve_prior
+from monai_dnaprior.settings import NoiseModelName, Prior, resolve_prior
 
-__all__ = ["check_image", "check_network_settings", "check_option", "check_slice_axis", "check_device", "check_noise_level", "check_noise_map", "check_options", "check_seed"]
+__all__ = ["check_image", "check_network_settings", "check_option", "check_slice_axis", "check_device", "check_noise_level", "check_noise_map", "check_additive_noise", "check_options", "check_seed"]
 
 
 def check_option(name: str, value: object, options: type[StrEnum]) -> StrEnum:
@@ -48,11 +48,22 @@ def check_noise_level(noise_level: object) -> None:
         raise ValueError(f"noise_level must be a non-negative number or None (estimate), got {noise_level!r}.")
 
 
+def check_additive_noise(what: str, noise_model: object) -> None:
+    """``what`` (a given noise spectrum or map) describes additive noise: refused with a named ``noise_model`` that
+    is not (Poisson, speckle); ``auto`` then chooses between Gaussian and Rician.
+
+    Raises:
+        ValueError: ``noise_model`` is ``poisson`` or ``speckle``.
+    """
+    if str(noise_model) in (NoiseModelName.POISSON, NoiseModelName.SPECKLE):
+        raise ValueError(f"{what} describes additive noise; use noise_model 'auto', 'gaussian' or 'rician', not "
+                         f"{str(noise_model)!r}.")
+
+
 def check_noise_map(noise_map: object, image_shape: tuple[int, ...]) -> torch.Tensor:
     """A noise map for a channel-first image of ``image_shape``: the noise's relative std at every voxel, of the
     image's spatial shape (axes of size 1 do not count: a leading channel axis, a depth-1 slice's), positive and
-    finite. Returned as a float64 tensor of
-    the image's spatial shape (a copy: the input is never modified).
+    finite. Returned as a float64 tensor of the image's spatial shape (a copy: the input is never modified).
 
     Raises:
         TypeError: not a numeric array or tensor (complex or boolean included).

@@ -20,6 +20,7 @@ from monai.utils import damerau_levenshtein_distance, str2bool
 from monai_dnaprior.bundle.inputs import check_input, find_inputs
 from monai_dnaprior.devices import resolve_device
 from monai_dnaprior.transforms import DNAPriorDenoise
+from monai_dnaprior.validation import check_additive_noise
 
 __all__ = ["ReadableInputs", "as_flag", "check_setting_names", "check_settings", "root_cause", "run_evaluator"]
 
@@ -135,9 +136,7 @@ def check_settings(
             if not os.path.isdir(os.fspath(noise_map_dir)):
                 raise ValueError(f"noise_map_dir {noise_map_dir!r} is not a folder; pass a folder holding one noise map "
                                  "per input, under the input's name, or leave it null.")
-            if str(noise_model) in ("poisson", "speckle"):
-                raise ValueError(f"noise_map_dir describes additive noise; use noise_model 'auto', 'gaussian' or "
-                                 f"'rician', not {str(noise_model)!r}.")
+            check_additive_noise("noise_map_dir", noise_model)
         if output_dtype is not None:
             try:
                 kind = np.dtype(output_dtype).kind

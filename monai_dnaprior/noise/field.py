@@ -30,6 +30,7 @@ from monai_dnaprior.noise.spectrum import (
     spectrum_from_psd,
     strongly_coloured,
 )
+from monai_dnaprior.validation import check_additive_noise
 
 __all__ = ["UPPER_BOUND_SHARE", "NoiseField", "estimate_noise_field", "estimate_stationary_field"]
 
@@ -164,8 +165,8 @@ def estimate_noise_field(
     """
     kind = noise_model_class(noise_model)
     level_map = given_map
-    if given_map is not None and not kind.additive:
-        raise ValueError(f"A noise map describes additive noise (Gaussian or Rician), not {noise_model!r}.")
+    if given_map is not None:
+        check_additive_noise("noise_map", noise_model)
     if level_map is None and level is None and psd is None and kind.additive and not too_thin(y, spatial_dims):
         level_map = _read_level_map(y, spatial_dims, kind)
     if level_map is None:
